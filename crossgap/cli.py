@@ -1,0 +1,183 @@
+"""The ``crossgap`` command line (console script ``crossgap = crossgap.cli:main``).
+
+Top-level subcommands live in :data:`COMMANDS` (name -> :class:`Command`); to add one,
+write a ``configure(parser)`` function that adds its arguments and sets
+``parser.set_defaults(func=handler)`` with ``handler(args) -> int``, and add an entry.
+Handlers only parse arguments and call library functions; they print reports to
+stdout and messages through :mod:`logging`.
+
+Currently::
+
+    crossgap datasets list
+    crossgap datasets check --dataroot DIR [NAME ...] [--no-check-images] [--json] [--strict]
+    crossgap datasets prepare NAME --dataroot DIR --out manifest.parquet [--skip-corrupt] [--no-check-images]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+log = logging.getLogger("crossgap.cli")
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+@dataclass(frozen=True)
+class Command:
+    """A subcommand: its one-line help and the function that configures its parser."""
+
+    help: str
+    configure: Callable[[argparse.ArgumentParser], None]
+
+
+# --------------------------------------------------------------------------- datasets
+
+
+def _datasets_list(args: argparse.Namespace) -> int:
+    from crossgap.datasets import get_adapter, list_datasets
+
+    print(f"{'dataset':<16} {'folder':<16} {'classes':>7}  {'expected sizes':<40} tasks")
+    for slug in list_datasets():
+        a = get_adapter(slug)
+        sizes = ", ".join(f"{k} {v}" for k, v in a.expected_sizes.items()) or "(not fixed)"
+        tasks = ", ".join(t for t, spec in a.protocol.items() if spec is not None)
+        print(f"{slug:<16} {a.folder + '/':<16} {a.num_classes or '-':>7}  {sizes:<40} {tasks}")
+    return 0
+
+
+def _datasets_check(args: argparse.Namespace) -> int:
+    from crossgap.datasets import DatasetError, check_dataset, get_adapter, list_datasets
+
+    try:
+        adapters = [get_adapter(n) for n in (args.names or list_datasets())]
+    except DatasetError as exc:
+        log.error("%s", exc)
+        return 2
+    reports = [check_dataset(a, args.dataroot, check_images=args.check_images, workers=args.workers) for a in adapters]
+    if args.json:
+        print(json.dumps([r.to_json() for r in reports], indent=2))
+    else:
+        print("\n".join(r.format(brief_not_found=not args.names) for r in reports))
+        if not args.names:
+            found = [r.dataset for r in reports if r.found]
+            print(f"\nfound: {', '.join(found) or '(none)'}")
+            print(f"not found: {', '.join(r.dataset for r in reports if not r.found) or '(none)'}")
+    considered = reports if args.names else [r for r in reports if r.found]
+    failed = [r.dataset for r in considered if not r.ok or (args.strict and r.warnings)]
+    if failed:
+        log.error("dataset check failed for: %s", ", ".join(failed))
+        return 1
+    return 0
+
+
+def _datasets_prepare(args: argparse.Namespace) -> int:
+    from crossgap.datasets import DatasetError, DatasetIntegrityError, prepare_manifest, skipped_sidecar_path
+
+    try:
+        df, meta = prepare_manifest(
+            args.name,
+            args.dataroot,
+            args.out,
+            skip_corrupt=args.skip_corrupt,
+            check_images=args.check_images,
+            workers=args.workers,
+        )
+    except DatasetIntegrityError as exc:
+        log.error("%s: %d missing or unreadable file(s); manifest not written", exc.dataset, len(exc.problems))
+        for p in exc.problems:
+            print(f"{p.kind.upper()} {p.path}  ({p.reason})")
+        print("re-run with --skip-corrupt to skip (and record) them")
+        return 1
+    except DatasetError as exc:
+        log.error("%s", exc)
+        return 1
+    counts = df.groupby(["split", "modality"], sort=False).size()
+    print(f"wrote {args.out}: {len(df)} rows, {len(meta['classnames'])} classes")
+    for (split, modality), n in counts.items():
+        print(f"    {split:>8} {modality:<5}: {n}")
+    if meta["skipped"]:
+        print(f"skipped {len(meta['skipped'])} row(s); listed in {skipped_sidecar_path(args.out)}")
+    return 0
+
+
+def _add_check_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dataroot", required=True, help="folder holding one sub-folder per dataset")
+    p.add_argument(
+        "--no-check-images",
+        dest="check_images",
+        action="store_false",
+        help="only check that files exist; do not decode every image",
+    )
+    p.add_argument("--workers", type=int, default=None, help="threads used to decode images")
+
+
+def _configure_datasets(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="datasets_command", metavar="{list,check,prepare}", required=True)
+
+    p = sub.add_parser("list", help="list registered datasets")
+    p.set_defaults(func=_datasets_list)
+
+    p = sub.add_parser("check", help="check that datasets are present, complete and readable")
+    p.add_argument("names", nargs="*", help="datasets to check (default: all registered; report which are found)")
+    _add_check_options(p)
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--strict", action="store_true", help="also fail on warnings (e.g. split size mismatch)")
+    p.set_defaults(func=_datasets_check)
+
+    p = sub.add_parser("prepare", help="build a dataset's manifest (Parquet)")
+    p.add_argument("name", help="dataset slug (see 'crossgap datasets list')")
+    _add_check_options(p)
+    p.add_argument("--out", required=True, help="manifest path to write, e.g. data/manifests/<name>.parquet")
+    p.add_argument(
+        "--skip-corrupt",
+        action="store_true",
+        help="skip missing/corrupt images instead of failing; they are recorded in the manifest metadata "
+        "and in <out stem>.skipped.json",
+    )
+    p.set_defaults(func=_datasets_prepare)
+
+
+#: Top-level subcommands; add an entry to add a command.
+COMMANDS: dict[str, Command] = {
+    "datasets": Command("list, check and prepare datasets", _configure_datasets),
+}
+
+
+# --------------------------------------------------------------------------- entry point
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full argument parser, with every command of :data:`COMMANDS`."""
+    parser = argparse.ArgumentParser(prog="crossgap", description="Cross the Gap: modality inversion for CLIP.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--log-file", default=None, help="also append log messages to this file")
+    sub = parser.add_subparsers(dest="command", metavar="{" + ",".join(COMMANDS) + "}", required=True)
+    for name, command in COMMANDS.items():
+        command.configure(sub.add_parser(name, help=command.help, description=command.help))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI with ``argv`` (default ``sys.argv[1:]``); return the exit status."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse exits on --help and on usage errors
+        return int(exc.code or 0)
+    from crossgap.utils import setup_logging
+
+    level = logging.DEBUG if args.verbose else logging.INFO
+    if args.log_file or not logging.getLogger().handlers:  # leave a host's (e.g. pytest's) logging alone
+        setup_logging(args.log_file, level)
+    logging.getLogger("crossgap").setLevel(level)
+    handler: Handler = args.func
+    return handler(args)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,93 @@
+"""ImageNet-1k (ILSVRC-2012) in the layout CoOp's DATASETS.md describes.
+
+``imagenet/images/{train,val}/<wnid>/<file>`` (val reorganised into class folders) and
+``imagenet/classnames.txt`` with lines ``<wnid> <class name>`` (CLIP's class names; line
+order = label). The val split (50,000 images) is the evaluation split, as in CoOp:
+queries and zero-shot run on ``val``, the gallery is ``train`` (1,281,167 images).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from crossgap.datasets.base import DatasetAdapter, Row, coop_classname, image_row
+from crossgap.datasets.errors import DatasetLayoutError
+from crossgap.datasets.formats import read_lines
+from crossgap.datasets.registry import register_dataset
+
+log = logging.getLogger(__name__)
+
+SPLITS: tuple[str, ...] = ("train", "val")
+
+
+def _visible(entries: list[os.DirEntry]) -> list[os.DirEntry]:
+    return sorted((e for e in entries if not e.name.startswith(".")), key=lambda e: e.name)
+
+
+@register_dataset
+class ImageNetAdapter(DatasetAdapter):
+    """ImageNet-1k; labels follow ``classnames.txt`` line order."""
+
+    slug = "imagenet"
+    folder = "imagenet"
+    images_dir = "images"
+    expected_sizes = {"train": 1281167, "val": 50000}
+    num_classes = 1000
+    templates = ("a photo of a {}.",)
+    protocol = {
+        "image_retrieval": {
+            "query": {"split": "val", "select": "all"},
+            "gallery": {"split": "train", "select": "all"},
+            "relevance": "label",
+        },
+        "text_retrieval": None,
+        "zero_shot": {"split": "val", "select": "all"},
+    }
+    required = ("images/train", "images/val", "classnames.txt")
+    layout = (
+        "<dataroot>/imagenet/\n"
+        "|-- images/\n"
+        "|   |-- train/<wnid>/*.JPEG   # 1,000 folders like n01440764\n"
+        "|   |-- val/<wnid>/*.JPEG     # validation images sorted into the same class folders\n"
+        "|-- classnames.txt            # lines '<wnid> <class name>', line order = label"
+    )
+
+    def _wnids(self, folder: Path) -> dict[str, tuple[int, str]]:
+        path = folder / "classnames.txt"
+        out: dict[str, tuple[int, str]] = {}
+        for n, text in read_lines(path):
+            wnid, _, name = text.partition(" ")
+            if not name.strip():
+                raise DatasetLayoutError(f"{path}: line {n}: expected '<wnid> <class name>', got {text!r}")
+            if wnid in out:
+                raise DatasetLayoutError(f"{path}: line {n}: wnid {wnid!r} listed twice")
+            out[wnid] = (len(out), name.strip())
+        return out
+
+    def classnames(self, folder: Path) -> list[str]:
+        """Class names in ``classnames.txt`` order."""
+        return [coop_classname(name) for _, name in self._wnids(folder).values()]
+
+    def rows(self, folder: Path, classnames: list[str]) -> list[Row]:
+        """Image rows of train then val; class folders and files sorted by name; hidden files ignored."""
+        wnids = self._wnids(folder)
+        root = self.image_root(folder)
+        rows: list[Row] = []
+        for split in SPLITS:
+            with os.scandir(root / split) as it:
+                class_dirs = _visible(list(it))
+            for entry in class_dirs:
+                if not entry.is_dir():
+                    log.warning("%s: ignoring %s (not a class folder)", self.slug, entry.path)
+                    continue
+                if entry.name not in wnids:
+                    raise DatasetLayoutError(
+                        f"{entry.path}: class folder {entry.name!r} is not listed in {folder / 'classnames.txt'}"
+                    )
+                label = wnids[entry.name][0]
+                with os.scandir(entry.path) as files:
+                    for f in _visible(list(files)):
+                        rows.append(image_row(split, f"{split}/{entry.name}/{f.name}", label, classnames[label]))
+        return rows

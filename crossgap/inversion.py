@@ -1,0 +1,235 @@
+"""Modality inversion: OTI (image feature → pseudo words) and OVI (text feature → pseudo patches).
+
+Both optimise pseudo tokens with AdamW so that the frozen encoder of the *other* modality
+reproduces a target feature; the loss is ``1 - cos(encoded, target)``.
+
+The loss of a batch is the **sum** of per-sample losses and AdamW acts element-wise, so each
+sample's tokens evolve exactly as if it were optimised alone: results do not depend on the batch
+size or on the other samples in the batch (up to floating-point reduction order).  Initial tokens
+are drawn ``N(0, 0.02)`` on the CPU from ``seed`` for the whole input at once, so the same seed
+gives the same tokens on the same device whatever ``batch_size`` is.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from crossgap.models.base import CLIPWrapper
+from crossgap.utils import autocast_dtype
+
+log = logging.getLogger(__name__)
+
+INIT_STD = 0.02
+
+
+def _initial_tokens(num: int, num_tokens: int, width: int, seed: int | None) -> torch.Tensor:
+    """``[num, num_tokens, width]`` draws from N(0, INIT_STD²), on the CPU, from ``seed``."""
+    generator = torch.Generator().manual_seed(seed) if seed is not None else None
+    return torch.randn(num, num_tokens, width, generator=generator) * INIT_STD
+
+
+def _optimise(
+    targets: torch.Tensor,
+    tokens: torch.Tensor,
+    encode: Callable[[torch.Tensor], torch.Tensor],
+    *,
+    steps: int,
+    learning_rate: float,
+    weight_decay: float,
+    desc: str,
+    progress: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Optimise ``tokens`` ``[B, T, W]`` so that ``encode(tokens)`` ``[B, D]`` matches ``targets`` ``[B, D]``.
+
+    Returns the final tokens ``[B, T, W]`` (fp32, CPU) and the per-sample losses ``[B, steps]``
+    (the loss of the tokens *before* each update).
+    """
+    device = targets.device
+    targets = F.normalize(targets.float(), dim=-1)
+    tokens = torch.nn.Parameter(tokens.to(device=device, dtype=torch.float32))
+    optimizer = torch.optim.AdamW([tokens], lr=learning_rate, weight_decay=weight_decay)
+    amp_dtype = autocast_dtype(device)
+    scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
+    losses = torch.empty(targets.shape[0], steps)
+    bar = tqdm(range(steps), desc=desc, disable=not progress, leave=False, dynamic_ncols=True)
+    for step in bar:
+        autocast = (
+            torch.autocast(device_type=device.type, dtype=amp_dtype)
+            if amp_dtype is not None
+            else contextlib.nullcontext()
+        )
+        with autocast:
+            encoded = encode(tokens)
+        per_sample = 1.0 - (F.normalize(encoded.float(), dim=-1) * targets).sum(dim=-1)
+        loss = per_sample.sum()
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            optimizer.step()
+        losses[:, step] = per_sample.detach().cpu()
+        if progress and (step % 10 == 0 or step == steps - 1):
+            bar.set_postfix(loss=f"{float(per_sample.mean()):.4f}")
+    return tokens.detach().cpu(), losses
+
+
+def _batched_inversion(
+    targets: torch.Tensor,
+    model: CLIPWrapper,
+    width: int,
+    num_pseudo_tokens: int,
+    encode: Callable[[torch.Tensor], torch.Tensor],
+    *,
+    steps: int,
+    learning_rate: float,
+    weight_decay: float,
+    seed: int | None,
+    batch_size: int | None,
+    desc: str,
+    progress: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    if targets.dim() != 2:
+        raise ValueError(f"expected features of shape [B, D], got {tuple(targets.shape)}")
+    if num_pseudo_tokens < 1 or steps < 1:
+        raise ValueError("num_pseudo_tokens and steps must be >= 1")
+    device = model.device
+    init = _initial_tokens(targets.shape[0], num_pseudo_tokens, width, seed)
+    batch_size = batch_size or max(targets.shape[0], 1)
+    out_tokens, out_losses = [], []
+    starts = range(0, targets.shape[0], batch_size)
+    for i, start in enumerate(starts):
+        chunk = slice(start, start + batch_size)
+        tokens, losses = _optimise(
+            targets[chunk].to(device),
+            init[chunk],
+            encode,
+            steps=steps,
+            learning_rate=learning_rate,
+            weight_decay=weight_decay,
+            desc=f"{desc} {i + 1}/{len(starts)}",
+            progress=progress,
+        )
+        out_tokens.append(tokens)
+        out_losses.append(losses)
+    return torch.cat(out_tokens), torch.cat(out_losses)
+
+
+def oti(
+    image_features: torch.Tensor,
+    clip_model: CLIPWrapper,
+    *,
+    template_sentence: str = "a photo of {}",
+    num_pseudo_tokens: int = 1,
+    steps: int = 150,
+    learning_rate: float = 2e-2,
+    weight_decay: float = 0.01,
+    seed: int | None = None,
+    batch_size: int | None = None,
+    progress: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Optimisation-based textual inversion of image features.
+
+    Args:
+        image_features: ``[B, D]`` target image features (normalised inside).
+        clip_model: a frozen wrapper from :func:`crossgap.load_clip`.
+        template_sentence: text with one ``{}``, replaced by ``num_pseudo_tokens`` placeholders.
+        batch_size: samples optimised together (memory only; results do not depend on it).
+
+    Returns:
+        ``(pseudo_tokens [B, R, W_text], losses [B, steps])``.
+    """
+    ids = clip_model.tokenize_template(template_sentence, num_pseudo_tokens).to(clip_model.device)
+    if clip_model.text.truncatable:
+        ids = ids[:, : clip_model.text.pool_length(ids)]
+
+    def encode(tokens: torch.Tensor) -> torch.Tensor:
+        return clip_model.encode_with_pseudo_tokens(ids, tokens, truncate=False)
+
+    return _batched_inversion(
+        image_features,
+        clip_model,
+        clip_model.text_token_embedding_dim,
+        num_pseudo_tokens,
+        encode,
+        steps=steps,
+        learning_rate=learning_rate,
+        weight_decay=weight_decay,
+        seed=seed,
+        batch_size=batch_size,
+        desc="OTI",
+        progress=progress,
+    )
+
+
+def ovi(
+    text_features: torch.Tensor,
+    clip_model: CLIPWrapper,
+    *,
+    num_pseudo_tokens: int = 1,
+    steps: int = 1000,
+    learning_rate: float = 2e-2,
+    weight_decay: float = 0.01,
+    seed: int | None = None,
+    batch_size: int | None = None,
+    progress: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Optimisation-based visual inversion of text features.
+
+    Args:
+        text_features: ``[B, D]`` target text features (normalised inside).
+        num_pseudo_tokens: P pseudo patches, repeated over all patch positions.
+
+    Returns:
+        ``(pseudo_tokens [B, P, W_vis], losses [B, steps])``.
+    """
+    width = clip_model.visual_token_embedding_dim  # raises a clear error for ResNet towers
+    return _batched_inversion(
+        text_features,
+        clip_model,
+        width,
+        num_pseudo_tokens,
+        clip_model.encode_image_with_pseudo_tokens,
+        steps=steps,
+        learning_rate=learning_rate,
+        weight_decay=weight_decay,
+        seed=seed,
+        batch_size=batch_size,
+        desc="OVI",
+        progress=progress,
+    )
+
+
+@torch.no_grad()
+def oti_features(
+    pseudo_tokens: torch.Tensor,
+    clip_model: CLIPWrapper,
+    *,
+    template_sentence: str = "a photo of {}",
+    batch_size: int = 256,
+) -> torch.Tensor:
+    """Re-encode OTI tokens ``[B, R, W_text]`` through the text tower: features ``[B, D]`` (fp32, CPU)."""
+    ids = clip_model.tokenize_template(template_sentence, pseudo_tokens.shape[1]).to(clip_model.device)
+    chunks = [
+        clip_model.encode_with_pseudo_tokens(ids, part.to(clip_model.device)).float().cpu()
+        for part in pseudo_tokens.split(batch_size)
+    ]
+    return torch.cat(chunks) if chunks else torch.empty(0)
+
+
+@torch.no_grad()
+def ovi_features(pseudo_tokens: torch.Tensor, clip_model: CLIPWrapper, *, batch_size: int = 256) -> torch.Tensor:
+    """Re-encode OVI tokens ``[B, P, W_vis]`` through the vision tower: features ``[B, D]`` (fp32, CPU)."""
+    chunks = [
+        clip_model.encode_image_with_pseudo_tokens(part.to(clip_model.device)).float().cpu()
+        for part in pseudo_tokens.split(batch_size)
+    ]
+    return torch.cat(chunks) if chunks else torch.empty(0)

@@ -1,0 +1,31 @@
+"""Model loading and pseudo-token encoders.
+
+Importing this package registers crossgap's own open_clip model configs (``model_configs/``,
+e.g. the embedded default ``crossgap-tiny``) so that ``open_clip`` and :func:`load_clip` know them.
+"""
+
+from pathlib import Path
+
+import open_clip
+
+from crossgap.models.base import PLACEHOLDER, CLIPWrapper, TextTower, VisionTower, expand_pseudo_patches
+from crossgap.models.loading import infer_backend, list_backends, load_clip, register_backend
+from crossgap.models.towers import register_text_tower, register_vision_tower
+
+MODEL_CONFIG_DIR = Path(__file__).parent / "model_configs"
+open_clip.add_model_config(MODEL_CONFIG_DIR)
+
+__all__ = [
+    "PLACEHOLDER",
+    "CLIPWrapper",
+    "TextTower",
+    "VisionTower",
+    "expand_pseudo_patches",
+    "infer_backend",
+    "list_backends",
+    "load_clip",
+    "register_backend",
+    "register_text_tower",
+    "register_vision_tower",
+    "MODEL_CONFIG_DIR",
+]

@@ -1,0 +1,208 @@
+"""``load_clip``: build a frozen :class:`~crossgap.models.base.CLIPWrapper` from a backend.
+
+Backends are registered functions ``loader(model_name, pretrained) -> (model, preprocess, tokenizer)``;
+adding one is a :func:`register_backend` call, not another branch.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+from torch import nn
+
+from crossgap.models.base import CLIPWrapper
+from crossgap.models.towers import build_text_tower, build_vision_tower
+from crossgap.utils import resolve_device
+
+log = logging.getLogger(__name__)
+
+Tokenizer = Callable[[Sequence[str]], torch.Tensor]
+Loader = Callable[[str, "str | None"], "tuple[nn.Module, Callable, Tokenizer]"]
+_BACKENDS: dict[str, Loader] = {}
+
+# Vision tower shape of each OpenAI ViT: (width, patch size, input resolution).
+OPENAI_VIT_SHAPES = {
+    "ViT-B/32": (768, 32, 224),
+    "ViT-B/16": (768, 16, 224),
+    "ViT-L/14": (1024, 14, 224),
+    "ViT-L/14@336px": (1024, 14, 336),
+}
+
+
+def register_backend(name: str) -> Callable[[Loader], Loader]:
+    """Decorator registering a model-loading backend under ``name``."""
+
+    def deco(fn: Loader) -> Loader:
+        _BACKENDS[name] = fn
+        return fn
+
+    return deco
+
+
+def list_backends() -> list[str]:
+    return sorted(_BACKENDS)
+
+
+def infer_backend(model_name: str) -> str:
+    """'openai' for OpenAI-style names with a slash (``ViT-B/32``, ``RN50``), else 'open_clip' (``ViT-B-32``)."""
+    if model_name.startswith("hf-hub:"):
+        return "open_clip"
+    if re.fullmatch(r"(ViT-[BLH]/\d+(@\d+px)?|RN\d+(x\d+)?)", model_name):
+        return "openai"
+    return "open_clip"
+
+
+def load_clip(
+    model_name: str,
+    pretrained: str | os.PathLike | None = None,
+    *,
+    backend: str | None = None,
+    device: str | torch.device | None = None,
+) -> tuple[CLIPWrapper, str, Callable]:
+    """Load a frozen CLIP-like model with pseudo-token encoders.
+
+    Args:
+        model_name: ``ViT-B/32`` style (OpenAI) or an open_clip architecture (``ViT-B-32``, ...).
+        pretrained: an open_clip pretrained tag, or a local checkpoint path (either backend);
+            None downloads OpenAI weights through the ``clip`` package (needs internet) and builds
+            an open_clip model with random weights.
+        backend: 'openai' or 'open_clip'; inferred from ``model_name`` when None.
+        device: target device; None → CUDA when available, else CPU.
+
+    Returns:
+        ``(model, model_name, preprocess)``: the frozen wrapper (eval, no grad, fp32 weights),
+        the architecture name, and the image preprocessing transform (PIL → ``[3, H, W]``).
+    """
+    backend = backend or infer_backend(model_name)
+    if backend not in _BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; known: {list_backends()}")
+    if pretrained is not None and isinstance(pretrained, os.PathLike):
+        pretrained = os.fspath(pretrained)
+    model, preprocess, tokenizer = _BACKENDS[backend](model_name, pretrained)
+    model = model.float().eval()
+    visual, visual_error = build_vision_tower(model.visual)
+    wrapper = CLIPWrapper(
+        model,
+        build_text_tower(model),
+        visual,
+        tokenizer,
+        name=model_name,
+        backend=backend,
+        visual_error=visual_error,
+    )
+    wrapper.to(resolve_device(device))
+    log.info("loaded %s (%s, pretrained=%s) on %s", model_name, backend, pretrained, wrapper.device)
+    return wrapper, model_name, preprocess
+
+
+def _is_local_path(pretrained: str | None) -> bool:
+    return pretrained is not None and (
+        os.path.sep in pretrained or pretrained.endswith((".pt", ".pth", ".bin", ".safetensors"))
+        or Path(pretrained).exists()
+    )
+
+
+def read_checkpoint_state_dict(path: str) -> dict[str, torch.Tensor]:
+    """State dict of a TorchScript archive or a (possibly wrapped) ``torch.save`` file at ``path``.
+
+    Wrapped files (``{"state_dict": ...}``) and DataParallel prefixes (``module.``) are unwrapped.
+    """
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"checkpoint {path!r} does not exist")
+    try:
+        state = torch.jit.load(path, map_location="cpu").state_dict()
+    except (RuntimeError, ValueError):
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise ValueError(
+                f"{path}: not a TorchScript archive nor a torch.save state dict ({exc})"
+            ) from exc
+    if isinstance(state, dict) and "state_dict" in state:
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"{path}: expected a mapping of parameter names to tensors")
+    if all(k.startswith("module.") for k in state):
+        state = {k[len("module."):]: v for k, v in state.items()}
+    return dict(state)
+
+
+@register_backend("openai")
+def _load_openai(model_name: str, pretrained: str | None) -> tuple[nn.Module, Callable, Tokenizer]:
+    import clip
+    from clip.clip import _transform
+    from clip.model import build_model
+
+    if pretrained is None:
+        if model_name not in clip.available_models():
+            raise ValueError(f"unknown OpenAI model {model_name!r}; known: {clip.available_models()}")
+        try:
+            model, preprocess = clip.load(model_name, device="cpu", jit=False)
+        except Exception as exc:  # network failures surface as many exception types
+            raise RuntimeError(
+                f"could not download the OpenAI checkpoint for {model_name!r} ({type(exc).__name__}: {exc}). "
+                "Without internet access, pass a local checkpoint: "
+                f"load_clip({model_name!r}, pretrained='/path/to/{model_name.replace('/', '-')}.pt') "
+                "(a TorchScript archive from OpenAI or a plain state dict), or set `pretrained:` of the model "
+                "in params.yaml"
+            ) from exc
+    else:
+        state = read_checkpoint_state_dict(pretrained)
+        try:
+            model = build_model(state).float()
+            # build_model rounds the weights to fp16; reload them at the checkpoint's own precision
+            model.load_state_dict({k: v.float() for k, v in state.items() if k in model.state_dict()})
+        except (KeyError, RuntimeError, IndexError) as exc:
+            raise ValueError(f"{pretrained}: not an OpenAI CLIP state dict ({exc})") from exc
+        expected = OPENAI_VIT_SHAPES.get(model_name)
+        if expected is not None:
+            visual = model.visual
+            found = (
+                getattr(getattr(visual, "conv1", None), "out_channels", None),
+                getattr(getattr(visual, "conv1", None), "kernel_size", (None,))[0],
+                visual.input_resolution,
+            )
+            if found != expected:
+                raise ValueError(
+                    f"{pretrained}: checkpoint has vision (width, patch, resolution) = {found}, "
+                    f"but {model_name} expects {expected}"
+                )
+        preprocess = _transform(model.visual.input_resolution)
+    context = model.context_length
+
+    def tokenize(texts: Sequence[str]) -> torch.Tensor:
+        return clip.tokenize(list(texts), context_length=context, truncate=True)
+
+    return model, preprocess, tokenize
+
+
+@register_backend("open_clip")
+def _load_open_clip(model_name: str, pretrained: str | None) -> tuple[nn.Module, Callable, Tokenizer]:
+    import open_clip
+
+    if not model_name.startswith("hf-hub:") and model_name not in open_clip.list_models():
+        raise ValueError(
+            f"unknown open_clip architecture {model_name!r}; see open_clip.list_models() "
+            "(OpenAI-style names such as 'ViT-B/32' use backend='openai')"
+        )
+    if _is_local_path(pretrained) and not Path(pretrained).is_file():
+        raise FileNotFoundError(f"checkpoint {pretrained!r} for {model_name} does not exist")
+    try:
+        model, _, preprocess = open_clip.create_model_and_transforms(
+            model_name, pretrained=pretrained, device="cpu", precision="fp32"
+        )
+    except Exception as exc:
+        if _is_local_path(pretrained):
+            raise ValueError(f"{pretrained}: cannot load as a {model_name} checkpoint ({exc})") from exc
+        raise RuntimeError(
+            f"could not load pretrained weights {pretrained!r} for {model_name} ({type(exc).__name__}: {exc}). "
+            "Without internet access, download the checkpoint elsewhere and pass its local path as "
+            "`pretrained`"
+        ) from exc
+    tokenizer = open_clip.get_tokenizer(model_name)
+    return model, preprocess, lambda texts: tokenizer(list(texts))

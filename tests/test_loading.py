@@ -1,0 +1,124 @@
+"""load_clip: backends, checkpoint formats, inference of the backend, and its error messages."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import crossgap.models.loading as loading
+from crossgap import load_clip
+from crossgap.models import infer_backend
+from conftest import build_openai_clip
+
+
+@pytest.mark.parametrize(
+    "name, backend",
+    [("ViT-B/32", "openai"), ("ViT-L/14@336px", "openai"), ("RN50", "openai"),
+     ("ViT-B-32", "open_clip"), ("ViT-B-16-SigLIP", "open_clip"), ("hf-hub:org/model", "open_clip")],
+)
+def test_infer_backend(name, backend):
+    assert infer_backend(name) == backend
+
+
+def test_torchscript_archive_loads_like_the_eager_model(tmp_path):
+    eager = build_openai_clip().eval()
+    images = torch.randn(2, 3, 32, 32)
+    import clip
+
+    text = clip.tokenize(["a red circle", "a blue square"])
+    traced = torch.jit.trace(eager, (images, text), check_trace=False)
+    path = tmp_path / "tiny-openai-jit.pt"
+    traced.save(str(path))
+    model, name, preprocess = load_clip("ViT-tiny/8", path, backend="openai")
+    assert name == "ViT-tiny/8" and callable(preprocess)
+    with torch.no_grad():
+        torch.testing.assert_close(model.encode_image(images), eager.encode_image(images))
+        torch.testing.assert_close(model.encode_text(model.tokenizer(["a red circle", "a blue square"])),
+                                   eager.encode_text(text))
+
+
+def test_wrapped_state_dict_with_module_prefix(tmp_path):
+    eager = build_openai_clip().eval()
+    path = tmp_path / "wrapped.pt"
+    torch.save({"state_dict": {f"module.{k}": v for k, v in eager.state_dict().items()}}, path)
+    model = load_clip("ViT-tiny/8", path, backend="openai")[0]
+    images = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(model.encode_image(images), eager.encode_image(images))
+
+
+def test_fp16_checkpoint_is_returned_fp32(tmp_path):
+    eager = build_openai_clip().half()
+    path = tmp_path / "half.pt"
+    torch.save(eager.state_dict(), path)
+    model = load_clip("ViT-tiny/8", path, backend="openai")[0]
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
+
+
+def test_resnet_tower_gives_clear_ovi_error(tmp_path):
+    path = tmp_path / "rn.pt"
+    torch.save(build_openai_clip(vit=False, width=64, resolution=64).state_dict(), path)
+    model = load_clip("RN-tiny", path, backend="openai")[0]
+    assert model.visual is None
+    with pytest.raises(NotImplementedError, match="ResNet"):
+        model.encode_image_with_pseudo_tokens(torch.zeros(1, 1, 64))
+    from crossgap import ovi
+
+    with pytest.raises(NotImplementedError, match="OVI needs a ViT"):
+        ovi(torch.randn(1, 32), model, steps=1)
+    # OTI still works on a ResNet model: only the text tower is needed
+    from crossgap import oti
+
+    tokens, losses = oti(torch.randn(1, 32), model, steps=2, progress=False)
+    assert tokens.shape == (1, 1, 64)
+
+
+def test_openai_download_failure_says_how_to_pass_a_checkpoint(monkeypatch):
+    import clip
+
+    def offline(*args, **kwargs):
+        raise OSError("Temporary failure in name resolution")
+
+    monkeypatch.setattr(clip, "load", offline)
+    with pytest.raises(RuntimeError, match="pass a local checkpoint") as info:
+        load_clip("ViT-B/32")
+    assert "pretrained=" in str(info.value)
+
+
+def test_openai_checkpoint_of_the_wrong_architecture(openai_tiny_checkpoint):
+    with pytest.raises(ValueError, match="ViT-B/32 expects"):
+        load_clip("ViT-B/32", openai_tiny_checkpoint)
+
+
+def test_missing_and_corrupt_checkpoints(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_clip("ViT-B/32", tmp_path / "nope.pt")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_clip("test-vit-tiny", str(tmp_path / "nope.pt"))
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="bad.pt"):
+        load_clip("ViT-B/32", bad)
+    with pytest.raises(ValueError, match="bad.pt"):
+        load_clip("test-vit-tiny", str(bad))
+
+
+def test_unknown_names_and_backends():
+    with pytest.raises(ValueError, match="unknown open_clip architecture"):
+        load_clip("ViT-Nope-1")
+    with pytest.raises(ValueError, match="unknown backend"):
+        load_clip("ViT-B-32", backend="nope")
+    with pytest.raises(ValueError, match="unknown OpenAI model"):
+        load_clip("ViT-Z/3", backend="openai")
+
+
+def test_backends_are_a_registry():
+    assert {"openai", "open_clip"} <= set(loading.list_backends())
+
+
+def test_tokenizer_accepts_str_and_list(tiny_models):
+    model = tiny_models["open_clip-vit"]
+    one = model.tokenizer("a cat")
+    two = model.tokenizer(["a cat", "a dog"])
+    assert one.dtype == torch.long and one.shape == (1, 77) and two.shape == (2, 77)
+    assert torch.equal(one[0], two[0])
