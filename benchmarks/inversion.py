@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from crossgap import load_clip
-from crossgap.inversion import _initial_tokens, oti, ovi
+from crossgap.inversion import initial_tokens, oti, ovi
 from crossgap.models.base import PLACEHOLDER, expand_pseudo_patches
 
 
@@ -87,12 +87,12 @@ def main() -> None:
         txt = model.encode_text(model.tokenizer([f"a photo of a thing number {i}" for i in range(args.batch)]).to(dev))
 
     rows = []
-    init = _initial_tokens(args.batch, 1, model.text_token_embedding_dim, seed=0)
+    init = initial_tokens(args.batch, 1, model.text_token_embedding_dim, seed=0)
     (_, ours), t_ours = timed(lambda: oti(img, model, steps=args.oti_steps, seed=0, progress=False))
     naive, t_naive = timed(lambda: naive_oti(model, img, init, args.oti_steps))
     rows.append(("OTI", 150, t_ours / args.oti_steps, t_naive / args.oti_steps, ours, naive))
 
-    init = _initial_tokens(args.batch, 1, model.visual_token_embedding_dim, seed=0)
+    init = initial_tokens(args.batch, 1, model.visual_token_embedding_dim, seed=0)
     (_, ours), t_ours = timed(lambda: ovi(txt, model, steps=args.ovi_steps, seed=0, progress=False))
     naive, t_naive = timed(lambda: naive_ovi(model, txt, init, args.ovi_steps))
     rows.append(("OVI", 1000, t_ours / args.ovi_steps, t_naive / args.ovi_steps, ours, naive))

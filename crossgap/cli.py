@@ -11,6 +11,7 @@ Currently::
     crossgap datasets list
     crossgap datasets check --dataroot DIR [NAME ...] [--no-check-images] [--json] [--strict]
     crossgap datasets prepare NAME --dataroot DIR --out manifest.parquet [--skip-corrupt] [--no-check-images]
+    crossgap datasets prepare-text MANIFEST --out OUT [--strategy truncate|summaries|llm] [...]
 """
 
 from __future__ import annotations
@@ -105,6 +106,81 @@ def _datasets_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _datasets_prepare_text(args: argparse.Namespace) -> int:
+    from crossgap.datasets import DatasetError
+    from crossgap.datasets.longtext import LLMConfig, make_counter, prepare_text_manifest
+
+    llm = None
+    if args.strategy == "llm":
+        if not args.model:
+            log.error("--strategy llm needs --model (a local transformers model folder)")
+            return 2
+        llm = LLMConfig(
+            model=args.model,
+            max_new_tokens=args.max_new_tokens,
+            target_tokens=args.context_length,
+            batch_size=args.batch_size,
+            cache=args.cache or str(args.out).removesuffix(".parquet") + ".llm_cache.jsonl",
+            device=args.device,
+            **({"prompt": args.prompt} if args.prompt else {}),
+        )
+    if args.strategy == "summaries" and not args.summaries:
+        log.error("--strategy summaries needs --summaries FILE")
+        return 2
+    try:
+        counter = make_counter(args.tokenizer, args.words_per_token)
+        df, meta = prepare_text_manifest(
+            args.manifest,
+            args.out,
+            args.strategy,
+            context_length=args.context_length,
+            special_tokens=args.special_tokens,
+            counter=counter,
+            splits=args.splits,
+            only_long=args.only_long,
+            cut=not args.count_only,
+            summaries=args.summaries,
+            llm=llm,
+        )
+    except (DatasetError, ValueError) as exc:
+        log.error("%s", exc)
+        return 1
+    rec = meta["text_preparation"][-1]
+    approx = " (approximated by words)" if rec["approximate"] else ""
+    print(f"wrote {args.out}: {args.strategy} on {rec['n_texts']} text(s) of split(s) {', '.join(rec['splits'])}")
+    print(f"    over {rec['token_budget']} tokens{approx}: {rec['n_over_budget']}")
+    if "n_cut" in rec:
+        print(f"    cut: {rec['n_cut']}")
+    if "n_replaced" in rec:
+        print(f"    replaced: {rec['n_replaced']}; still over budget: {rec['n_over_budget_after']}")
+    return 0
+
+
+def _configure_prepare_text(p: argparse.ArgumentParser) -> None:
+    p.add_argument("manifest", help="input manifest (Parquet)")
+    p.add_argument("--out", required=True, help="manifest to write with the prepared texts")
+    p.add_argument("--strategy", choices=["truncate", "summaries", "llm"], default="truncate")
+    p.add_argument("--context-length", type=int, default=77, help="text tower context (CLIP 77, SigLIP 64)")
+    p.add_argument("--special-tokens", type=int, default=2, help="context positions taken by start/end tokens")
+    p.add_argument(
+        "--tokenizer",
+        default=None,
+        help="'clip' (CLIP BPE), 'hf:<local path>' or 'words' (default: approximate tokens by words)",
+    )
+    p.add_argument("--words-per-token", type=float, default=0.75, help="word estimate used without a tokenizer")
+    p.add_argument("--splits", nargs="+", default=None, help="splits to handle (default: see the strategy)")
+    p.add_argument("--only-long", action="store_true", help="only handle texts over the token budget")
+    p.add_argument("--count-only", action="store_true", help="truncate: record counts, change no text")
+    p.add_argument("--summaries", default=None, help="summaries file: .json, .jsonl, .csv (id,summary) or .pkl")
+    p.add_argument("--model", default=None, help="llm: local transformers causal LM folder")
+    p.add_argument("--prompt", default=None, help="llm: user prompt with {text} (and optionally {max_tokens})")
+    p.add_argument("--max-new-tokens", type=int, default=80)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--cache", default=None, help="llm: JSON-lines cache (default <out stem>.llm_cache.jsonl)")
+    p.add_argument("--device", default=None, help="llm: torch device (default: cuda if available)")
+    p.set_defaults(func=_datasets_prepare_text)
+
+
 def _add_check_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataroot", required=True, help="folder holding one sub-folder per dataset")
     p.add_argument(
@@ -117,7 +193,7 @@ def _add_check_options(p: argparse.ArgumentParser) -> None:
 
 
 def _configure_datasets(parser: argparse.ArgumentParser) -> None:
-    sub = parser.add_subparsers(dest="datasets_command", metavar="{list,check,prepare}", required=True)
+    sub = parser.add_subparsers(dest="datasets_command", metavar="{list,check,prepare,prepare-text}", required=True)
 
     p = sub.add_parser("list", help="list registered datasets")
     p.set_defaults(func=_datasets_list)
@@ -140,6 +216,8 @@ def _configure_datasets(parser: argparse.ArgumentParser) -> None:
         "and in <out stem>.skipped.json",
     )
     p.set_defaults(func=_datasets_prepare)
+
+    _configure_prepare_text(sub.add_parser("prepare-text", help="fit long texts of a manifest to a text tower's context"))
 
 
 #: Top-level subcommands; add an entry to add a command.

@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 INIT_STD = 0.02
 
 
-def _initial_tokens(num: int, num_tokens: int, width: int, seed: int | None) -> torch.Tensor:
+def initial_tokens(num: int, num_tokens: int, width: int, seed: int | None) -> torch.Tensor:
     """``[num, num_tokens, width]`` draws from N(0, INIT_STD²), on the CPU, from ``seed``."""
     generator = torch.Generator().manual_seed(seed) if seed is not None else None
     return torch.randn(num, num_tokens, width, generator=generator) * INIT_STD
@@ -78,7 +78,7 @@ def _optimise(
             optimizer.step()
         losses[:, step] = per_sample.detach().cpu()
         if progress and (step % 10 == 0 or step == steps - 1):
-            bar.set_postfix(loss=f"{float(per_sample.mean()):.4f}")
+            bar.set_postfix(loss=f"{float(per_sample.detach().mean()):.4f}")
     return tokens.detach().cpu(), losses
 
 
@@ -96,13 +96,19 @@ def _batched_inversion(
     batch_size: int | None,
     desc: str,
     progress: bool,
+    init: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     if targets.dim() != 2:
         raise ValueError(f"expected features of shape [B, D], got {tuple(targets.shape)}")
     if num_pseudo_tokens < 1 or steps < 1:
         raise ValueError("num_pseudo_tokens and steps must be >= 1")
     device = model.device
-    init = _initial_tokens(targets.shape[0], num_pseudo_tokens, width, seed)
+    if init is None:
+        init = initial_tokens(targets.shape[0], num_pseudo_tokens, width, seed)
+    elif init.shape != (targets.shape[0], num_pseudo_tokens, width):
+        raise ValueError(
+            f"init has shape {tuple(init.shape)}, expected {(targets.shape[0], num_pseudo_tokens, width)}"
+        )
     batch_size = batch_size or max(targets.shape[0], 1)
     out_tokens, out_losses = [], []
     starts = range(0, targets.shape[0], batch_size)
@@ -135,6 +141,7 @@ def oti(
     seed: int | None = None,
     batch_size: int | None = None,
     progress: bool = True,
+    init: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Optimisation-based textual inversion of image features.
 
@@ -143,6 +150,8 @@ def oti(
         clip_model: a frozen wrapper from :func:`crossgap.load_clip`.
         template_sentence: text with one ``{}``, replaced by ``num_pseudo_tokens`` placeholders.
         batch_size: samples optimised together (memory only; results do not depend on it).
+        init: initial tokens ``[B, R, W_text]`` instead of draws from ``seed`` (e.g. a shard's
+            slice of :func:`initial_tokens` for the whole set, so sharding cannot change results).
 
     Returns:
         ``(pseudo_tokens [B, R, W_text], losses [B, steps])``.
@@ -167,6 +176,7 @@ def oti(
         batch_size=batch_size,
         desc="OTI",
         progress=progress,
+        init=init,
     )
 
 
@@ -181,12 +191,14 @@ def ovi(
     seed: int | None = None,
     batch_size: int | None = None,
     progress: bool = True,
+    init: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Optimisation-based visual inversion of text features.
 
     Args:
         text_features: ``[B, D]`` target text features (normalised inside).
         num_pseudo_tokens: P pseudo patches, repeated over all patch positions.
+        init: initial tokens ``[B, P, W_vis]`` instead of draws from ``seed``.
 
     Returns:
         ``(pseudo_tokens [B, P, W_vis], losses [B, steps])``.
@@ -205,6 +217,7 @@ def ovi(
         batch_size=batch_size,
         desc="OVI",
         progress=progress,
+        init=init,
     )
 
 

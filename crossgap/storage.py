@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 from safetensors import safe_open
@@ -81,3 +81,12 @@ def load_feature_set(path: str | os.PathLike) -> FeatureSet:
         meta=json.loads(header.get("meta", "{}")),
         extras=tensors,
     )
+
+
+def take(fs: FeatureSet, ids: Sequence[str], where: str) -> torch.Tensor:
+    """Rows of ``fs.features`` for ``ids`` (in that order); KeyError naming ``where`` if one is missing."""
+    index = {key: i for i, key in enumerate(fs.ids)}
+    missing = [key for key in ids if key not in index]
+    if missing:
+        raise KeyError(f"{where}: {len(missing)} ids are missing, e.g. {missing[:3]}")
+    return fs.features[[index[key] for key in ids]]

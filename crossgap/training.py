@@ -132,7 +132,7 @@ def train_tiny_clip(
     out_checkpoint: str | os.PathLike,
     *,
     model_name: str = DEFAULT_MODEL,
-    epochs: int = 16,
+    epochs: int = 10,
     batch_size: int = 128,
     lr: float = 1e-3,
     weight_decay: float = 0.1,

@@ -184,7 +184,9 @@ def test_inputs_and_normalisation():
     q, g = rng.normal(size=(10, 8)).astype(np.float32), rng.normal(size=(30, 8)).astype(np.float32)
     ql, gl = rng.integers(0, 3, 10), rng.integers(0, 3, 30)
     a = evaluate_retrieval(q, g, ql, gl, device="cpu")
-    b = evaluate_retrieval(torch.from_numpy(q) * 7.0, torch.from_numpy(g) * 0.1, torch.from_numpy(ql), gl.tolist(), device="cpu")
+    b = evaluate_retrieval(
+        torch.from_numpy(q) * 7.0, torch.from_numpy(g) * 0.1, torch.from_numpy(ql), gl.tolist(), device="cpu"
+    )
     assert a == b
     assert set(a) >= {"mAP", "mAP_at_R", "R_precision", "R@1", "R@5", "R@10", "num_queries", "gallery_size"}
 
@@ -221,7 +223,13 @@ def test_write_read_aggregate(tmp_path):
     metrics = evaluate_retrieval(x, x, lab, lab, exclude_self=True, device="cpu")
     p1 = tmp_path / "a.json"
     write_result(
-        p1, task="image_retrieval", method="oti", dataset="cub", model="ViT-B-32", metrics=metrics, params={"steps": 150}
+        p1,
+        task="image_retrieval",
+        method="oti",
+        dataset="cub",
+        model="ViT-B-32",
+        metrics=metrics,
+        params={"steps": 150},
     )
     rec = read_result(p1)
     assert rec["metrics"]["mAP"] == pytest.approx(metrics["mAP"])
@@ -248,7 +256,9 @@ def test_write_read_aggregate(tmp_path):
 
 def test_result_validation(tmp_path):
     with pytest.raises(ValueError, match="not valid for task"):
-        write_result(tmp_path / "x.json", task="zero_shot", method="image", dataset="d", model="m", metrics={"a": 1.0}, params={})
+        write_result(
+            tmp_path / "x.json", task="zero_shot", method="image", dataset="d", model="m", metrics={"a": 1.0}, params={}
+        )
     assert not (tmp_path / "x.json").exists()
     p = tmp_path / "r.json"
     write_result(p, task="text_retrieval", method="ovi", dataset="d", model="m", metrics={"mAP": 1.0}, params={})
@@ -257,3 +267,10 @@ def test_result_validation(tmp_path):
     p.write_text(json.dumps(rec))
     with pytest.raises(ValueError, match=r"r\.json: missing key 'metrics'"):
         read_result(p)
+
+
+def test_features_requiring_grad_are_fine():
+    x = torch.randn(12, 6, requires_grad=True)
+    lab = torch.arange(12) % 3
+    out = retrieval_per_query(x, x, lab, lab, exclude_self=True, device="cpu")
+    assert not out.ap.requires_grad

@@ -7,6 +7,7 @@ See :mod:`crossgap.datasets.manifest` for the manifest schema and protocol selec
 from __future__ import annotations
 
 from crossgap.datasets import coop, fgvc_aircraft, imagenet, synthetic  # noqa: F401  (register adapters)
+from crossgap.datasets import captions, cub, imagenet_variants, nanobeir, revisited, sop, text_corpora  # noqa: F401
 from crossgap.datasets.base import DatasetAdapter, Inspection
 from crossgap.datasets.checks import DatasetReport, check_dataset
 from crossgap.datasets.errors import (
@@ -66,3 +67,8 @@ __all__ = [
     "write_manifest",
     "zero_shot_rows",
 ]
+
+# explicit-relevance helpers (qrels / revisited ground truth) and query crops
+from crossgap.datasets.manifest import qrels_pairs, query_boxes, revisited_ground_truth  # noqa: E402
+
+__all__ += ["qrels_pairs", "query_boxes", "revisited_ground_truth"]

@@ -37,8 +37,21 @@ Adapters add informational keys (``expected_sizes``, ``counts`` of images per sp
 A selection spec has ``split`` (a split name, or ``"*"`` for all splits), optional
 ``select`` (:data:`SELECTORS`: ``all`` | ``first_per_group`` | ``rest_per_group``) and
 optional ``modality`` (defaults to the task's, :data:`TASK_MODALITY`). ``relevance`` is
-``label`` or ``group``. Use :func:`select`, :func:`query_gallery` and
-:func:`zero_shot_rows` rather than filtering by hand.
+``label``, ``group``, ``qrels`` or ``revisited`` (:data:`RELEVANCE`). Use :func:`select`,
+:func:`query_gallery` and :func:`zero_shot_rows` rather than filtering by hand.
+
+Explicit relevance (both by row ``id``, so skipping rows never shifts anything):
+
+* ``"relevance": "qrels"`` (BEIR-style): metadata key ``qrels`` is a list of
+  ``[query_id, gallery_id, score]``; a pair is relevant when ``score > 0``.
+  :func:`qrels_pairs` turns it into ``(query position, gallery position)`` pairs for
+  ``evaluate_retrieval(relevance=...)``.
+* ``"relevance": "revisited"`` (revisited Oxford/Paris): metadata key ``gnd`` is a list of
+  ``{"query": id, "easy": [ids], "hard": [ids], "junk": [ids], "bbx": [x1, y1, x2, y2] | null}``.
+  :func:`revisited_ground_truth` gives per-query gallery positions for
+  ``evaluate_revisited(gnd=...)``. Such a task may also say ``"query_crop": "bbx"``
+  (crop each query image to its ``bbx``; default ``null``: the full image), see
+  :func:`query_boxes`.
 
 Next to each manifest, :func:`write_manifest` writes ``<stem>.skipped.json`` (see
 :func:`skipped_sidecar_path`) listing the skipped rows, so nothing is dropped silently.
@@ -52,6 +65,7 @@ import os
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -66,7 +80,12 @@ META_KEY = b"crossgap"
 MANIFEST_COLUMNS: tuple[str, ...] = ("id", "split", "modality", "path", "text", "label", "classname", "group")
 STRING_COLUMNS: tuple[str, ...] = ("id", "split", "modality", "path", "text", "classname", "group")
 MODALITIES: tuple[str, ...] = ("image", "text")
-RELEVANCE: tuple[str, ...] = ("label", "group")
+RELEVANCE: tuple[str, ...] = ("label", "group", "qrels", "revisited")
+#: Relevance kinds whose ground truth lives in a metadata key (row ids, not positions).
+RELEVANCE_META_KEY: dict[str, str] = {"qrels": "qrels", "revisited": "gnd"}
+#: Allowed values of a retrieval task's optional ``query_crop``.
+QUERY_CROPS: tuple[str | None, ...] = (None, "bbx")
+GND_LISTS: tuple[str, ...] = ("easy", "hard", "junk")
 REQUIRED_META: dict[str, type | tuple[type, ...]] = {
     "dataset": str,
     "adapter": str,
@@ -191,6 +210,11 @@ def validate_protocol(protocol: Mapping[str, Any], source: str) -> None:
                 raise ManifestError(
                     f"{where}: 'relevance' must be one of {list(RELEVANCE)}, got {spec.get('relevance')!r}"
                 )
+            crop = spec.get("query_crop")
+            if crop not in QUERY_CROPS:
+                raise ManifestError(f"{where}: 'query_crop' must be one of {list(QUERY_CROPS)}, got {crop!r}")
+            if crop == "bbx" and spec.get("relevance") != "revisited":
+                raise ManifestError(f"{where}: 'query_crop': 'bbx' needs 'relevance': 'revisited' (boxes come from 'gnd')")
         else:
             validate_spec(spec, where)
 
@@ -211,6 +235,46 @@ def validate_meta(meta: Mapping[str, Any], source: str = "<metadata>") -> None:
         if not isinstance(item, Mapping) or "id" not in item or "reason" not in item:
             raise ManifestError(f"{source}: metadata 'skipped' entries need 'id' and 'reason', got {item!r}")
     validate_protocol(meta["protocol"], source)
+    _validate_relevance_data(meta, source)
+
+
+def _is_number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def _validate_relevance_data(meta: Mapping[str, Any], source: str) -> None:
+    """Check the ``qrels`` / ``gnd`` metadata keys that explicit-relevance tasks need."""
+    used = {
+        spec.get("relevance")
+        for spec in meta["protocol"].values()
+        if isinstance(spec, Mapping) and spec.get("relevance") in RELEVANCE_META_KEY
+    }
+    if "qrels" in used:
+        qrels = meta.get("qrels")
+        if not isinstance(qrels, list):
+            raise ManifestError(f"{source}: relevance 'qrels' needs metadata 'qrels': [[query_id, gallery_id, score], ...]")
+        for i, item in enumerate(qrels):
+            ok = isinstance(item, (list, tuple)) and len(item) == 3
+            if not (ok and isinstance(item[0], str) and isinstance(item[1], str) and _is_number(item[2])):
+                raise ManifestError(f"{source}: metadata 'qrels'[{i}] must be [query_id, gallery_id, score], got {item!r}")
+    if "revisited" in used:
+        gnd = meta.get("gnd")
+        if not isinstance(gnd, list):
+            raise ManifestError(
+                f"{source}: relevance 'revisited' needs metadata 'gnd': "
+                '[{"query": id, "easy": [ids], "hard": [ids], "junk": [ids], "bbx": [x1, y1, x2, y2] | null}, ...]'
+            )
+        for i, entry in enumerate(gnd):
+            where = f"{source}: metadata 'gnd'[{i}]"
+            if not isinstance(entry, Mapping) or not isinstance(entry.get("query"), str):
+                raise ManifestError(f"{where}: expected an object with a string 'query' id, got {entry!r}")
+            for key in GND_LISTS:
+                ids = entry.get(key)
+                if not isinstance(ids, list) or not all(isinstance(x, str) for x in ids):
+                    raise ManifestError(f"{where}: {key!r} must be a list of gallery row ids")
+            bbx = entry.get("bbx")
+            if bbx is not None and not (isinstance(bbx, list) and len(bbx) == 4 and all(map(_is_number, bbx))):
+                raise ManifestError(f"{where}: 'bbx' must be null or [x1, y1, x2, y2], got {bbx!r}")
 
 
 def _validate_labels(df: pd.DataFrame, meta: Mapping[str, Any], source: str) -> None:
@@ -347,5 +411,91 @@ def zero_shot_rows(df: pd.DataFrame, meta: Mapping[str, Any]) -> pd.DataFrame:
 
 
 def relevance(meta: Mapping[str, Any], task: str) -> str:
-    """The column (``label`` or ``group``) deciding whether a gallery row is relevant."""
+    """How relevance is decided: the column ``label`` or ``group``, or ``qrels`` / ``revisited``
+    (explicit ground truth: use :func:`qrels_pairs` / :func:`revisited_ground_truth`)."""
     return str(_task_spec(meta, task).get("relevance", "label"))
+
+
+# --------------------------------------------------------------------------- explicit relevance
+
+
+def _explicit_spec(meta: Mapping[str, Any], task: str, kind: str) -> Mapping[str, Any]:
+    spec = _task_spec(meta, task)
+    if spec.get("relevance") != kind:
+        raise ManifestError(
+            f"protocol[{task!r}] of {meta.get('dataset')!r} has relevance {spec.get('relevance', 'label')!r}, not {kind!r}"
+        )
+    return spec
+
+
+def _positions(rows: pd.DataFrame) -> dict[str, int]:
+    return {row_id: i for i, row_id in enumerate(rows["id"])}
+
+
+def qrels_pairs(meta: Mapping[str, Any], task: str, query: pd.DataFrame, gallery: pd.DataFrame) -> np.ndarray:
+    """Relevant ``(query position, gallery position)`` pairs, int64 ``[P, 2]``, of a ``qrels`` task.
+
+    Positions index ``query`` / ``gallery`` as returned by :func:`query_gallery`; pass the
+    result as ``evaluate_retrieval(relevance=...)``. Pairs with ``score <= 0`` are not
+    relevant; pairs naming rows outside the selection (e.g. skipped rows) are dropped with
+    a warning.
+    """
+    _explicit_spec(meta, task, "qrels")
+    qpos, gpos = _positions(query), _positions(gallery)
+    pairs, dropped = [], 0
+    for qid, gid, score in meta["qrels"]:
+        if score <= 0:
+            continue
+        if qid in qpos and gid in gpos:
+            pairs.append((qpos[qid], gpos[gid]))
+        else:
+            dropped += 1
+    if dropped:
+        log.warning("%s: %d qrels name rows outside the query/gallery selection; dropped", meta.get("dataset"), dropped)
+    return np.asarray(sorted(set(pairs)), dtype=np.int64).reshape(-1, 2)
+
+
+def _gnd_by_query(meta: Mapping[str, Any], query: pd.DataFrame) -> list[Mapping[str, Any]]:
+    by_id = {entry["query"]: entry for entry in meta["gnd"]}
+    missing = [q for q in query["id"] if q not in by_id]
+    if missing:
+        raise ManifestError(f"{meta.get('dataset')!r}: metadata 'gnd' has no entry for query row(s) {missing[:10]}")
+    return [by_id[q] for q in query["id"]]
+
+
+def revisited_ground_truth(
+    meta: Mapping[str, Any], task: str, query: pd.DataFrame, gallery: pd.DataFrame
+) -> list[dict[str, Any]]:
+    """Per query row: ``{"easy", "hard", "junk"}`` gallery positions (and ``"bbx"``) of a ``revisited`` task.
+
+    The list is in ``query`` order and fits ``evaluate_revisited(gnd=...)``. Ids not in
+    ``gallery`` (e.g. skipped images) are dropped with a warning.
+    """
+    _explicit_spec(meta, task, "revisited")
+    gpos = _positions(gallery)
+    out, dropped = [], 0
+    for entry in _gnd_by_query(meta, query):
+        item: dict[str, Any] = {"bbx": entry.get("bbx")}
+        for key in GND_LISTS:
+            item[key] = [gpos[g] for g in entry[key] if g in gpos]
+            dropped += len(entry[key]) - len(item[key])
+        out.append(item)
+    if dropped:
+        log.warning("%s: %d ground-truth ids are not in the gallery selection; dropped", meta.get("dataset"), dropped)
+    return out
+
+
+def query_boxes(meta: Mapping[str, Any], task: str, query: pd.DataFrame) -> list[tuple[float, float, float, float] | None]:
+    """Per query row, the ``(x1, y1, x2, y2)`` box to crop the query image to, or ``None`` (full image).
+
+    Boxes come from metadata ``gnd`` when the task says ``"query_crop": "bbx"``.
+    """
+    spec = _task_spec(meta, task)
+    if spec.get("query_crop") != "bbx":
+        return [None] * len(query)
+    boxes = []
+    for entry in _gnd_by_query(meta, query):
+        if entry.get("bbx") is None:
+            raise ManifestError(f"{meta.get('dataset')!r}: query {entry['query']!r} has no 'bbx' but the task crops queries")
+        boxes.append(tuple(float(v) for v in entry["bbx"]))
+    return boxes

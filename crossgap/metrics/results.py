@@ -151,7 +151,9 @@ def read_result(path: str | os.PathLike) -> dict[str, Any]:
     return record
 
 
-def aggregate_results(paths: Iterable[str | os.PathLike]) -> dict[str, dict[str, dict[str, dict[str, dict[str, float]]]]]:
+def aggregate_results(
+    paths: Iterable[str | os.PathLike],
+) -> dict[str, dict[str, dict[str, dict[str, dict[str, float]]]]]:
     """Nested summary ``{dataset: {model: {task: {method: {metric: float}}}}}`` of result files.
 
     Undefined (null) metrics are left out.  Two files with the same dataset, model, task and

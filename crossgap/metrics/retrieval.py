@@ -35,8 +35,9 @@ Implementation: queries are processed in chunks of ``chunk_size`` rows; per chun
 similarity rows ``[B, G]`` are sorted (``torch.sort(stable=True)`` on the features' device),
 the relevance is gathered in ranked order and the positions of relevant hits (``nonzero``)
 give every metric through ``index_add`` — no per-query Python loop.  Peak memory is about
-``chunk_size × G × 26`` bytes (float32 similarity + sorted values + int64 order + two bool
-masks), e.g. ~34 GB for 1024 × 1.28M: lower ``chunk_size`` on smaller devices.
+``chunk_size × G × 26`` bytes: 18 B/element for the float32 similarity, the sorted values,
+the int64 order and two bool masks, plus the sort's workspace (25 B/element measured on CPU);
+e.g. ~34 GB for 1024 × 1.28M — lower ``chunk_size`` on smaller devices.
 """
 
 from __future__ import annotations
@@ -106,6 +107,8 @@ def iter_ranked_chunks(
         if exclude_self:
             rows = torch.arange(stop - start, device=sim.device)
             sim[rows, rows + start] = -float("inf")
+        if sim.is_cuda:
+            sim.add_(0.0)  # -0.0 -> +0.0: the CUDA radix sort would otherwise order -0.0 below +0.0
         order = torch.sort(sim, dim=1, descending=True, stable=True).indices
         del sim
         yield start, stop, order
@@ -135,8 +138,7 @@ class _Relevance:
         ] + (["relevance"] if relevance is not None else [])
         if len(sources) != 1:
             raise ValueError(
-                "give exactly one relevance source (labels, groups or relevance); got "
-                + (", ".join(sources) or "none")
+                "give exactly one relevance source (labels, groups or relevance); got " + (", ".join(sources) or "none")
             )
         self.n_q, self.n_g, self.device = n_q, n_g, device
         self.dense: torch.Tensor | None = None
@@ -154,7 +156,7 @@ class _Relevance:
                 if rel.numel() and (
                     rel[:, 0].min() < 0 or rel[:, 0].max() >= n_q or rel[:, 1].min() < 0 or rel[:, 1].max() >= n_g
                 ):
-                    raise ValueError("relevance pairs out of range for [Q, G] = " f"[{n_q}, {n_g}]")
+                    raise ValueError(f"relevance pairs out of range for [Q, G] = [{n_q}, {n_g}]")
                 self.pairs = rel[torch.argsort(rel[:, 0], stable=True)].to(device)
             else:
                 raise ValueError("relevance must be a bool [Q, G] matrix or integer (query, gallery) pairs [P, 2]")
@@ -236,6 +238,7 @@ def _chunk_metrics(rel_sorted: torch.Tensor, ks: Sequence[int]) -> dict[str, tor
     return out
 
 
+@torch.no_grad()
 def retrieval_per_query(
     query_features: ArrayLike,
     gallery_features: ArrayLike,

@@ -67,7 +67,9 @@ def gnd_list(gnd: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> list[Mappi
     return out
 
 
-def setup_ground_truth(gnd: Mapping[str, Any] | Sequence[Mapping[str, Any]], setup: str) -> list[tuple[list[int], list[int]]]:
+def setup_ground_truth(
+    gnd: Mapping[str, Any] | Sequence[Mapping[str, Any]], setup: str
+) -> list[tuple[list[int], list[int]]]:
     """Per query ``(positives, junk)`` index lists for ``setup`` in ``easy``/``medium``/``hard``."""
     if setup not in SETUPS:
         raise ValueError(f"unknown setup {setup!r}; expected one of {SETUPS}")
@@ -83,7 +85,9 @@ def setup_ground_truth(gnd: Mapping[str, Any] | Sequence[Mapping[str, Any]], set
     return out
 
 
-def _codes(truth: Sequence[tuple[list[int], list[int]]], start: int, stop: int, n_g: int, device: torch.device) -> torch.Tensor:
+def _codes(
+    truth: Sequence[tuple[list[int], list[int]]], start: int, stop: int, n_g: int, device: torch.device
+) -> torch.Tensor:
     """``[B, G]`` int8 codes (0 negative, 1 positive, 2 junk) for queries ``start:stop``.
 
     An index listed both as positive and junk counts as positive.
@@ -126,6 +130,7 @@ def _chunk_revisited(codes_sorted: torch.Tensor, kappas: Sequence[int]) -> dict[
     return out
 
 
+@torch.no_grad()
 def revisited_per_query(
     query_features: ArrayLike,
     gallery_features: ArrayLike,
@@ -160,9 +165,11 @@ def revisited_per_query(
     out: dict[str, dict[str, torch.Tensor]] = {}
     for s in SETUPS:
         keys = ["ap", "n_pos"] + [f"p{k}" for k in kappas]
-        out[s] = {key: torch.cat([p[key] for p in parts[s]]) for key in keys} if parts[s] else {
-            key: torch.empty(0) for key in keys
-        }
+        out[s] = (
+            {key: torch.cat([p[key] for p in parts[s]]) for key in keys}
+            if parts[s]
+            else {key: torch.empty(0) for key in keys}
+        )
     return out
 
 
@@ -181,7 +188,9 @@ def evaluate_revisited(
     kappa and setup (floats ×100, NaN when no query has positives), plus ints
     ``num_queries``, ``gallery_size`` and ``num_queries_without_positive_<setup>``.
     """
-    per = revisited_per_query(query_features, gallery_features, gnd, kappas=kappas, chunk_size=chunk_size, device=device)
+    per = revisited_per_query(
+        query_features, gallery_features, gnd, kappas=kappas, chunk_size=chunk_size, device=device
+    )
     out: dict[str, float | int] = {}
     counts: dict[str, int] = {}
     for s in SETUPS:

@@ -35,6 +35,7 @@ from crossgap.utils import resolve_device
 log = logging.getLogger(__name__)
 
 
+@torch.no_grad()
 def build_classifier(
     prompt_features: ArrayLike, num_classes: int | None = None, *, template_major: bool = False
 ) -> torch.Tensor:
@@ -49,7 +50,11 @@ def build_classifier(
     Returns:
         ``[C, D]`` float32: per prompt L2-normalised, mean over templates, L2-renormalised.
     """
-    x = prompt_features if isinstance(prompt_features, torch.Tensor) else as_tensor(prompt_features, torch.device("cpu"))
+    x = (
+        prompt_features
+        if isinstance(prompt_features, torch.Tensor)
+        else as_tensor(prompt_features, torch.device("cpu"))
+    )
     x = x.float()
     if x.ndim == 2:
         if num_classes is None:
@@ -78,6 +83,7 @@ def true_class_rank(scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return ahead.sum(dim=1)
 
 
+@torch.no_grad()
 def evaluate_zero_shot(
     features: ArrayLike,
     classifier: ArrayLike,

@@ -11,6 +11,7 @@ import open_clip
 from crossgap.models.base import PLACEHOLDER, CLIPWrapper, TextTower, VisionTower, expand_pseudo_patches
 from crossgap.models.loading import infer_backend, list_backends, load_clip, register_backend
 from crossgap.models.towers import register_text_tower, register_vision_tower
+from crossgap.models import slip, timm_tower  # noqa: F401  registers towers/backends
 
 MODEL_CONFIG_DIR = Path(__file__).parent / "model_configs"
 open_clip.add_model_config(MODEL_CONFIG_DIR)

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from crossgap.models.base import CLIPWrapper
+from crossgap.models.timm_tower import open_clip_tokenizer, split_pretrained_dir
 from crossgap.models.towers import build_text_tower, build_vision_tower
 from crossgap.utils import resolve_device
 
@@ -24,6 +25,7 @@ log = logging.getLogger(__name__)
 Tokenizer = Callable[[Sequence[str]], torch.Tensor]
 Loader = Callable[[str, "str | None"], "tuple[nn.Module, Callable, Tokenizer]"]
 _BACKENDS: dict[str, Loader] = {}
+_NAME_PREFIXES: dict[str, str] = {}  # model-name prefix -> backend, consulted by infer_backend
 
 # Vision tower shape of each OpenAI ViT: (width, patch size, input resolution).
 OPENAI_VIT_SHAPES = {
@@ -34,11 +36,16 @@ OPENAI_VIT_SHAPES = {
 }
 
 
-def register_backend(name: str) -> Callable[[Loader], Loader]:
-    """Decorator registering a model-loading backend under ``name``."""
+def register_backend(name: str, *, name_prefixes: Sequence[str] = ()) -> Callable[[Loader], Loader]:
+    """Decorator registering a model-loading backend under ``name``.
+
+    ``name_prefixes``: model names starting with one of these infer this backend (e.g. ``SLIP``).
+    """
 
     def deco(fn: Loader) -> Loader:
         _BACKENDS[name] = fn
+        for prefix in name_prefixes:
+            _NAME_PREFIXES[prefix] = name
         return fn
 
     return deco
@@ -49,7 +56,13 @@ def list_backends() -> list[str]:
 
 
 def infer_backend(model_name: str) -> str:
-    """'openai' for OpenAI-style names with a slash (``ViT-B/32``, ``RN50``), else 'open_clip' (``ViT-B-32``)."""
+    """'openai' for OpenAI-style names with a slash (``ViT-B/32``, ``RN50``), else 'open_clip' (``ViT-B-32``).
+
+    Names starting with a prefix registered through :func:`register_backend` go to that backend.
+    """
+    for prefix, backend in _NAME_PREFIXES.items():
+        if model_name.startswith(prefix):
+            return backend
     if model_name.startswith("hf-hub:"):
         return "open_clip"
     if re.fullmatch(r"(ViT-[BLH]/\d+(@\d+px)?|RN\d+(x\d+)?)", model_name):
@@ -68,7 +81,8 @@ def load_clip(
 
     Args:
         model_name: ``ViT-B/32`` style (OpenAI) or an open_clip architecture (``ViT-B-32``, ...).
-        pretrained: an open_clip pretrained tag, or a local checkpoint path (either backend);
+        pretrained: an open_clip pretrained tag, or a local checkpoint path (either backend), or
+            (open_clip) a directory with the checkpoint and the Hugging Face tokenizer files;
             None downloads OpenAI weights through the ``clip`` package (needs internet) and builds
             an open_clip model with random weights.
         backend: 'openai' or 'open_clip'; inferred from ``model_name`` when None.
@@ -190,6 +204,8 @@ def _load_open_clip(model_name: str, pretrained: str | None) -> tuple[nn.Module,
             f"unknown open_clip architecture {model_name!r}; see open_clip.list_models() "
             "(OpenAI-style names such as 'ViT-B/32' use backend='openai')"
         )
+    # a directory holds the checkpoint and, for Hugging Face tokenizers, the tokenizer files
+    pretrained, pretrained_dir = split_pretrained_dir(pretrained)
     if _is_local_path(pretrained) and not Path(pretrained).is_file():
         raise FileNotFoundError(f"checkpoint {pretrained!r} for {model_name} does not exist")
     try:
@@ -204,5 +220,4 @@ def _load_open_clip(model_name: str, pretrained: str | None) -> tuple[nn.Module,
             "Without internet access, download the checkpoint elsewhere and pass its local path as "
             "`pretrained`"
         ) from exc
-    tokenizer = open_clip.get_tokenizer(model_name)
-    return model, preprocess, lambda texts: tokenizer(list(texts))
+    return model, preprocess, open_clip_tokenizer(model_name, pretrained_dir)

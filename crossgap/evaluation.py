@@ -1,0 +1,127 @@
+"""Evaluation steps of the workflow: retrieval and zero-shot from feature files, one JSON result each.
+
+Methods (see :data:`crossgap.metrics.results.TASK_METHODS`):
+
+* ``image_retrieval``: ``image`` (native image queries) or ``oti`` (OTI-inverted queries, i.e. the
+  query image's pseudo-word text feature) against native gallery images;
+* ``text_retrieval``: ``text`` or ``ovi`` (OVI-inverted query texts) against native gallery texts;
+* ``zero_shot``: ``standard`` (images vs prompt texts), ``oti`` (OTI-inverted images vs prompt
+  texts: text-text) or ``ovi`` (images vs OVI-inverted prompts: image-image).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Mapping
+
+import numpy as np
+import pandas as pd
+
+from crossgap.datasets.manifest import query_gallery, read_manifest, relevance, zero_shot_rows
+from crossgap.metrics import build_classifier, evaluate_retrieval, evaluate_zero_shot
+from crossgap.metrics.results import write_result
+from crossgap.storage import load_feature_set, take
+
+log = logging.getLogger(__name__)
+
+
+def _relevance_kwargs(query: pd.DataFrame, gallery: pd.DataFrame, column: str) -> dict[str, Any]:
+    if column == "label":
+        return {"query_labels": query["label"].to_numpy(), "gallery_labels": gallery["label"].to_numpy()}
+    if column == "group":
+        codes, _ = pd.factorize(pd.concat([query["group"], gallery["group"]], ignore_index=True))
+        return {"query_groups": codes[: len(query)], "gallery_groups": codes[len(query):]}
+    raise ValueError(f"unsupported relevance {column!r}; expected 'label' or 'group'")
+
+
+def retrieval_step(
+    *,
+    task: str,
+    method: str,
+    manifest: str,
+    query: str,
+    gallery: str,
+    out: str,
+    model_slug: str,
+    chunk_size: int = 1024,
+    params: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Evaluate the protocol's queries (from ``query`` features) against its gallery; write ``out``."""
+    df, meta = read_manifest(manifest)
+    q_rows, g_rows, exclude_self = query_gallery(df, meta, task)
+    q_feats = take(load_feature_set(query), q_rows["id"].tolist(), query)
+    g_feats = take(load_feature_set(gallery), g_rows["id"].tolist(), gallery)
+    metrics = evaluate_retrieval(q_feats, g_feats, exclude_self=exclude_self, chunk_size=chunk_size,
+                                 **_relevance_kwargs(q_rows, g_rows, relevance(meta, task)))
+    log.info("%s/%s %s %s: mAP %.2f", meta["dataset"], model_slug, task, method, metrics["mAP"])
+    return write_result(out, task=task, method=method, dataset=meta["dataset"], model=model_slug,
+                        metrics=metrics, params=dict(params or {}),
+                        extra={"query_file": query, "gallery_file": gallery, "exclude_self": exclude_self})
+
+
+def zero_shot_step(
+    *,
+    method: str,
+    manifest: str,
+    images: str,
+    prompts: str,
+    out: str,
+    model_slug: str,
+    params: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Zero-shot accuracy of the protocol's images (``images`` features) with a classifier from ``prompts``."""
+    df, meta = read_manifest(manifest)
+    rows = zero_shot_rows(df, meta)
+    feats = take(load_feature_set(images), rows["id"].tolist(), images)
+    prompt_fs = load_feature_set(prompts)
+    num_classes = len(meta["classnames"])
+    if prompt_fs.features.shape[0] % num_classes:
+        raise ValueError(f"{prompts}: {prompt_fs.features.shape[0]} prompts is not a multiple of {num_classes} classes")
+    classifier = build_classifier(prompt_fs.features, num_classes)
+    metrics = evaluate_zero_shot(feats, classifier, rows["label"].to_numpy())
+    log.info("%s/%s zero-shot %s: top1 %.2f", meta["dataset"], model_slug, method, metrics["top1"])
+    return write_result(out, task="zero_shot", method=method, dataset=meta["dataset"], model=model_slug,
+                        metrics=metrics, params=dict(params or {}),
+                        extra={"image_file": images, "prompt_file": prompts})
+
+
+def matched_pairs(manifest: str, images: str, texts: str | None, prompts: str) -> tuple[np.ndarray, np.ndarray]:
+    """Matched (image, text) feature pairs ``[N, D]`` × 2 for the modality gap.
+
+    Caption datasets pair each image with its first caption; classification datasets pair each
+    image with the mean prompt feature of its class.
+    """
+    df, meta = read_manifest(manifest)
+    img_fs = load_feature_set(images)
+    img_ids = img_fs.ids
+    if texts is not None:
+        txt_fs = load_feature_set(texts)
+        first = {}
+        for key, group in zip(df["id"], df["group"]):
+            if group is not None and not pd.isna(group) and group not in first:
+                first[group] = key
+        txt_index = {key: i for i, key in enumerate(txt_fs.ids)}
+        pairs = [(i, txt_index[first[key]]) for i, key in enumerate(img_ids) if first.get(key) in txt_index]
+        if pairs:
+            rows = np.array(pairs)
+            return img_fs.features[rows[:, 0]].numpy(), txt_fs.features[rows[:, 1]].numpy()
+    labels = df.set_index("id").loc[img_ids, "label"].to_numpy()
+    classifier = build_classifier(load_feature_set(prompts).features, len(meta["classnames"])).numpy()
+    keep = labels >= 0
+    return img_fs.features.numpy()[keep], classifier[labels[keep]]
+
+
+def modality_gap_step(
+    *, manifest: str, images: str, texts: str | None, prompts: str, out: str, dataset: str, model_slug: str
+) -> dict[str, Any]:
+    """Modality gap of matched (image, text) pairs (see :func:`matched_pairs`) → ``out`` (JSON)."""
+    from crossgap.metrics.gap import modality_gap
+    from crossgap.utils import write_json
+
+    image_feats, text_feats = matched_pairs(manifest, images, texts, prompts)
+    metrics = {k: float(v) for k, v in modality_gap(image_feats, text_feats).items()}
+    record = {"dataset": dataset, "model": model_slug, "num_pairs": int(len(image_feats)),
+              "pairing": "first caption" if texts else "class prompt", "metrics": metrics}
+    write_json(out, record)
+    log.info("%s/%s modality gap: %s", dataset, model_slug, metrics)
+    return record

@@ -1,0 +1,88 @@
+"""Feature extraction from manifests: images, texts and zero-shot class prompts.
+
+Every function returns L2-*unnormalised* fp32 features on the CPU, row ``i`` for input ``i``;
+normalisation happens where similarities are computed.  Loops show a tqdm progress bar.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Sequence
+
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from crossgap.utils import autocast_dtype
+
+if TYPE_CHECKING:
+    from crossgap.models.base import CLIPWrapper
+
+log = logging.getLogger(__name__)
+
+
+class _ImageFiles(Dataset):
+    """Preprocessed images ``[3, H, W]`` read from ``paths`` (PIL, converted to RGB)."""
+
+    def __init__(self, paths: Sequence[str | Path], preprocess: Callable) -> None:
+        self.paths = list(paths)
+        self.preprocess = preprocess
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        path = self.paths[index]
+        try:
+            with Image.open(path) as img:
+                return self.preprocess(img.convert("RGB"))
+        except OSError as exc:
+            raise OSError(f"cannot read image {path}: {exc}") from exc
+
+
+def _autocast(model: "CLIPWrapper"):
+    dtype = autocast_dtype(model.device)
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=model.device.type, dtype=dtype)
+
+
+@torch.no_grad()
+def encode_images(
+    model: "CLIPWrapper",
+    preprocess: Callable,
+    paths: Sequence[str | Path],
+    *,
+    batch_size: int = 128,
+    num_workers: int = 0,
+    progress: bool = True,
+) -> torch.Tensor:
+    """Image features ``[N, D]`` of the image files at ``paths``."""
+    loader = DataLoader(_ImageFiles(paths, preprocess), batch_size=batch_size, num_workers=num_workers)
+    out = []
+    for batch in tqdm(loader, desc="image features", disable=not progress, dynamic_ncols=True):
+        with _autocast(model):
+            out.append(model.encode_image(batch.to(model.device)).float().cpu())
+    return torch.cat(out) if out else torch.empty(0, 0)
+
+
+@torch.no_grad()
+def encode_texts(
+    model: "CLIPWrapper", texts: Sequence[str], *, batch_size: int = 256, progress: bool = True
+) -> torch.Tensor:
+    """Text features ``[N, D]`` of ``texts`` (tokenised with the model's tokenizer, truncated to its context)."""
+    out = []
+    starts = range(0, len(texts), batch_size)
+    for start in tqdm(starts, desc="text features", disable=not progress, dynamic_ncols=True):
+        ids = model.tokenizer(list(texts[start : start + batch_size])).to(model.device)
+        with _autocast(model):
+            out.append(model.encode_text(ids).float().cpu())
+    return torch.cat(out) if out else torch.empty(0, 0)
+
+
+def class_prompts(classnames: Sequence[str], templates: Sequence[str]) -> list[str]:
+    """Prompts in class-major order: row ``c * T + t`` is ``templates[t].format(classnames[c])``."""
+    return [template.format(name) for name in classnames for template in templates]

@@ -1,0 +1,197 @@
+"""File-to-file steps of the workflow: each function reads inputs, computes, writes outputs atomically.
+
+The Snakemake rules call these through thin scripts (``workflow/scripts/``); they hold no
+Snakemake code, so they can be run and tested on their own.  Model specs are the ``models:``
+entries of ``params.yaml`` (``backend``, ``architecture``, ``pretrained``, ``ovi_tokens``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from crossgap.datasets.manifest import query_gallery, read_manifest, select
+from crossgap.storage import FeatureSet, load_feature_set, save_feature_set, take
+from crossgap.utils import atomic_path
+
+log = logging.getLogger(__name__)
+
+ALL_SPLITS = "all"
+"""File-name token for the selection of every split (``"*"`` in a protocol)."""
+
+
+def split_spec(split: str) -> str:
+    """Protocol split of a file-name split token (``all`` → ``*``)."""
+    return "*" if split == ALL_SPLITS else split
+
+
+def load_model(spec: Mapping[str, Any], device: str | None = None):
+    """``(model, preprocess)`` for a ``models:`` entry of params.yaml."""
+    from crossgap.models import load_clip  # heavy (open_clip, clip): only jobs that need a model import it
+
+    model, _, preprocess = load_clip(
+        spec["architecture"], spec.get("pretrained"), backend=spec.get("backend"), device=device
+    )
+    return model, preprocess
+
+
+def _runtime_meta() -> dict[str, Any]:
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    meta = {"device": dev, "host": platform.node(), "torch": torch.__version__}
+    if dev == "cuda":
+        meta["gpu"] = torch.cuda.get_device_name(0)
+        meta["cuda_visible_devices"] = os.environ.get("CUDA_VISIBLE_DEVICES")
+    return meta
+
+
+# --------------------------------------------------------------------------------------------
+# features
+# --------------------------------------------------------------------------------------------
+def extract_step(
+    *,
+    manifest: str,
+    model_slug: str,
+    model_spec: Mapping[str, Any],
+    split: str,
+    modality: str,
+    out: str,
+    batch_size: int = 128,
+    num_workers: int = 0,
+    progress: bool = True,
+) -> None:
+    """Features of every ``modality`` row of ``split`` (manifest order) → ``out``."""
+    df, meta = read_manifest(manifest)
+    rows = select(df, modality, {"split": split_spec(split)})
+    if rows.empty:
+        raise ValueError(f"{manifest}: no {modality} rows in split {split!r}")
+    from crossgap.features import encode_images, encode_texts
+
+    model, preprocess = load_model(model_spec)
+    start = time.perf_counter()
+    if modality == "image":
+        paths = [Path(meta["root"]) / p for p in rows["path"]]
+        feats = encode_images(model, preprocess, paths, batch_size=batch_size, num_workers=num_workers,
+                              progress=progress)
+    else:
+        feats = encode_texts(model, rows["text"].tolist(), batch_size=batch_size, progress=progress)
+    seconds = time.perf_counter() - start
+    log.info("%s %s/%s: %d features in %.1f s", model_slug, split, modality, len(rows), seconds)
+    save_feature_set(out, FeatureSet(feats, rows["id"].tolist(), meta={
+        "kind": "features", "dataset": meta["dataset"], "model": model_slug, "model_spec": dict(model_spec),
+        "split": split, "modality": modality, "seconds": seconds, **_runtime_meta()}))
+
+
+def prompts_step(*, manifest: str, model_slug: str, model_spec: Mapping[str, Any], out: str) -> None:
+    """Text features of the zero-shot prompts, class-major (``[C*T, D]``) → ``out``."""
+    from crossgap.features import class_prompts, encode_texts
+
+    _, meta = read_manifest(manifest)
+    classnames, templates = meta["classnames"], meta["templates"]
+    model, _ = load_model(model_spec)
+    feats = encode_texts(model, class_prompts(classnames, templates))
+    ids = [f"class{c}/template{t}" for c in range(len(classnames)) for t in range(len(templates))]
+    save_feature_set(out, FeatureSet(feats, ids, meta={
+        "kind": "prompts", "dataset": meta["dataset"], "model": model_slug, "num_classes": len(classnames),
+        "num_templates": len(templates), "templates": templates, **_runtime_meta()}))
+
+
+# --------------------------------------------------------------------------------------------
+# inversion
+# --------------------------------------------------------------------------------------------
+def shard_bounds(n: int, shard: int, num_shards: int) -> tuple[int, int]:
+    """Contiguous ``[start, stop)`` of shard ``shard`` of ``n`` rows; shards cover rows in order."""
+    if not 0 <= shard < num_shards:
+        raise ValueError(f"shard {shard} out of range for {num_shards} shards")
+    return n * shard // num_shards, n * (shard + 1) // num_shards
+
+
+def inversion_targets(features: str, manifest: str | None, task: str | None) -> tuple[torch.Tensor, list[str]]:
+    """Target features and ids: all rows of ``features``, or the query rows of ``task`` when given."""
+    fs = load_feature_set(features)
+    if task is None:
+        return fs.features, list(fs.ids)
+    df, meta = read_manifest(manifest)
+    query, _, _ = query_gallery(df, meta, task)
+    ids = query["id"].tolist()
+    return take(fs, ids, features), ids
+
+
+def invert_shard_step(
+    *,
+    method: str,
+    features: str,
+    out: str,
+    model_slug: str,
+    model_spec: Mapping[str, Any],
+    shard: int,
+    num_shards: int,
+    params: Mapping[str, Any],
+    manifest: str | None = None,
+    task: str | None = None,
+    progress: bool = True,
+) -> None:
+    """OTI or OVI on one shard of the targets; writes re-encoded features, tokens and losses.
+
+    ``params``: ``steps``, ``learning_rate``, ``weight_decay``, ``num_pseudo_tokens``, ``batch_size``,
+    ``seed`` and, for OTI, ``template``.  Initial tokens are drawn for the whole target set from
+    ``seed`` and sliced, so results do not depend on the number of shards.
+    """
+    from crossgap.inversion import initial_tokens, oti, oti_features, ovi, ovi_features
+
+    targets, ids = inversion_targets(features, manifest, task)
+    start, stop = shard_bounds(len(ids), shard, num_shards)
+    model, _ = load_model(model_spec)
+    width = model.text_token_embedding_dim if method == "oti" else model.visual_token_embedding_dim
+    init = initial_tokens(len(ids), params["num_pseudo_tokens"], width, params["seed"])[start:stop]
+    common = dict(num_pseudo_tokens=params["num_pseudo_tokens"], steps=params["steps"],
+                  learning_rate=params["learning_rate"], weight_decay=params["weight_decay"],
+                  batch_size=params["batch_size"], init=init, progress=progress)
+    begin = time.perf_counter()
+    if stop == start:
+        feats = torch.empty(0, targets.shape[1])
+        tokens = torch.empty(0, params["num_pseudo_tokens"], width)
+        losses = torch.empty(0, params["steps"])
+    elif method == "oti":
+        tokens, losses = oti(targets[start:stop], model, template_sentence=params["template"], **common)
+        feats = oti_features(tokens, model, template_sentence=params["template"])
+    elif method == "ovi":
+        tokens, losses = ovi(targets[start:stop], model, **common)
+        feats = ovi_features(tokens, model)
+    else:
+        raise ValueError(f"unknown inversion method {method!r}; expected 'oti' or 'ovi'")
+    seconds = time.perf_counter() - begin
+    if stop > start:
+        log.info("%s shard %d/%d: %d samples in %.1f s (%.2f samples/s), loss %.4f -> %.4f", method, shard + 1,
+                 num_shards, stop - start, seconds, (stop - start) / seconds, float(losses[:, 0].mean()),
+                 float(losses[:, -1].mean()))
+    save_feature_set(out, FeatureSet(feats, ids[start:stop], extras={"pseudo_tokens": tokens, "losses": losses},
+                                     meta={"kind": method, "model": model_slug, "shard": shard,
+                                           "num_shards": num_shards, "params": dict(params),
+                                           "seconds": seconds, **_runtime_meta()}))
+
+
+def gather_step(*, shards: Sequence[str], out: str, loss_csv: str | None = None) -> None:
+    """Concatenate shard files in order into ``out``; optionally write the mean loss per step as CSV."""
+    parts = [load_feature_set(path) for path in shards]
+    num = {p.meta.get("num_shards") for p in parts}
+    if num != {len(parts)}:
+        raise ValueError(f"gather: expected {len(parts)} shards, files say num_shards={sorted(num)}")
+    ids = [key for p in parts for key in p.ids]
+    if len(set(ids)) != len(ids):
+        raise ValueError("gather: shards overlap (duplicate ids)")
+    extras = {key: torch.cat([p.extras[key] for p in parts]) for key in parts[0].extras}
+    meta = dict(parts[0].meta, shard=None, seconds=sum(p.meta.get("seconds", 0.0) for p in parts))
+    save_feature_set(out, FeatureSet(torch.cat([p.features for p in parts]), ids, meta=meta, extras=extras))
+    if loss_csv is not None:
+        losses = extras["losses"]
+        frame = pd.DataFrame({"step": np.arange(losses.shape[1]), "loss": losses.mean(0).numpy()})
+        with atomic_path(loss_csv) as tmp:
+            frame.to_csv(tmp, index=False)

@@ -1,0 +1,88 @@
+"""Static plan of the workflow: which files each dataset × model needs, known without any data.
+
+The DAG must be complete at dry-run time (``snakemake -n`` with no dataset on disk), so
+everything here derives from the registered adapters' ``protocol`` class attributes and the
+configuration, never from files.  The Snakefile's input functions call these helpers.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from crossgap.datasets import get_adapter
+from crossgap.metrics.results import TASK_METHODS
+
+ALL_SPLITS = "all"
+TASKS = tuple(TASK_METHODS)
+
+
+def split_token(split: str) -> str:
+    """File-name token for a protocol split (``*`` → ``all``)."""
+    return ALL_SPLITS if split == "*" else split
+
+
+def protocol(dataset_cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """The adapter's protocol restricted to supported tasks."""
+    proto = get_adapter(dataset_cfg["adapter"]).protocol
+    return {task: spec for task, spec in proto.items() if spec is not None}
+
+
+def tasks(dataset_cfg: Mapping[str, Any], evaluation: Mapping[str, Any]) -> list[str]:
+    """Tasks evaluated for a dataset: those enabled in ``evaluation.tasks`` that its protocol supports."""
+    proto = protocol(dataset_cfg)
+    return [t for t in evaluation.get("tasks", TASKS) if t in proto]
+
+
+def _split(spec: Mapping[str, Any]) -> str:
+    return split_token(spec["split"])
+
+
+def query_split(dataset_cfg: Mapping[str, Any], task: str) -> str:
+    return _split(protocol(dataset_cfg)[task]["query"])
+
+
+def gallery_split(dataset_cfg: Mapping[str, Any], task: str) -> str:
+    return _split(protocol(dataset_cfg)[task]["gallery"])
+
+
+def zero_shot_split(dataset_cfg: Mapping[str, Any]) -> str:
+    return _split(protocol(dataset_cfg)["zero_shot"])
+
+
+def feature_files(dataset: str, model: str, dataset_cfg: Mapping[str, Any], evaluation: Mapping[str, Any]) -> list[str]:
+    """Native feature files needed: ``data/features/{dataset}/{model}/{modality}_{split}.safetensors``."""
+    wanted: set[tuple[str, str]] = set()
+    for task in tasks(dataset_cfg, evaluation):
+        if task == "zero_shot":
+            wanted.add(("image", zero_shot_split(dataset_cfg)))
+        else:
+            modality = "image" if task == "image_retrieval" else "text"
+            wanted.add((modality, query_split(dataset_cfg, task)))
+            wanted.add((modality, gallery_split(dataset_cfg, task)))
+    return [f"data/features/{dataset}/{model}/{m}_{s}.safetensors" for m, s in sorted(wanted)]
+
+
+def oti_splits(dataset_cfg: Mapping[str, Any], evaluation: Mapping[str, Any]) -> list[str]:
+    """Image splits inverted with OTI: image-retrieval queries and zero-shot images."""
+    wanted = set()
+    for task in tasks(dataset_cfg, evaluation):
+        if task == "image_retrieval":
+            wanted.add(query_split(dataset_cfg, task))
+        elif task == "zero_shot":
+            wanted.add(zero_shot_split(dataset_cfg))
+    return sorted(wanted)
+
+
+def ovi_sets(dataset_cfg: Mapping[str, Any], evaluation: Mapping[str, Any]) -> list[str]:
+    """Text sets inverted with OVI: ``queries`` (text-retrieval queries) and ``prompts`` (zero-shot)."""
+    enabled = tasks(dataset_cfg, evaluation)
+    return [name for name, task in (("prompts", "zero_shot"), ("queries", "text_retrieval")) if task in enabled]
+
+
+def result_files(dataset: str, model: str, dataset_cfg: Mapping[str, Any], evaluation: Mapping[str, Any]) -> list[str]:
+    """``data/results/{dataset}/{model}/{task}/{method}.json`` for every enabled task and method."""
+    return [
+        f"data/results/{dataset}/{model}/{task}/{method}.json"
+        for task in tasks(dataset_cfg, evaluation)
+        for method in TASK_METHODS[task]
+    ]

@@ -1,0 +1,6 @@
+"""Runtime helpers for workflow jobs (GPU slot allocation, per-job set-up)."""
+
+from crossgap.runtime.gpu import GpuSlot, acquire_gpu_slot
+from crossgap.runtime.job import job_setup
+
+__all__ = ["GpuSlot", "acquire_gpu_slot", "job_setup"]

@@ -1,0 +1,39 @@
+"""Per-job set-up for workflow scripts: logging into the rule's log, thread count, GPU slot."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+from crossgap.runtime.gpu import GpuSlot, acquire_gpu_slot
+from crossgap.utils import setup_logging
+
+log = logging.getLogger(__name__)
+
+
+def job_setup(log_file: str | None, threads: int, *, gpu: bool = False) -> GpuSlot | None:
+    """Log to ``log_file``, use ``threads`` CPU threads and, for GPU jobs, take a GPU slot first.
+
+    The slot is taken before torch initialises CUDA; its choice is logged into the rule's log.
+    """
+    setup_logging(log_file)
+    _log_uncaught_exceptions()
+    slot = acquire_gpu_slot() if gpu else None
+    import torch
+
+    torch.set_num_threads(max(int(threads), 1))
+    log.info("job: pid %d, %d threads, CUDA_VISIBLE_DEVICES=%s, cuda available=%s", os.getpid(), threads,
+             os.environ.get("CUDA_VISIBLE_DEVICES"), torch.cuda.is_available())
+    return slot
+
+
+def _log_uncaught_exceptions() -> None:
+    """Send an uncaught exception's traceback to the rule's log too (Snakemake shows the log on failure)."""
+    previous = sys.excepthook
+
+    def hook(exc_type, exc, tb):
+        logging.getLogger("crossgap.job").error("job failed", exc_info=(exc_type, exc, tb))
+        previous(exc_type, exc, tb)
+
+    sys.excepthook = hook

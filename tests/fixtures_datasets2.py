@@ -1,0 +1,295 @@
+"""Builders of tiny trees in the real on-disk layouts of the part-2 datasets.
+
+Like ``fixtures_datasets`` (whose :class:`FixtureInfo` and :func:`write_image` are reused),
+nothing here is a pytest fixture. Layouts are written from each dataset's own
+distribution format (archive contents, index-file formats), independently of the adapters.
+"""
+
+from __future__ import annotations
+
+import codecs
+import json
+import pickle
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from fixtures_datasets import FixtureInfo, write_image
+
+CUB_CLASSES: tuple[str, ...] = ("001.Black_footed_Albatross", "002.Laysan_Albatross", "003.Sooty_Albatross")
+
+
+def make_cub(dataroot: Path, per_class: int = 2) -> FixtureInfo:
+    """``CUB_200_2011/`` with the four index files; image ids interleave classes and splits."""
+    folder = Path(dataroot) / "CUB_200_2011"
+    images, labels, splits, items = [], [], [], []
+    image_id = 0
+    for k in range(per_class):
+        for c, cls in enumerate(CUB_CLASSES):
+            image_id += 1
+            rel = f"{cls}/{cls.split('.', 1)[1]}_{image_id:04d}_{100 + image_id}.jpg"
+            write_image(folder / "images" / rel, (30 * c, 60 + 10 * k, 90))
+            is_train = (image_id + k) % 2
+            images.append(f"{image_id} {rel}")
+            labels.append(f"{image_id} {c + 1}")
+            splits.append(f"{image_id} {is_train}")
+            items.append(("train" if is_train else "test", rel, c))
+    (folder / "images.txt").write_text("\n".join(images) + "\n")
+    (folder / "image_class_labels.txt").write_text("\n".join(labels) + "\n")
+    (folder / "train_test_split.txt").write_text("\n".join(splits) + "\n")
+    (folder / "classes.txt").write_text("\n".join(f"{i + 1} {c}" for i, c in enumerate(CUB_CLASSES)) + "\n")
+    names = ["Black footed Albatross", "Laysan Albatross", "Sooty Albatross"]
+    return FixtureInfo(folder, folder / "images", names, items)
+
+
+SOP_SUPERS: tuple[str, ...] = ("bicycle_final", "coffee_maker_final")
+
+
+def make_sop(dataroot: Path) -> FixtureInfo:
+    """``Stanford_Online_Products/`` with ``Ebay_{train,test}.txt``: classes 1-2 train, 3-5 test."""
+    folder = Path(dataroot) / "Stanford_Online_Products"
+    plan = {"train": [(1, 1, 2), (2, 2, 2)], "test": [(3, 1, 2), (4, 2, 3), (5, 1, 2)]}  # (class, super, n)
+    items: list[tuple[str, str, int]] = []
+    image_id = 0
+    for split, classes in plan.items():
+        lines = ["image_id class_id super_class_id path"]
+        for class_id, super_id, n in classes:
+            for k in range(n):
+                image_id += 1
+                rel = f"{SOP_SUPERS[super_id - 1]}/{111000 + class_id}_{k}.JPG"
+                write_image(folder / rel, (40 * class_id, 20 * k, 100))
+                lines.append(f"{image_id} {class_id} {super_id} {rel}")
+                items.append((split, rel, class_id - 1))
+        (folder / f"Ebay_{split}.txt").write_text("\n".join(lines) + "\n")
+    names = ["bicycle 1", "coffee maker 2", "bicycle 3", "coffee maker 4", "bicycle 5"]
+    return FixtureInfo(folder, folder, names, items)
+
+
+@dataclass
+class RevisitedFixture:
+    """A revisited dataset: folder, image lists and the raw gnd written to the pickle."""
+
+    folder: Path
+    imlist: list[str]
+    qimlist: list[str]
+    gnd: list[dict[str, Any]]
+
+
+def make_revisited(dataroot: Path, name: str = "roxford5k", n_db: int = 6, numpy_lists: bool = True) -> RevisitedFixture:
+    """``<name>/gnd_<name>.pkl`` and ``<name>/jpg/``; 2 queries. One gnd list is a numpy array
+    (as some re-saved copies have), the rest plain lists."""
+    folder = Path(dataroot) / name
+    prefix = "all_souls" if name == "roxford5k" else "paris_defense"
+    imlist = [f"{prefix}_{i:06d}" for i in range(n_db)]
+    qimlist = [f"{prefix}_q{i:05d}" for i in range(2)]
+    for k, im in enumerate(imlist + qimlist):
+        write_image(folder / "jpg" / f"{im}.jpg", (10 * k, 50, 200), size=16)
+    gnd = [
+        {"bbx": [1.0, 2.0, 12.5, 14.0], "easy": [0, 2], "hard": [1], "junk": [5]},
+        {"bbx": [0.0, 0.0, 8.0, 8.0], "easy": [3], "hard": [], "junk": [0, 4]},
+    ]
+    stored = [dict(g) for g in gnd]
+    if numpy_lists:
+        stored[0]["easy"] = np.array(gnd[0]["easy"], dtype=np.int64)
+    with open(folder / f"gnd_{name}.pkl", "wb") as f:
+        pickle.dump({"imlist": imlist, "qimlist": qimlist, "gnd": stored}, f)
+    return RevisitedFixture(folder, imlist, qimlist, gnd)
+
+
+def make_coco_karpathy(dataroot: Path) -> dict[str, Any]:
+    """``COCO2014/dataset_coco_light.json``: 2 test, 1 val, 1 restval, 1 train image."""
+    images = []
+    plan = [("test", 5), ("train", 5), ("test", 6), ("val", 5), ("restval", 5)]
+    for i, (split, n) in enumerate(plan):
+        prefix = "COCO_train2014_" if split in ("train", "restval") else "COCO_val2014_"
+        images.append(
+            {
+                "filepath": "train2014" if split in ("train", "restval") else "val2014",
+                "filename": f"{prefix}{i + 1:012d}.jpg",
+                "split": split,
+                "imgid": i,
+                "cocoid": i + 1,
+                "sentences": [{"raw": f"Caption {k} of image {i}.", "imgid": i, "sentid": 10 * i + k} for k in range(n)],
+            }
+        )
+    data = {"dataset": "coco", "images": images}
+    folder = Path(dataroot) / "COCO2014"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "dataset_coco_light.json").write_text(json.dumps(data))
+    return data
+
+
+def make_flickr30k(dataroot: Path, *, broken_line: bool = True) -> dict[str, list[str]]:
+    """``Flickr30K/results.csv`` (Kaggle format) and ``karpathy_*.txt`` (names without .jpg).
+
+    Returns the expected captions per image name. With ``broken_line`` one caption line
+    lacks its second delimiter, as in the Kaggle copy.
+    """
+    folder = Path(dataroot) / "Flickr30K"
+    folder.mkdir(parents=True, exist_ok=True)
+    images = {"1000092795.jpg": "train", "10002456.jpg": "val", "1000268201.jpg": "val", "1000344755.jpg": "test"}
+    lines, captions = ["image_name| comment_number| comment"], {}
+    for name in images:
+        captions[name] = []
+        for k in range(5):
+            text = f"A person number {k} in {name[:-4]} ."
+            captions[name].append(text)
+            if broken_line and name == "1000268201.jpg" and k == 4:
+                lines.append(f"{name}| {k}   {text}")
+            else:
+                lines.append(f"{name}| {k}| {text}")
+    lines.append("99999.jpg| 0| An image in no split .")
+    (folder / "results.csv").write_text("\n".join(lines) + "\n")
+    for split in ("train", "val", "test"):
+        names = [n[:-4] for n, s in images.items() if s == split]
+        (folder / f"karpathy_{split}.txt").write_text("\n".join(names) + "\n")
+    return captions
+
+
+def make_nocaps(dataroot: Path) -> dict[str, Any]:
+    """``nocaps/nocaps_val_4500_captions.json``: 3 images, annotations interleaved."""
+    images = [{"id": i, "file_name": f"{name}.jpg", "height": 8, "width": 8} for i, name in
+              enumerate(["0013ea2087020901", "00223c1a1b5d7a2a", "0041ab0c0e1e8b20"])]
+    annotations = []
+    for k in range(10):
+        for image in (images[1], images[0], images[2]):
+            annotations.append({"image_id": image["id"], "id": len(annotations), "caption": f"cap {k} of {image['id']}"})
+    data = {"licenses": [], "info": {}, "images": images, "annotations": annotations}
+    folder = Path(dataroot) / "nocaps"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "nocaps_val_4500_captions.json").write_text(json.dumps(data))
+    return data
+
+
+def make_imdb(dataroot: Path) -> pd.DataFrame:
+    """``IMDB_Reviews/IMDB_Dataset.csv`` with quoted multi-line and HTML-bearing reviews."""
+    table = pd.DataFrame(
+        {
+            "review": [
+                "One of the best films, truly.<br /><br />Go see it.",
+                ' A "terrible", boring movie,\nwith commas. ',
+                "Fine acting.",
+                "Waste of time.",
+            ],
+            "sentiment": ["positive", "negative", "positive", "negative"],
+        }
+    )
+    folder = Path(dataroot) / "IMDB_Reviews"
+    folder.mkdir(parents=True, exist_ok=True)
+    table.to_csv(folder / "IMDB_Dataset.csv", index=False)
+    return table
+
+
+NEWSGROUPS: tuple[str, ...] = ("alt.atheism", "comp.graphics", "sci.space")
+
+
+@dataclass
+class NewsgroupsFixture:
+    """Data home and the posts written: ``{(group, file name): text}``."""
+
+    data_home: Path
+    posts: dict[tuple[str, str], str] = field(default_factory=dict)
+
+
+def make_newsgroups(dataroot: Path, per_class: int = 3, *, cache: bool = False) -> NewsgroupsFixture:
+    """``scikit_learn_data/20news_home/20news-bydate-{train,test}/<group>/<file>`` (latin-1 posts).
+
+    With ``cache``, also write ``20news-bydate_py3.pkz`` the way scikit-learn builds it
+    (``load_files`` on both folders, zlib-compressed pickle) and remove ``20news_home``, as
+    ``fetch_20newsgroups`` does after downloading.
+    """
+    home = Path(dataroot) / "scikit_learn_data"
+    fx = NewsgroupsFixture(home)
+    for subset in ("train", "test"):
+        for g, group in enumerate(NEWSGROUPS):
+            d = home / "20news_home" / f"20news-bydate-{subset}" / group
+            d.mkdir(parents=True, exist_ok=True)
+            for k in range(per_class):
+                name = str(50000 + 37 * g + k)
+                text = f"From: user{k}@example.edu\nSubject: post {k} in {group}\n\nCaf\xe9 talk {k} about {group}.\n"
+                (d / name).write_bytes(text.encode("latin-1"))
+                if subset == "test":
+                    fx.posts[(group, name)] = text
+    if cache:
+        import shutil
+
+        from sklearn.datasets import load_files
+
+        twenty = home / "20news_home"
+        data = {s: load_files(twenty / f"20news-bydate-{s}", encoding="latin1") for s in ("train", "test")}
+        (home / "20news-bydate_py3.pkz").write_bytes(codecs.encode(pickle.dumps(data), "zlib_codec"))
+        shutil.rmtree(twenty)
+    return fx
+
+
+def make_nanobeir(dataroot: Path, name: str = "SciFact", *, hf_layout: bool = False, title: bool = False) -> Path:
+    """``NanoBEIR/Nano<name>/{corpus,queries,qrels}.parquet`` (or HF shards ``<part>/train-*.parquet``).
+
+    3 queries (q3 without relevant documents), 5 documents; q1 -> d2, d4; q2 -> d1 (score 2),
+    d5 (score 0: judged not relevant); one qrels line names an unknown document.
+    """
+    folder = Path(dataroot) / "NanoBEIR" / f"Nano{name}"
+    corpus = pd.DataFrame({"_id": [f"d{i}" for i in range(1, 6)], "text": [f" Document {i} text. " for i in range(1, 6)]})
+    if title:
+        corpus["title"] = ["Title one", "", None, "Title four", "Title five"]
+    queries = pd.DataFrame({"_id": ["q1", "q2", "q3"], "text": ["first question?", "second question?", "third?"]})
+    qrels = pd.DataFrame(
+        {"query-id": ["q1", "q1", "q2", "q2", "q2"], "corpus-id": ["d2", "d4", "d1", "d5", "d99"], "score": [1, 1, 2, 0, 1]}
+    )
+    for part, df in (("corpus", corpus), ("queries", queries), ("qrels", qrels)):
+        path = folder / part / "train-00000-of-00001.parquet" if hf_layout else folder / f"{part}.parquet"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        df.to_parquet(path, index=False)
+    return folder
+
+
+IMAGENET_CLASSES: dict[str, str] = {
+    "n01440764": "tench",
+    "n01443537": "goldfish",
+    "n01484850": "great white shark",
+    "n01491361": "tiger shark",
+}
+VARIANT_DIRS: dict[str, tuple[str, str, str]] = {  # slug -> (folder, images dir, folder naming)
+    "imagenet_v2": ("imagenetv2", "imagenetv2-matched-frequency-format-val", "label"),
+    "imagenet_sketch": ("imagenet-sketch", "images", "wnid"),
+    "imagenet_a": ("imagenet-adversarial", "imagenet-a", "wnid"),
+    "imagenet_r": ("imagenet-rendition", "imagenet-r", "wnid"),
+}
+
+
+def write_imagenet_classnames(path: Path) -> Path:
+    """ImageNet's ``classnames.txt`` (4 classes here)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(f"{w} {n}\n" for w, n in IMAGENET_CLASSES.items()))
+    return path
+
+
+def make_imagenet_variant(
+    dataroot: Path, slug: str, *, classes: tuple[int, ...] = (0, 1, 2, 3), per_class: int = 2, copy_classnames: bool = True
+) -> FixtureInfo:
+    """A variant tree with images for the ImageNet class indices ``classes``.
+
+    ``copy_classnames`` puts ``classnames.txt`` into the variant folder (as DATASETS.md asks);
+    otherwise it is written to ``<dataroot>/imagenet/``. The info's labels are the labels
+    the adapter must give: the ImageNet index for 1,000-class variants, the index among the
+    present classes for ImageNet-A/R.
+    """
+    folder_name, images_dir, naming = VARIANT_DIRS[slug]
+    folder = Path(dataroot) / folder_name
+    root = folder / images_dir
+    wnids = list(IMAGENET_CLASSES)
+    subset = slug in ("imagenet_a", "imagenet_r")
+    items = []
+    for rank, c in enumerate(sorted(classes)):
+        sub = str(c) if naming == "label" else wnids[c]
+        for k in range(per_class):
+            rel = f"{sub}/{'sketch' if slug == 'imagenet_sketch' else 'img'}_{k}.{'JPEG' if slug == 'imagenet_sketch' else 'jpg'}"
+            write_image(root / rel, (60 * c, 40 * k, 120))
+            items.append(("test", rel, rank if subset else c))
+    if subset:
+        (root / "README.txt").write_text("not a class folder\n")
+    write_imagenet_classnames(folder / "classnames.txt" if copy_classnames else Path(dataroot) / "imagenet" / "classnames.txt")
+    names = [IMAGENET_CLASSES[wnids[c]] for c in sorted(classes)] if subset else list(IMAGENET_CLASSES.values())
+    return FixtureInfo(folder, root, names, items)

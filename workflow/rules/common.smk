@@ -1,0 +1,262 @@
+# Helpers and input functions. Everything the DAG needs is derived from params.yaml and the
+# registered dataset adapters (crossgap.plan), never from files, so dry runs need no data.
+import os
+
+from snakemake.utils import validate
+
+from crossgap import plan
+
+validate(config, schema="../schemas/params.schema.yaml")
+
+DATASETS = sorted(config["datasets"])
+MODELS = sorted(config["models"])
+SHARDS = list(range(config["inversion"]["shards"]))
+EVALUATION = config.get("evaluation", {})
+
+
+wildcard_constraints:
+    dataset="|".join(DATASETS),
+    model="|".join(MODELS),
+    split="[A-Za-z0-9]+",
+    modality="image|text",
+    shard=r"\d+",
+    ovi_set="queries|prompts",
+
+
+def dataset_cfg(wildcards):
+    return config["datasets"][wildcards.dataset]
+
+
+def model_spec(wildcards):
+    """The models: entry of params.yaml for {model} (passed as params, so a change reruns its jobs)."""
+    return config["models"][wildcards.model]
+
+
+def pretrained_models():
+    return [
+        f"data/models/{m}/checkpoint.pt"
+        for m in MODELS
+        if config["models"][m].get("pretrain")
+    ]
+
+
+def model_checkpoint(wildcards):
+    """The checkpoint file when the pipeline trains the model itself; nothing otherwise."""
+    if config["models"][wildcards.model].get("pretrain"):
+        return f"data/models/{wildcards.model}/checkpoint.pt"
+    return []
+
+
+def generated_dataset(wildcards):
+    if config["datasets"][wildcards.dataset].get("generate"):
+        return f"{config['datasets'][wildcards.dataset]['dataroot']}/synthetic"
+    return []
+
+
+def synthetic_root():
+    """The data root of the generated dataset (the first dataset with generate: true)."""
+    for name in DATASETS:
+        if config["datasets"][name].get("generate"):
+            return config["datasets"][name]["dataroot"]
+    return "data/raw"
+
+
+def manifest(wildcards):
+    return f"data/manifests/{wildcards.dataset}.parquet"
+
+
+def feature_path(dataset, model, modality, split):
+    return f"data/features/{dataset}/{model}/{modality}_{split}.safetensors"
+
+
+def oti_query_features(wildcards):
+    return feature_path(wildcards.dataset, wildcards.model, "image", wildcards.split)
+
+
+def ovi_targets(wildcards):
+    """OVI inverts the text-retrieval queries or the zero-shot prompts."""
+    if wildcards.ovi_set == "prompts":
+        return (
+            f"data/features/{wildcards.dataset}/{wildcards.model}/prompts.safetensors"
+        )
+    split = plan.query_split(dataset_cfg(wildcards), "text_retrieval")
+    return feature_path(wildcards.dataset, wildcards.model, "text", split)
+
+
+def ovi_task(wildcards):
+    return "text_retrieval" if wildcards.ovi_set == "queries" else None
+
+
+def oti_params(wildcards=None):
+    return dict(
+        config["inversion"]["oti"],
+        batch_size=config["inversion"]["batch_size"],
+        seed=config["inversion"]["seed"],
+    )
+
+
+def ovi_params(wildcards):
+    params = dict(
+        config["inversion"]["ovi"],
+        batch_size=config["inversion"]["batch_size"],
+        seed=config["inversion"]["seed"],
+    )
+    params["num_pseudo_tokens"] = config["models"][wildcards.model].get("ovi_tokens", 1)
+    return params
+
+
+def oti_shards(wildcards):
+    return expand(
+        "data/inversion/{{dataset}}/{{model}}/oti/{{split}}.shards/{shard}.safetensors",
+        shard=SHARDS,
+    )
+
+
+def ovi_shards(wildcards):
+    return expand(
+        "data/inversion/{{dataset}}/{{model}}/ovi/{{ovi_set}}.shards/{shard}.safetensors",
+        shard=SHARDS,
+    )
+
+
+# ---- inputs of the evaluation rules ---------------------------------------------------------
+def image_retrieval_inputs(wildcards):
+    cfg = dataset_cfg(wildcards)
+    d, m = wildcards.dataset, wildcards.model
+    q, g = plan.query_split(cfg, "image_retrieval"), plan.gallery_split(
+        cfg, "image_retrieval"
+    )
+    query = (
+        feature_path(d, m, "image", q)
+        if wildcards.method == "image"
+        else f"data/inversion/{d}/{m}/oti/{q}.safetensors"
+    )
+    return {
+        "manifest": manifest(wildcards),
+        "query": query,
+        "gallery": feature_path(d, m, "image", g),
+    }
+
+
+def text_retrieval_inputs(wildcards):
+    cfg = dataset_cfg(wildcards)
+    d, m = wildcards.dataset, wildcards.model
+    q, g = plan.query_split(cfg, "text_retrieval"), plan.gallery_split(
+        cfg, "text_retrieval"
+    )
+    query = (
+        feature_path(d, m, "text", q)
+        if wildcards.method == "text"
+        else f"data/inversion/{d}/{m}/ovi/queries.safetensors"
+    )
+    return {
+        "manifest": manifest(wildcards),
+        "query": query,
+        "gallery": feature_path(d, m, "text", g),
+    }
+
+
+def zero_shot_inputs(wildcards):
+    d, m = wildcards.dataset, wildcards.model
+    split = plan.zero_shot_split(dataset_cfg(wildcards))
+    images = (
+        f"data/inversion/{d}/{m}/oti/{split}.safetensors"
+        if wildcards.method == "oti"
+        else feature_path(d, m, "image", split)
+    )
+    prompts = (
+        f"data/inversion/{d}/{m}/ovi/prompts.safetensors"
+        if wildcards.method == "ovi"
+        else f"data/features/{d}/{m}/prompts.safetensors"
+    )
+    return {"manifest": manifest(wildcards), "images": images, "prompts": prompts}
+
+
+def method_params(wildcards):
+    """Inversion parameters recorded with a result (empty for native methods)."""
+    if wildcards.method == "oti":
+        return oti_params()
+    if wildcards.method == "ovi":
+        return ovi_params(wildcards)
+    return {}
+
+
+def gap_inputs(wildcards):
+    cfg = dataset_cfg(wildcards)
+    d, m = wildcards.dataset, wildcards.model
+    inputs = {
+        "manifest": manifest(wildcards),
+        "prompts": f"data/features/{d}/{m}/prompts.safetensors",
+    }
+    enabled = plan.tasks(cfg, EVALUATION)
+    if "zero_shot" in enabled:
+        inputs["images"] = feature_path(d, m, "image", plan.zero_shot_split(cfg))
+    else:
+        inputs["images"] = feature_path(
+            d, m, "image", plan.query_split(cfg, "image_retrieval")
+        )
+    if "text_retrieval" in enabled:
+        inputs["texts"] = feature_path(
+            d, m, "text", plan.query_split(cfg, "text_retrieval")
+        )
+    return inputs
+
+
+# ---- targets --------------------------------------------------------------------------------
+def all_feature_files():
+    files = []
+    for d in DATASETS:
+        cfg = config["datasets"][d]
+        for m in MODELS:
+            files += plan.feature_files(d, m, cfg, EVALUATION)
+            if "zero_shot" in plan.tasks(cfg, EVALUATION):
+                files.append(f"data/features/{d}/{m}/prompts.safetensors")
+    return files
+
+
+def all_inversion_files():
+    files = []
+    for d in DATASETS:
+        cfg = config["datasets"][d]
+        for m in MODELS:
+            files += [
+                f"data/inversion/{d}/{m}/oti/{s}.safetensors"
+                for s in plan.oti_splits(cfg, EVALUATION)
+            ]
+            files += [
+                f"data/inversion/{d}/{m}/ovi/{s}.safetensors"
+                for s in plan.ovi_sets(cfg, EVALUATION)
+            ]
+    return files
+
+
+def all_result_files():
+    files = []
+    for d in DATASETS:
+        for m in MODELS:
+            files += plan.result_files(d, m, config["datasets"][d], EVALUATION)
+    return files
+
+
+def all_gap_files():
+    return expand(
+        "data/results/{dataset}/{model}/modality_gap.json",
+        dataset=DATASETS,
+        model=MODELS,
+    )
+
+
+def all_loss_curves():
+    files = []
+    for d in DATASETS:
+        cfg = config["datasets"][d]
+        for m in MODELS:
+            files += [
+                f"data/plots/losses/{d}/{m}/oti_{s}.csv"
+                for s in plan.oti_splits(cfg, EVALUATION)
+            ]
+            files += [
+                f"data/plots/losses/{d}/{m}/ovi_{s}.csv"
+                for s in plan.ovi_sets(cfg, EVALUATION)
+            ]
+    return files

@@ -1,0 +1,68 @@
+# Phase 1: datasets -> manifests; the embedded default also generates its data and trains its model.
+
+
+rule generate_synthetic:
+    output:
+        data=directory(f"{synthetic_root()}/synthetic"),
+    log:
+        "logs/generate_synthetic.log",
+    benchmark:
+        "logs/bench/generate_synthetic.tsv"
+    conda:
+        "../envs/crossgap.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    params:
+        synthetic=config.get("synthetic", {}),
+    script:
+        "../scripts/generate_synthetic.py"
+
+
+rule pretrain_tiny:
+    input:
+        data=f"{synthetic_root()}/synthetic",
+    output:
+        checkpoint="data/models/{model}/checkpoint.pt",
+        summary="data/models/{model}/pretrain.json",
+        loss_curve="data/plots/pretrain/{model}_loss.csv",
+        epoch_curve="data/plots/pretrain/{model}_epochs.csv",
+    log:
+        "logs/pretrain/{model}.log",
+    benchmark:
+        "logs/bench/pretrain/{model}.tsv"
+    conda:
+        "../envs/crossgap.yaml"
+    threads: workflow.cores
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    params:
+        model=model_spec,
+        pretrain=config.get("pretrain", {}),
+    script:
+        "../scripts/pretrain.py"
+
+
+rule prepare_manifest:
+    input:
+        generated=generated_dataset,
+    output:
+        manifest="data/manifests/{dataset}.parquet",
+        skipped="data/manifests/{dataset}.skipped.json",
+    log:
+        "logs/prepare/{dataset}.log",
+    benchmark:
+        "logs/bench/prepare/{dataset}.tsv"
+    conda:
+        "../envs/crossgap.yaml"
+    threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=120,
+    params:
+        dataset=dataset_cfg,
+        prepare=config.get("prepare", {}),
+    script:
+        "../scripts/prepare_manifest.py"

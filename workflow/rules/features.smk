@@ -1,0 +1,48 @@
+# Phase 2: native features per dataset x model x split x modality, and zero-shot prompt features.
+
+
+rule extract_features:
+    input:
+        manifest=manifest,
+        checkpoint=model_checkpoint,
+    output:
+        features="data/features/{dataset}/{model}/{modality}_{split}.safetensors",
+    log:
+        "logs/features/{dataset}/{model}/{modality}_{split}.log",
+    benchmark:
+        "logs/bench/features/{dataset}/{model}/{modality}_{split}.tsv"
+    conda:
+        "../envs/crossgap.yaml"
+    threads: 2
+    resources:
+        gpu=1,
+        mem_mb=8000,
+        runtime=240,
+    params:
+        model=model_spec,
+        features=config.get("features", {}),
+    script:
+        "../scripts/extract_features.py"
+
+
+rule prompt_features:
+    input:
+        manifest=manifest,
+        checkpoint=model_checkpoint,
+    output:
+        features="data/features/{dataset}/{model}/prompts.safetensors",
+    log:
+        "logs/features/{dataset}/{model}/prompts.log",
+    benchmark:
+        "logs/bench/features/{dataset}/{model}/prompts.tsv"
+    conda:
+        "../envs/crossgap.yaml"
+    threads: 1
+    resources:
+        gpu=1,
+        mem_mb=4000,
+        runtime=30,
+    params:
+        model=model_spec,
+    script:
+        "../scripts/prompt_features.py"

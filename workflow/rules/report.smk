@@ -1,0 +1,62 @@
+# Phase 5: aggregate metrics (DVC), the comparison table, plots and the Snakemake report.
+
+
+localrules:
+    aggregate,
+    plots,
+    gather_oti,
+    gather_ovi,
+
+
+rule aggregate:
+    input:
+        results=all_result_files(),
+        gaps=all_gap_files(),
+    output:
+        summary="data/metrics/summary.json",
+        table_csv=report(
+            "data/metrics/table.csv", category="Results", caption="../report/table.rst"
+        ),
+        table_md="data/metrics/table.md",
+        plot_data="data/plots/comparison.csv",
+    log:
+        "logs/aggregate.log",
+    benchmark:
+        "logs/bench/aggregate.tsv"
+    conda:
+        "../envs/crossgap.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    script:
+        "../scripts/aggregate.py"
+
+
+rule plots:
+    input:
+        table="data/metrics/table.csv",
+        losses=all_loss_curves(),
+    output:
+        comparison=report(
+            "data/plots/comparison.png",
+            category="Results",
+            caption="../report/comparison.rst",
+        ),
+        losses=report(
+            "data/plots/inversion_losses.png",
+            category="Inversion",
+            caption="../report/losses.rst",
+        ),
+    log:
+        "logs/plots.log",
+    benchmark:
+        "logs/bench/plots.tsv"
+    conda:
+        "../envs/crossgap.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    script:
+        "../scripts/plots.py"

@@ -1,0 +1,17 @@
+"""Rules evaluate_image_retrieval / evaluate_text_retrieval."""
+
+from crossgap.evaluation import retrieval_step
+from crossgap.runtime import job_setup
+
+job_setup(snakemake.log[0], snakemake.threads)
+retrieval_step(
+    task=snakemake.params.task,
+    method=snakemake.wildcards.method,
+    manifest=snakemake.input.manifest,
+    query=snakemake.input.query,
+    gallery=snakemake.input.gallery,
+    out=snakemake.output.result,
+    model_slug=snakemake.wildcards.model,
+    chunk_size=snakemake.params.chunk_size,
+    params=snakemake.params.inversion,
+)

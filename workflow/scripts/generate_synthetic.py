@@ -1,0 +1,9 @@
+"""Rule generate_synthetic: write the synthetic captioned-image dataset."""
+
+from pathlib import Path
+
+from crossgap.runtime import job_setup
+from crossgap.synthetic import generate_synthetic
+
+job_setup(snakemake.log[0], snakemake.threads)
+generate_synthetic(Path(snakemake.output.data).parent, **snakemake.params.synthetic)

@@ -1,0 +1,20 @@
+"""Rules oti_shard / ovi_shard: invert one shard of the target features."""
+
+from crossgap.runtime import job_setup
+
+job_setup(snakemake.log[0], snakemake.threads, gpu=True)
+from crossgap.pipeline import invert_shard_step  # noqa: E402
+
+method = "oti" if snakemake.rule == "oti_shard" else "ovi"
+invert_shard_step(
+    method=method,
+    features=snakemake.input.features,
+    manifest=snakemake.input.get("manifest"),
+    task=snakemake.params.get("task"),
+    out=snakemake.output.shard,
+    model_slug=snakemake.wildcards.model,
+    model_spec=snakemake.params.model,
+    shard=int(snakemake.wildcards.shard),
+    num_shards=snakemake.params.shards,
+    params=snakemake.params[method],
+)
