@@ -217,7 +217,9 @@ def _configure_datasets(parser: argparse.ArgumentParser) -> None:
     )
     p.set_defaults(func=_datasets_prepare)
 
-    _configure_prepare_text(sub.add_parser("prepare-text", help="fit long texts of a manifest to a text tower's context"))
+    _configure_prepare_text(
+        sub.add_parser("prepare-text", help="fit long texts of a manifest to a text tower's context")
+    )
 
 
 #: Top-level subcommands; add an entry to add a command.

@@ -17,21 +17,43 @@ from typing import Any, Mapping
 import numpy as np
 import pandas as pd
 
-from crossgap.datasets.manifest import query_gallery, read_manifest, relevance, zero_shot_rows
-from crossgap.metrics import build_classifier, evaluate_retrieval, evaluate_zero_shot
+from crossgap.datasets.manifest import (
+    qrels_pairs,
+    query_gallery,
+    read_manifest,
+    relevance,
+    revisited_ground_truth,
+    zero_shot_rows,
+)
+from crossgap.metrics import build_classifier, evaluate_retrieval, evaluate_revisited, evaluate_zero_shot
 from crossgap.metrics.results import write_result
 from crossgap.storage import load_feature_set, take
 
 log = logging.getLogger(__name__)
 
 
-def _relevance_kwargs(query: pd.DataFrame, gallery: pd.DataFrame, column: str) -> dict[str, Any]:
-    if column == "label":
-        return {"query_labels": query["label"].to_numpy(), "gallery_labels": gallery["label"].to_numpy()}
-    if column == "group":
-        codes, _ = pd.factorize(pd.concat([query["group"], gallery["group"]], ignore_index=True))
-        return {"query_groups": codes[: len(query)], "gallery_groups": codes[len(query):]}
-    raise ValueError(f"unsupported relevance {column!r}; expected 'label' or 'group'")
+def _by_label(meta, task, q_rows, g_rows, q_feats, g_feats, **kw) -> dict[str, Any]:
+    return evaluate_retrieval(q_feats, g_feats, q_rows["label"].to_numpy(), g_rows["label"].to_numpy(), **kw)
+
+
+def _by_group(meta, task, q_rows, g_rows, q_feats, g_feats, **kw) -> dict[str, Any]:
+    codes, _ = pd.factorize(pd.concat([q_rows["group"], g_rows["group"]], ignore_index=True))
+    return evaluate_retrieval(q_feats, g_feats, query_groups=codes[: len(q_rows)],
+                              gallery_groups=codes[len(q_rows):], **kw)
+
+
+def _by_qrels(meta, task, q_rows, g_rows, q_feats, g_feats, **kw) -> dict[str, Any]:
+    return evaluate_retrieval(q_feats, g_feats, relevance=qrels_pairs(meta, task, q_rows, g_rows), **kw)
+
+
+def _by_revisited(meta, task, q_rows, g_rows, q_feats, g_feats, exclude_self, chunk_size) -> dict[str, Any]:
+    gnd = revisited_ground_truth(meta, task, q_rows, g_rows)
+    return evaluate_revisited(q_feats, g_feats, gnd, chunk_size=min(chunk_size, 256))
+
+
+RELEVANCE_EVALUATORS = {"label": _by_label, "group": _by_group, "qrels": _by_qrels, "revisited": _by_revisited}
+"""How a protocol's ``relevance`` is evaluated: same label, same group (captions of one image),
+explicit query-document pairs (BEIR qrels), or the revisited Oxford/Paris E/M/H protocol."""
 
 
 def retrieval_step(
@@ -51,9 +73,13 @@ def retrieval_step(
     q_rows, g_rows, exclude_self = query_gallery(df, meta, task)
     q_feats = take(load_feature_set(query), q_rows["id"].tolist(), query)
     g_feats = take(load_feature_set(gallery), g_rows["id"].tolist(), gallery)
-    metrics = evaluate_retrieval(q_feats, g_feats, exclude_self=exclude_self, chunk_size=chunk_size,
-                                 **_relevance_kwargs(q_rows, g_rows, relevance(meta, task)))
-    log.info("%s/%s %s %s: mAP %.2f", meta["dataset"], model_slug, task, method, metrics["mAP"])
+    kind = relevance(meta, task)
+    if kind not in RELEVANCE_EVALUATORS:
+        raise ValueError(f"{manifest}: unsupported relevance {kind!r}; known: {sorted(RELEVANCE_EVALUATORS)}")
+    metrics = RELEVANCE_EVALUATORS[kind](meta, task, q_rows, g_rows, q_feats, g_feats,
+                                         exclude_self=exclude_self, chunk_size=chunk_size)
+    log.info("%s/%s %s %s: %s", meta["dataset"], model_slug, task, method,
+             {k: round(v, 2) for k, v in metrics.items() if k.startswith("mAP") and isinstance(v, float)})
     return write_result(out, task=task, method=method, dataset=meta["dataset"], model=model_slug,
                         metrics=metrics, params=dict(params or {}),
                         extra={"query_file": query, "gallery_file": gallery, "exclude_self": exclude_self})

@@ -23,13 +23,17 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+Box = tuple[float, float, float, float]
+"""A crop box ``(x1, y1, x2, y2)`` in pixels."""
+
 
 class _ImageFiles(Dataset):
     """Preprocessed images ``[3, H, W]`` read from ``paths`` (PIL, converted to RGB)."""
 
-    def __init__(self, paths: Sequence[str | Path], preprocess: Callable) -> None:
+    def __init__(self, paths: Sequence[str | Path], preprocess: Callable, boxes: Sequence[Box | None] | None = None) -> None:
         self.paths = list(paths)
         self.preprocess = preprocess
+        self.boxes = list(boxes) if boxes is not None else [None] * len(self.paths)
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -38,7 +42,9 @@ class _ImageFiles(Dataset):
         path = self.paths[index]
         try:
             with Image.open(path) as img:
-                return self.preprocess(img.convert("RGB"))
+                img = img.convert("RGB")
+                box = self.boxes[index]
+                return self.preprocess(img.crop(box) if box is not None else img)
         except OSError as exc:
             raise OSError(f"cannot read image {path}: {exc}") from exc
 
@@ -59,9 +65,10 @@ def encode_images(
     batch_size: int = 128,
     num_workers: int = 0,
     progress: bool = True,
+    boxes: Sequence[Box | None] | None = None,
 ) -> torch.Tensor:
-    """Image features ``[N, D]`` of the image files at ``paths``."""
-    loader = DataLoader(_ImageFiles(paths, preprocess), batch_size=batch_size, num_workers=num_workers)
+    """Image features ``[N, D]`` of the image files at ``paths``, each cropped to ``boxes[i]`` when given."""
+    loader = DataLoader(_ImageFiles(paths, preprocess, boxes), batch_size=batch_size, num_workers=num_workers)
     out = []
     for batch in tqdm(loader, desc="image features", disable=not progress, dynamic_ncols=True):
         with _autocast(model):

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from crossgap.datasets.manifest import query_gallery, read_manifest, select
+from crossgap.datasets.manifest import query_boxes, query_gallery, read_manifest, select
 from crossgap.storage import FeatureSet, load_feature_set, save_feature_set, take
 from crossgap.utils import atomic_path
 
@@ -55,6 +55,18 @@ def _runtime_meta() -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------
 # features
 # --------------------------------------------------------------------------------------------
+def query_crops(df: pd.DataFrame, meta: Mapping[str, Any], rows: pd.DataFrame) -> list | None:
+    """Crop boxes for ``rows`` when the image-retrieval protocol crops its queries (revisited ``_bbx``)."""
+    spec = (meta.get("protocol") or {}).get("image_retrieval") or {}
+    if spec.get("query_crop") != "bbx":
+        return None
+    query, _, _ = query_gallery(df, meta, "image_retrieval")
+    boxes = dict(zip(query["id"], query_boxes(meta, "image_retrieval", query)))
+    if not set(rows["id"]) & set(boxes):
+        return None
+    return [boxes.get(key) for key in rows["id"]]
+
+
 def extract_step(
     *,
     manifest: str,
@@ -79,7 +91,7 @@ def extract_step(
     if modality == "image":
         paths = [Path(meta["root"]) / p for p in rows["path"]]
         feats = encode_images(model, preprocess, paths, batch_size=batch_size, num_workers=num_workers,
-                              progress=progress)
+                              progress=progress, boxes=query_crops(df, meta, rows))
     else:
         feats = encode_texts(model, rows["text"].tolist(), batch_size=batch_size, progress=progress)
     seconds = time.perf_counter() - start

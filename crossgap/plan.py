@@ -86,3 +86,9 @@ def result_files(dataset: str, model: str, dataset_cfg: Mapping[str, Any], evalu
         for task in tasks(dataset_cfg, evaluation)
         for method in TASK_METHODS[task]
     ]
+
+
+def has_modality_gap(dataset_cfg: Mapping[str, Any], evaluation: Mapping[str, Any]) -> bool:
+    """The gap needs matched pairs: images with captions (image + text retrieval) or with class prompts."""
+    enabled = set(tasks(dataset_cfg, evaluation))
+    return "zero_shot" in enabled or {"image_retrieval", "text_retrieval"} <= enabled

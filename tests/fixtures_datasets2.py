@@ -77,7 +77,9 @@ class RevisitedFixture:
     gnd: list[dict[str, Any]]
 
 
-def make_revisited(dataroot: Path, name: str = "roxford5k", n_db: int = 6, numpy_lists: bool = True) -> RevisitedFixture:
+def make_revisited(
+    dataroot: Path, name: str = "roxford5k", n_db: int = 6, numpy_lists: bool = True
+) -> RevisitedFixture:
     """``<name>/gnd_<name>.pkl`` and ``<name>/jpg/``; 2 queries. One gnd list is a numpy array
     (as some re-saved copies have), the rest plain lists."""
     folder = Path(dataroot) / name
@@ -111,7 +113,9 @@ def make_coco_karpathy(dataroot: Path) -> dict[str, Any]:
                 "split": split,
                 "imgid": i,
                 "cocoid": i + 1,
-                "sentences": [{"raw": f"Caption {k} of image {i}.", "imgid": i, "sentid": 10 * i + k} for k in range(n)],
+                "sentences": [
+                    {"raw": f"Caption {k} of image {i}.", "imgid": i, "sentid": 10 * i + k} for k in range(n)
+                ],
             }
         )
     data = {"dataset": "coco", "images": images}
@@ -150,12 +154,16 @@ def make_flickr30k(dataroot: Path, *, broken_line: bool = True) -> dict[str, lis
 
 def make_nocaps(dataroot: Path) -> dict[str, Any]:
     """``nocaps/nocaps_val_4500_captions.json``: 3 images, annotations interleaved."""
-    images = [{"id": i, "file_name": f"{name}.jpg", "height": 8, "width": 8} for i, name in
-              enumerate(["0013ea2087020901", "00223c1a1b5d7a2a", "0041ab0c0e1e8b20"])]
+    images = [
+        {"id": i, "file_name": f"{name}.jpg", "height": 8, "width": 8}
+        for i, name in enumerate(["0013ea2087020901", "00223c1a1b5d7a2a", "0041ab0c0e1e8b20"])
+    ]
     annotations = []
     for k in range(10):
         for image in (images[1], images[0], images[2]):
-            annotations.append({"image_id": image["id"], "id": len(annotations), "caption": f"cap {k} of {image['id']}"})
+            annotations.append(
+                {"image_id": image["id"], "id": len(annotations), "caption": f"cap {k} of {image['id']}"}
+            )
     data = {"licenses": [], "info": {}, "images": images, "annotations": annotations}
     folder = Path(dataroot) / "nocaps"
     folder.mkdir(parents=True, exist_ok=True)
@@ -231,12 +239,18 @@ def make_nanobeir(dataroot: Path, name: str = "SciFact", *, hf_layout: bool = Fa
     d5 (score 0: judged not relevant); one qrels line names an unknown document.
     """
     folder = Path(dataroot) / "NanoBEIR" / f"Nano{name}"
-    corpus = pd.DataFrame({"_id": [f"d{i}" for i in range(1, 6)], "text": [f" Document {i} text. " for i in range(1, 6)]})
+    corpus = pd.DataFrame(
+        {"_id": [f"d{i}" for i in range(1, 6)], "text": [f" Document {i} text. " for i in range(1, 6)]}
+    )
     if title:
         corpus["title"] = ["Title one", "", None, "Title four", "Title five"]
     queries = pd.DataFrame({"_id": ["q1", "q2", "q3"], "text": ["first question?", "second question?", "third?"]})
     qrels = pd.DataFrame(
-        {"query-id": ["q1", "q1", "q2", "q2", "q2"], "corpus-id": ["d2", "d4", "d1", "d5", "d99"], "score": [1, 1, 2, 0, 1]}
+        {
+            "query-id": ["q1", "q1", "q2", "q2", "q2"],
+            "corpus-id": ["d2", "d4", "d1", "d5", "d99"],
+            "score": [1, 1, 2, 0, 1],
+        }
     )
     for part, df in (("corpus", corpus), ("queries", queries), ("qrels", qrels)):
         path = folder / part / "train-00000-of-00001.parquet" if hf_layout else folder / f"{part}.parquet"
@@ -267,7 +281,12 @@ def write_imagenet_classnames(path: Path) -> Path:
 
 
 def make_imagenet_variant(
-    dataroot: Path, slug: str, *, classes: tuple[int, ...] = (0, 1, 2, 3), per_class: int = 2, copy_classnames: bool = True
+    dataroot: Path,
+    slug: str,
+    *,
+    classes: tuple[int, ...] = (0, 1, 2, 3),
+    per_class: int = 2,
+    copy_classnames: bool = True,
 ) -> FixtureInfo:
     """A variant tree with images for the ImageNet class indices ``classes``.
 
@@ -285,11 +304,14 @@ def make_imagenet_variant(
     for rank, c in enumerate(sorted(classes)):
         sub = str(c) if naming == "label" else wnids[c]
         for k in range(per_class):
-            rel = f"{sub}/{'sketch' if slug == 'imagenet_sketch' else 'img'}_{k}.{'JPEG' if slug == 'imagenet_sketch' else 'jpg'}"
+            stem, ext = ("sketch", "JPEG") if slug == "imagenet_sketch" else ("img", "jpg")
+            rel = f"{sub}/{stem}_{k}.{ext}"
             write_image(root / rel, (60 * c, 40 * k, 120))
             items.append(("test", rel, rank if subset else c))
     if subset:
         (root / "README.txt").write_text("not a class folder\n")
-    write_imagenet_classnames(folder / "classnames.txt" if copy_classnames else Path(dataroot) / "imagenet" / "classnames.txt")
+    write_imagenet_classnames(
+        folder / "classnames.txt" if copy_classnames else Path(dataroot) / "imagenet" / "classnames.txt"
+    )
     names = [IMAGENET_CLASSES[wnids[c]] for c in sorted(classes)] if subset else list(IMAGENET_CLASSES.values())
     return FixtureInfo(folder, root, names, items)

@@ -172,7 +172,9 @@ def test_imagenet_variant_classnames_fallback_and_errors(tmp_path):
     df, meta = get_adapter("imagenet_a").build(tmp_path)  # classnames.txt from <dataroot>/imagenet/
     assert meta["classnames"] == ["great white shark"] and len(df) == 2
     (tmp_path / "imagenet" / "classnames.txt").unlink()
-    with pytest.raises(DatasetNotFoundError, match="no classnames.txt; looked for: .*imagenet-adversarial/classnames.txt"):
+    with pytest.raises(
+        DatasetNotFoundError, match="no classnames.txt; looked for: .*imagenet-adversarial/classnames.txt"
+    ):
         get_adapter("imagenet_a").build(tmp_path)
     info = make_imagenet_variant(tmp_path, "imagenet_r")
     (info.image_root / "n99999999").mkdir()

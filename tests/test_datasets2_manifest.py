@@ -30,34 +30,76 @@ def _frame(rows):
 
 
 def _text(split, key, text):
-    return {"id": f"{split}/{key}", "split": split, "modality": "text", "path": None, "text": text, "label": -1,
-            "classname": None, "group": None}
+    return {
+        "id": f"{split}/{key}",
+        "split": split,
+        "modality": "text",
+        "path": None,
+        "text": text,
+        "label": -1,
+        "classname": None,
+        "group": None,
+    }
 
 
 def _image(split, name):
-    return {"id": f"{split}/{name}", "split": split, "modality": "image", "path": name, "text": None, "label": -1,
-            "classname": None, "group": None}
+    return {
+        "id": f"{split}/{name}",
+        "split": split,
+        "modality": "image",
+        "path": name,
+        "text": None,
+        "label": -1,
+        "classname": None,
+        "group": None,
+    }
 
 
 def _meta(protocol, **extra):
-    return {"dataset": "toy", "adapter": "tests.Toy", "adapter_version": "1", "dataroot": "/d", "root": "/d/toy",
-            "classnames": [], "templates": [], "protocol": protocol, "skipped": [], "created_by": "test", **extra}
+    return {
+        "dataset": "toy",
+        "adapter": "tests.Toy",
+        "adapter_version": "1",
+        "dataroot": "/d",
+        "root": "/d/toy",
+        "classnames": [],
+        "templates": [],
+        "protocol": protocol,
+        "skipped": [],
+        "created_by": "test",
+        **extra,
+    }
 
 
 QRELS_PROTOCOL = {
     "text_retrieval": {"query": {"split": "queries"}, "gallery": {"split": "corpus"}, "relevance": "qrels"},
 }
 REVISITED_PROTOCOL = {
-    "image_retrieval": {"query": {"split": "query"}, "gallery": {"split": "database"}, "relevance": "revisited",
-                        "query_crop": "bbx"},
+    "image_retrieval": {
+        "query": {"split": "query"},
+        "gallery": {"split": "database"},
+        "relevance": "revisited",
+        "query_crop": "bbx",
+    },
 }
 
 
 def _qrels_manifest():
-    df = _frame([_text("queries", "a", "q a"), _text("queries", "b", "q b"),
-                 _text("corpus", "x", "doc x"), _text("corpus", "y", "doc y"), _text("corpus", "z", "doc z")])
-    qrels = [["queries/a", "corpus/y", 1], ["queries/b", "corpus/x", 2], ["queries/b", "corpus/z", 0],
-             ["queries/b", "corpus/gone", 1]]
+    df = _frame(
+        [
+            _text("queries", "a", "q a"),
+            _text("queries", "b", "q b"),
+            _text("corpus", "x", "doc x"),
+            _text("corpus", "y", "doc y"),
+            _text("corpus", "z", "doc z"),
+        ]
+    )
+    qrels = [
+        ["queries/a", "corpus/y", 1],
+        ["queries/b", "corpus/x", 2],
+        ["queries/b", "corpus/z", 0],
+        ["queries/b", "corpus/gone", 1],
+    ]
     return df, _meta(QRELS_PROTOCOL, qrels=qrels)
 
 
@@ -79,10 +121,23 @@ def test_qrels_round_trip_and_pairs_feed_the_evaluation(tmp_path, caplog):
 
 
 def test_revisited_ground_truth_feeds_the_evaluation(tmp_path):
-    df = _frame([_image("query", "q0.jpg"), _image("database", "d0.jpg"), _image("database", "d1.jpg"),
-                 _image("database", "d2.jpg")])
-    gnd = [{"query": "query/q0.jpg", "easy": ["database/d1.jpg"], "hard": ["database/d2.jpg"],
-            "junk": ["database/d0.jpg"], "bbx": [1, 2, 3, 4.5]}]
+    df = _frame(
+        [
+            _image("query", "q0.jpg"),
+            _image("database", "d0.jpg"),
+            _image("database", "d1.jpg"),
+            _image("database", "d2.jpg"),
+        ]
+    )
+    gnd = [
+        {
+            "query": "query/q0.jpg",
+            "easy": ["database/d1.jpg"],
+            "hard": ["database/d2.jpg"],
+            "junk": ["database/d0.jpg"],
+            "bbx": [1, 2, 3, 4.5],
+        }
+    ]
     write_manifest(tmp_path / "r.parquet", df, _meta(REVISITED_PROTOCOL, gnd=gnd))
     df, meta = read_manifest(tmp_path / "r.parquet")
     q, g, _ = query_gallery(df, meta, "image_retrieval")
@@ -99,13 +154,29 @@ def test_revisited_ground_truth_feeds_the_evaluation(tmp_path):
     "protocol, extra, match",
     [
         (QRELS_PROTOCOL, {}, "relevance 'qrels' needs metadata 'qrels'"),
-        (QRELS_PROTOCOL, {"qrels": [["queries/a", "corpus/x"]]}, r"'qrels'\[0\] must be \[query_id, gallery_id, score\]"),
+        (
+            QRELS_PROTOCOL,
+            {"qrels": [["queries/a", "corpus/x"]]},
+            r"'qrels'\[0\] must be \[query_id, gallery_id, score\]",
+        ),
         (QRELS_PROTOCOL, {"qrels": [["queries/a", "corpus/x", "1"]]}, r"'qrels'\[0\]"),
         (REVISITED_PROTOCOL, {}, "relevance 'revisited' needs metadata 'gnd'"),
-        (REVISITED_PROTOCOL, {"gnd": [{"query": "q", "easy": [1], "hard": [], "junk": []}]}, r"'gnd'\[0\]: 'easy' must"),
+        (
+            REVISITED_PROTOCOL,
+            {"gnd": [{"query": "q", "easy": [1], "hard": [], "junk": []}]},
+            r"'gnd'\[0\]: 'easy' must",
+        ),
         (REVISITED_PROTOCOL, {"gnd": [{"query": "q", "easy": [], "hard": [], "junk": [], "bbx": [1, 2]}]}, "'bbx'"),
-        ({"t": {"query": {"split": "a"}, "gallery": {"split": "b"}, "query_crop": "center"}}, {}, "'query_crop' must be"),
-        ({"t": {"query": {"split": "a"}, "gallery": {"split": "b"}, "query_crop": "bbx"}}, {}, "needs 'relevance': 're"),
+        (
+            {"t": {"query": {"split": "a"}, "gallery": {"split": "b"}, "query_crop": "center"}},
+            {},
+            "'query_crop' must be",
+        ),
+        (
+            {"t": {"query": {"split": "a"}, "gallery": {"split": "b"}, "query_crop": "bbx"}},
+            {},
+            "needs 'relevance': 're",
+        ),
     ],
 )
 def test_bad_explicit_relevance_metadata(tmp_path, protocol, extra, match):
@@ -120,7 +191,8 @@ def test_query_boxes_without_crop_and_old_protocols(tmp_path):
     q, _, _ = query_gallery(df, meta, "text_retrieval")
     assert query_boxes(meta, "text_retrieval", q) == [None, None]
     # a manifest without explicit relevance needs neither key (backward compatible)
-    plain = _meta({"text_retrieval": {"query": {"split": "queries"}, "gallery": {"split": "corpus"},
-                                      "relevance": "label"}})
+    plain = _meta(
+        {"text_retrieval": {"query": {"split": "queries"}, "gallery": {"split": "corpus"}, "relevance": "label"}}
+    )
     write_manifest(tmp_path / "p.parquet", df, plain)
     assert "qrels" not in read_manifest(tmp_path / "p.parquet")[1]

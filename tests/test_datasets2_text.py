@@ -157,8 +157,13 @@ def test_newsgroups_locations_and_problems(tmp_path):
     fx = make_newsgroups(tmp_path)
     # <dataroot> may itself be the data home
     assert get_adapter("newsgroup_text").locate(fx.data_home) == fx.data_home
-    post = fx.data_home / "20news_home" / "20news-bydate-test" / "comp.graphics" / sorted(
-        p for g, p in fx.posts if g == "comp.graphics")[0]
+    post = (
+        fx.data_home
+        / "20news_home"
+        / "20news-bydate-test"
+        / "comp.graphics"
+        / sorted(p for g, p in fx.posts if g == "comp.graphics")[0]
+    )
     post.unlink()
     post.mkdir()  # an entry that cannot be read as a file
     with pytest.raises(DatasetIntegrityError, match=str(post)):
@@ -180,8 +185,10 @@ def test_nanobeir_qrels(tmp_path, hf_layout, caplog):
     assert g["text"].tolist()[:3] == ["Title one Document 1 text.", "Document 2 text.", "Document 3 text."]
     assert relevance(meta, "text_retrieval") == "qrels"
     assert sorted(map(tuple, meta["qrels"])) == [
-        ("queries/q1", "corpus/d2", 1), ("queries/q1", "corpus/d4", 1),
-        ("queries/q2", "corpus/d1", 2), ("queries/q2", "corpus/d5", 0),
+        ("queries/q1", "corpus/d2", 1),
+        ("queries/q1", "corpus/d4", 1),
+        ("queries/q2", "corpus/d1", 2),
+        ("queries/q2", "corpus/d5", 0),
     ]
     pairs = qrels_pairs(meta, "text_retrieval", q, g)
     assert pairs.dtype == np.int64 and pairs.tolist() == [[0, 1], [0, 3], [1, 0]]  # score 0 is not relevant
@@ -189,7 +196,14 @@ def test_nanobeir_qrels(tmp_path, hf_layout, caplog):
 
 def test_nanobeir_folder_names_and_errors(tmp_path):
     assert sorted(a for a in map(lambda n: f"nano_{n.lower()}", NANO_CORPUS_SIZES)) == [
-        "nano_climatefever", "nano_dbpedia", "nano_fever", "nano_nfcorpus", "nano_nq", "nano_scidocs", "nano_scifact"]
+        "nano_climatefever",
+        "nano_dbpedia",
+        "nano_fever",
+        "nano_nfcorpus",
+        "nano_nq",
+        "nano_scidocs",
+        "nano_scifact",
+    ]
     folder = make_nanobeir(tmp_path, "NQ")
     folder.rename(folder.parent / "NQ")  # the bare BEIR name works too
     df, meta = get_adapter("nano_nq").build(tmp_path)

@@ -38,7 +38,8 @@ def _register_tiny_vit(name: str, **overrides) -> None:
     """Register a tiny timm ViT as ``name`` (open_clip's TimmModel creates trunks by name)."""
 
     def entrypoint(pretrained: bool = False, **kwargs) -> VisionTransformer:
-        kwargs = {k: v for k, v in kwargs.items() if k not in ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir")}
+        builder_only = ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir")
+        kwargs = {k: v for k, v in kwargs.items() if k not in builder_only}
         model = VisionTransformer(**{**TINY_VIT, **overrides, **kwargs})
         model.pretrained_cfg = model.default_cfg = {}  # what timm's builder attaches
         return model
@@ -51,7 +52,9 @@ def _register_tiny_vit(name: str, **overrides) -> None:
 # SigLIP's ViT: no class token, attention-pool ('map') head
 _register_tiny_vit("crossgap_test_vit_siglip_tiny", class_token=False, global_pool="map", act_layer="gelu_tanh")
 _register_tiny_vit("crossgap_test_vit_cls_tiny", global_pool="token")
-_register_tiny_vit("crossgap_test_vit_reg_tiny", reg_tokens=2, no_embed_class=True, pre_norm=True, global_pool="avg")
+_register_tiny_vit(
+    "crossgap_test_vit_reg_tiny", reg_tokens=2, no_embed_class=True, pre_norm=True, global_pool="avg"
+)
 _register_tiny_vit("crossgap_test_vit_dyn_tiny", dynamic_img_size=True, global_pool="token")
 
 

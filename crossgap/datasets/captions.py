@@ -188,8 +188,10 @@ class NocapsTextAdapter(CaptionAdapter):
         """Images in order of their first caption in ``annotations``; captions in file order."""
         path = folder / "nocaps_val_4500_captions.json"
         data = read_json(path)
-        if not isinstance(data, dict) or not isinstance(data.get("images"), list) or not isinstance(
-            data.get("annotations"), list
+        if (
+            not isinstance(data, dict)
+            or not isinstance(data.get("images"), list)
+            or not isinstance(data.get("annotations"), list)
         ):
             raise DatasetLayoutError(f"{path}: expected a JSON object with 'images' and 'annotations' lists")
         names: dict[Any, str] = {}

@@ -119,7 +119,9 @@ class ImageNetVariantAdapter(ExtendedAdapter):
             return [(str(i), names[w]) for i, w in enumerate(wnids)]
         unknown = [d for d in present if d not in names]
         if unknown:
-            raise DatasetLayoutError(f"{self.image_root(folder)}: class folder(s) {unknown[:10]} are not listed in {path}")
+            raise DatasetLayoutError(
+                f"{self.image_root(folder)}: class folder(s) {unknown[:10]} are not listed in {path}"
+            )
         if self.num_classes == len(names):
             return list(names.items())
         keep = set(present)

@@ -116,7 +116,8 @@ def fit_words(text: str, budget: int, counter: TokenCounter) -> str:
     if counter.count(text) <= budget:
         return text
     ends = [m.end() for m in _WORD.finditer(text)]
-    lo, hi = 0, len(ends)  # the first lo words fit; hi words do not
+    # the first lo words fit, hi words do not; a word is at least one token, so budget + 1 words never fit
+    lo, hi = 0, min(len(ends), budget + 1)
     while hi - lo > 1:
         mid = (lo + hi) // 2
         if counter.count(text[: ends[mid - 1]]) <= budget:
@@ -206,8 +207,14 @@ class LLMConfig:
     def key(self, text: str) -> str:
         """Cache key of ``text``: sha256 of model path, prompts, generation length and text."""
         blob = json.dumps(
-            [str(Path(self.model).expanduser().resolve()), self.system_prompt, self.prompt, self.max_new_tokens,
-             self.target_tokens, text],
+            [
+                str(Path(self.model).expanduser().resolve()),
+                self.system_prompt,
+                self.prompt,
+                self.max_new_tokens,
+                self.target_tokens,
+                text,
+            ],
             ensure_ascii=False,
         )
         return hashlib.sha256(blob.encode("utf-8")).hexdigest()
@@ -294,15 +301,20 @@ def llm_summaries(texts: Mapping[str, str], config: LLMConfig) -> tuple[dict[str
     cache = SummaryCache(config.cache)
     keys = {row_id: config.key(text) for row_id, text in texts.items()}
     todo = [row_id for row_id, key in keys.items() if key not in cache.items]
-    stats: dict[str, Any] = {"hits": len(texts) - len(todo), "generated": len(todo), "empty": 0,
-                             "cache": str(cache.path) if cache.path else None}
+    stats: dict[str, Any] = {
+        "hits": len(texts) - len(todo),
+        "generated": len(todo),
+        "empty": 0,
+        "cache": str(cache.path) if cache.path else None,
+    }
     if todo:
         tok, model, device = _load_llm(config)
         log.info("llm: generating %d summaries with %s (%d cached)", len(todo), config.model, stats["hits"])
         for start in range(0, len(todo), config.batch_size):
             batch = todo[start : start + config.batch_size]
             prompts = [build_prompt(tok, config, texts[row_id]) for row_id in batch]
-            enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
+            chat = bool(getattr(tok, "chat_template", None))  # a chat template adds its own special tokens
+            enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=not chat).to(device)
             with torch.inference_mode():
                 out = model.generate(
                     **enc, max_new_tokens=config.max_new_tokens, do_sample=False, pad_token_id=tok.pad_token_id
@@ -393,8 +405,13 @@ def prepare_texts(
         if cut:
             df.loc[long_rows, "text"] = [fit_words(t, budget, counter) for t in df.loc[long_rows, "text"]]
         record.update(n_cut=int(long_rows.sum()) if cut else 0, cut=cut)
-        log.info("truncate: %d of %d texts exceed %d tokens%s", record["n_over_budget"], len(ids), budget,
-                 "; cut" if cut else "")
+        log.info(
+            "truncate: %d of %d texts exceed %d tokens%s",
+            record["n_over_budget"],
+            len(ids),
+            budget,
+            "; cut" if cut else "",
+        )
     else:
         if strategy == "summaries":
             if summaries is None:
@@ -412,8 +429,13 @@ def prepare_texts(
         still = [i for i in ids if counter.count(new[i]) > budget]
         record.update(n_replaced=len(ids), n_over_budget_after=len(still), over_budget_after_examples=still[:10])
         if still:
-            log.warning("%s: %d of %d new texts still exceed %d tokens (the encoder will cut them)",
-                        strategy, len(still), len(ids), budget)
+            log.warning(
+                "%s: %d of %d new texts still exceed %d tokens (the encoder will cut them)",
+                strategy,
+                len(still),
+                len(ids),
+                budget,
+            )
     meta["text_preparation"] = [*meta.get("text_preparation", []), record]
     return df, meta
 

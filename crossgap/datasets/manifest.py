@@ -214,7 +214,9 @@ def validate_protocol(protocol: Mapping[str, Any], source: str) -> None:
             if crop not in QUERY_CROPS:
                 raise ManifestError(f"{where}: 'query_crop' must be one of {list(QUERY_CROPS)}, got {crop!r}")
             if crop == "bbx" and spec.get("relevance") != "revisited":
-                raise ManifestError(f"{where}: 'query_crop': 'bbx' needs 'relevance': 'revisited' (boxes come from 'gnd')")
+                raise ManifestError(
+                    f"{where}: 'query_crop': 'bbx' needs 'relevance': 'revisited' (boxes come from 'gnd')"
+                )
         else:
             validate_spec(spec, where)
 
@@ -252,11 +254,15 @@ def _validate_relevance_data(meta: Mapping[str, Any], source: str) -> None:
     if "qrels" in used:
         qrels = meta.get("qrels")
         if not isinstance(qrels, list):
-            raise ManifestError(f"{source}: relevance 'qrels' needs metadata 'qrels': [[query_id, gallery_id, score], ...]")
+            raise ManifestError(
+                f"{source}: relevance 'qrels' needs metadata 'qrels': [[query_id, gallery_id, score], ...]"
+            )
         for i, item in enumerate(qrels):
             ok = isinstance(item, (list, tuple)) and len(item) == 3
             if not (ok and isinstance(item[0], str) and isinstance(item[1], str) and _is_number(item[2])):
-                raise ManifestError(f"{source}: metadata 'qrels'[{i}] must be [query_id, gallery_id, score], got {item!r}")
+                raise ManifestError(
+                    f"{source}: metadata 'qrels'[{i}] must be [query_id, gallery_id, score], got {item!r}"
+                )
     if "revisited" in used:
         gnd = meta.get("gnd")
         if not isinstance(gnd, list):
@@ -423,7 +429,8 @@ def _explicit_spec(meta: Mapping[str, Any], task: str, kind: str) -> Mapping[str
     spec = _task_spec(meta, task)
     if spec.get("relevance") != kind:
         raise ManifestError(
-            f"protocol[{task!r}] of {meta.get('dataset')!r} has relevance {spec.get('relevance', 'label')!r}, not {kind!r}"
+            f"protocol[{task!r}] of {meta.get('dataset')!r} has relevance "
+            f"{spec.get('relevance', 'label')!r}, not {kind!r}"
         )
     return spec
 
@@ -485,7 +492,9 @@ def revisited_ground_truth(
     return out
 
 
-def query_boxes(meta: Mapping[str, Any], task: str, query: pd.DataFrame) -> list[tuple[float, float, float, float] | None]:
+def query_boxes(
+    meta: Mapping[str, Any], task: str, query: pd.DataFrame
+) -> list[tuple[float, float, float, float] | None]:
     """Per query row, the ``(x1, y1, x2, y2)`` box to crop the query image to, or ``None`` (full image).
 
     Boxes come from metadata ``gnd`` when the task says ``"query_crop": "bbx"``.
@@ -496,6 +505,8 @@ def query_boxes(meta: Mapping[str, Any], task: str, query: pd.DataFrame) -> list
     boxes = []
     for entry in _gnd_by_query(meta, query):
         if entry.get("bbx") is None:
-            raise ManifestError(f"{meta.get('dataset')!r}: query {entry['query']!r} has no 'bbx' but the task crops queries")
+            raise ManifestError(
+                f"{meta.get('dataset')!r}: query {entry['query']!r} has no 'bbx' but the task crops queries"
+            )
         boxes.append(tuple(float(v) for v in entry["bbx"]))
     return boxes

@@ -103,8 +103,10 @@ class NanoBEIRAdapter(TextDatasetAdapter):
         if self._complete(folder):
             return folder
         looked = [
-            f"{c / p}.parquet" for c in self._candidates(dataroot) for p in PARTS if not (c / p).is_dir()
-            and not (c / f"{p}.parquet").is_file()
+            f"{c / p}.parquet"
+            for c in self._candidates(dataroot)
+            for p in PARTS
+            if not (c / p).is_dir() and not (c / f"{p}.parquet").is_file()
         ]
         raise DatasetNotFoundError(
             f"{self.slug}: dataset not found under dataroot {Path(dataroot).expanduser().absolute()}; "

@@ -169,7 +169,9 @@ class RevisitedAdapter(ExtendedAdapter):
             for q, entry in zip(qimlist, gnd)
         ]
         if self.crop and any(e["bbx"] is None for e in out):
-            raise DatasetLayoutError(f"{folder / self.gnd_file}: some queries have no 'bbx' but {self.slug} crops queries")
+            raise DatasetLayoutError(
+                f"{folder / self.gnd_file}: some queries have no 'bbx' but {self.slug} crops queries"
+            )
         return {"gnd": out, "gnd_source": str(folder / self.gnd_file)}
 
 

@@ -196,6 +196,4 @@ def require_columns(df: pd.DataFrame, columns: tuple[str, ...], path: Path, layo
     """Raise :class:`DatasetLayoutError` naming ``path`` when ``df`` lacks any of ``columns``."""
     missing = [c for c in columns if c not in df.columns]
     if missing:
-        raise DatasetLayoutError(
-            f"{path}: missing column(s) {missing}; found {list(df.columns)}; expected {layout}"
-        )
+        raise DatasetLayoutError(f"{path}: missing column(s) {missing}; found {list(df.columns)}; expected {layout}")

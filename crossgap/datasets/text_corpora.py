@@ -194,19 +194,25 @@ class NewsgroupTextAdapter(TextDatasetAdapter):
             test = cache["test"]
             return list(test.target_names), list(test.data), [int(t) for t in test.target]
         except Exception as exc:  # noqa: BLE001 - any failure means the cache is unusable
-            raise DatasetLayoutError(f"{path}: not a readable 20 Newsgroups cache ({type(exc).__name__}: {exc})") from exc
+            raise DatasetLayoutError(
+                f"{path}: not a readable 20 Newsgroups cache ({type(exc).__name__}: {exc})"
+            ) from exc
 
     def classnames(self, folder: Path) -> list[str]:
         """Newsgroup names, sorted (scikit-learn's ``target_names``)."""
         names = self._read_folder(folder)[0] if (folder / TEST_FOLDER).is_dir() else self._read_cache(folder)[0]
         unknown = sorted(set(names) - set(NEWSGROUP_DESCRIPTIONS))
         if unknown:
-            raise DatasetLayoutError(f"{folder}: unknown newsgroup(s) {unknown}; expected {sorted(NEWSGROUP_DESCRIPTIONS)}")
+            raise DatasetLayoutError(
+                f"{folder}: unknown newsgroup(s) {unknown}; expected {sorted(NEWSGROUP_DESCRIPTIONS)}"
+            )
         return names
 
     def read(self, folder: Path, classnames: list[str]) -> tuple[list[Row], list[FileProblem]]:
         """Class descriptions, then the test posts in ``fetch_20newsgroups`` order."""
-        rows = [plain_text_row("query", name, NEWSGROUP_DESCRIPTIONS[name], i, name) for i, name in enumerate(classnames)]
+        rows = [
+            plain_text_row("query", name, NEWSGROUP_DESCRIPTIONS[name], i, name) for i, name in enumerate(classnames)
+        ]
         problems: list[FileProblem] = []
         if (folder / TEST_FOLDER).is_dir():
             _, files = self._read_folder(folder)

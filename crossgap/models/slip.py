@@ -97,7 +97,7 @@ class SLIPVisual(nn.Module):
 
 
 class SLIP(nn.Module):
-    """SLIP's CLIP part: ``encode_image`` (ViT → ``image_projection``) and ``encode_text`` (causal, argmax pooled)."""
+    """SLIP's CLIP part: ``encode_image`` (ViT, ``image_projection``), ``encode_text`` (causal, argmax pooled)."""
 
     def __init__(self, config: SLIPConfig) -> None:
         super().__init__()
@@ -114,7 +114,8 @@ class SLIP(nn.Module):
         self.token_embedding = nn.Embedding(config.vocab_size, config.text_width)
         self.positional_embedding = nn.Parameter(torch.randn(config.context_length, config.text_width) * 0.01)
         self.ln_final = LayerNorm(config.text_width)
-        self.text_projection = nn.Parameter(torch.randn(config.text_width, config.embed_dim) * config.text_width**-0.5)
+        text_std = config.text_width**-0.5
+        self.text_projection = nn.Parameter(torch.randn(config.text_width, config.embed_dim) * text_std)
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
         nn.init.normal_(self.token_embedding.weight, std=0.02)
 

@@ -165,7 +165,8 @@ class PlaceholderTokenizer:
         self.pad_id = hf.pad_token_id if hf.pad_token_id is not None else 0
         pieces = hf(PLACEHOLDER, add_special_tokens=False)["input_ids"]
         self.boundary_id: int | None = None
-        if len(pieces) == 2 and hf.decode(pieces[:1]).strip() == "" and hf.decode(pieces[1:]).strip() == PLACEHOLDER:
+        boundary_then_char = hf.decode(pieces[:1]).strip() == "" and hf.decode(pieces[1:]).strip() == PLACEHOLDER
+        if len(pieces) == 2 and boundary_then_char:
             self.boundary_id = int(pieces[0])
         elif len(pieces) != 1:
             pretty = hf.convert_ids_to_tokens(pieces)
@@ -238,7 +239,8 @@ def open_clip_tokenizer(model_name: str, pretrained_dir: Path | None = None) -> 
                 f"could not load the tokenizer of {model_name} ({type(exc).__name__}: {exc}). Without "
                 "internet access, save the tokenizer files (tokenizer.json, ...) beside the checkpoint and pass "
                 "that directory as `pretrained`, or call "
-                f"crossgap.models.timm_tower.set_tokenizer_path({model_name!r}, '/path/to/tokenizer')"
+                f"crossgap.models.timm_tower.set_tokenizer_path({model_name!r}, '/path/to/tokenizer') "
+                "(HF_HUB_OFFLINE=1 skips the hub's retries)"
             ) from exc
     if isinstance(tokenizer, (HFTokenizer, SigLipTokenizer)):
         return PlaceholderTokenizer(tokenizer)

@@ -239,11 +239,12 @@ def all_result_files():
 
 
 def all_gap_files():
-    return expand(
-        "data/results/{dataset}/{model}/modality_gap.json",
-        dataset=DATASETS,
-        model=MODELS,
-    )
+    return [
+        f"data/results/{d}/{m}/modality_gap.json"
+        for d in DATASETS
+        for m in MODELS
+        if plan.has_modality_gap(config["datasets"][d], EVALUATION)
+    ]
 
 
 def all_loss_curves():
