@@ -111,8 +111,10 @@ def zero_shot_step(
                         extra={"image_file": images, "prompt_file": prompts})
 
 
-def matched_pairs(manifest: str, images: str, texts: str | None, prompts: str) -> tuple[np.ndarray, np.ndarray]:
-    """Matched (image, text) feature pairs ``[N, D]`` × 2 for the modality gap.
+def matched_pairs(
+    manifest: str, images: str, texts: str | None, prompts: str
+) -> tuple[np.ndarray, np.ndarray, str]:
+    """Matched (image, text) feature pairs ``[N, D]`` × 2 for the modality gap, and how they were paired.
 
     Caption datasets pair each image with its first caption; classification datasets pair each
     image with the mean prompt feature of its class.
@@ -130,11 +132,11 @@ def matched_pairs(manifest: str, images: str, texts: str | None, prompts: str) -
         pairs = [(i, txt_index[first[key]]) for i, key in enumerate(img_ids) if first.get(key) in txt_index]
         if pairs:
             rows = np.array(pairs)
-            return img_fs.features[rows[:, 0]].numpy(), txt_fs.features[rows[:, 1]].numpy()
+            return img_fs.features[rows[:, 0]].numpy(), txt_fs.features[rows[:, 1]].numpy(), "first caption"
     labels = df.set_index("id").loc[img_ids, "label"].to_numpy()
     classifier = build_classifier(load_feature_set(prompts).features, len(meta["classnames"])).numpy()
     keep = labels >= 0
-    return img_fs.features.numpy()[keep], classifier[labels[keep]]
+    return img_fs.features.numpy()[keep], classifier[labels[keep]], "class prompt"
 
 
 def modality_gap_step(
@@ -144,10 +146,10 @@ def modality_gap_step(
     from crossgap.metrics.gap import modality_gap
     from crossgap.utils import write_json
 
-    image_feats, text_feats = matched_pairs(manifest, images, texts, prompts)
+    image_feats, text_feats, pairing = matched_pairs(manifest, images, texts, prompts)
     metrics = {k: float(v) for k, v in modality_gap(image_feats, text_feats).items()}
     record = {"dataset": dataset, "model": model_slug, "num_pairs": int(len(image_feats)),
-              "pairing": "first caption" if texts else "class prompt", "metrics": metrics}
+              "pairing": pairing, "metrics": metrics}
     write_json(out, record)
     log.info("%s/%s modality gap: %s", dataset, model_slug, metrics)
     return record

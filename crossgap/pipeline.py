@@ -196,6 +196,9 @@ def gather_step(*, shards: Sequence[str], out: str, loss_csv: str | None = None)
     num = {p.meta.get("num_shards") for p in parts}
     if num != {len(parts)}:
         raise ValueError(f"gather: expected {len(parts)} shards, files say num_shards={sorted(num)}")
+    order = [p.meta.get("shard") for p in parts]
+    if order != list(range(len(parts))):
+        raise ValueError(f"gather: shard files must be shards 0..{len(parts) - 1} in order, got {order} ({list(shards)})")
     ids = [key for p in parts for key in p.ids]
     if len(set(ids)) != len(ids):
         raise ValueError("gather: shards overlap (duplicate ids)")

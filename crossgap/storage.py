@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from crossgap.utils import atomic_path
@@ -72,7 +72,7 @@ def load_feature_set(path: str | os.PathLike) -> FeatureSet:
                     "expected 'crossgap-features/<version>')"
                 )
             tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except (OSError, json.JSONDecodeError) as exc:  # pragma: no cover - message path
+    except (OSError, json.JSONDecodeError, SafetensorError) as exc:
         raise ValueError(f"{path}: cannot read feature file: {exc}") from exc
     features = tensors.pop("features")
     return FeatureSet(

@@ -1,0 +1,409 @@
+"""crossgap.pipeline: file-to-file steps (features, prompts, sharded inversion, gather)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+from crossgap.datasets import prepare_manifest, read_manifest
+from crossgap.pipeline import (
+    extract_step,
+    gather_step,
+    inversion_targets,
+    invert_shard_step,
+    load_model,
+    prompts_step,
+    query_crops,
+    shard_bounds,
+    split_spec,
+)
+from crossgap.storage import FeatureSet, load_feature_set, save_feature_set
+
+sys.path.insert(0, str(Path(__file__).parent))
+from fixtures_datasets2 import make_revisited  # noqa: E402
+
+EMBED_DIM = 32  # test-vit-tiny
+OTI_PARAMS = {"steps": 2, "learning_rate": 0.02, "weight_decay": 0.01, "num_pseudo_tokens": 1,
+              "batch_size": 8, "seed": 7, "template": "a photo of {}"}
+OVI_PARAMS = {"steps": 2, "learning_rate": 0.02, "weight_decay": 0.01, "num_pseudo_tokens": 2,
+              "batch_size": 8, "seed": 11}
+
+
+@pytest.fixture(scope="module")
+def spec(open_clip_tiny_checkpoint):
+    return {"backend": "open_clip", "architecture": "test-vit-tiny", "pretrained": str(open_clip_tiny_checkpoint)}
+
+
+@pytest.fixture(scope="module")
+def model_and_preprocess(spec):
+    return load_model(spec)
+
+
+@pytest.fixture
+def cached_model(monkeypatch, spec, model_and_preprocess):
+    """``load_model`` returns the module's already loaded model (the real loader is tested once)."""
+    import crossgap.pipeline as pipeline
+
+    calls = []
+
+    def fake_load_model(model_spec, device=None):
+        assert dict(model_spec) == spec
+        calls.append(model_spec)
+        return model_and_preprocess
+
+    monkeypatch.setattr(pipeline, "load_model", fake_load_model)
+    return calls
+
+
+@pytest.fixture(scope="module")
+def synthetic_manifest(tmp_path_factory) -> Path:
+    from crossgap.synthetic import generate_synthetic
+
+    root = tmp_path_factory.mktemp("synthetic")
+    generate_synthetic(root, num_train=4, num_test=3, image_size=32, captions_per_image=2)
+    out = root / "manifest.parquet"
+    prepare_manifest("synthetic", root, out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def bbx_manifest(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("revisited")
+    fx = make_revisited(root, "roxford5k")
+    rng = np.random.default_rng(0)
+    for name in fx.qimlist:  # textured queries, so that a crop changes the features
+        Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(fx.folder / "jpg" / f"{name}.jpg")
+    out = root / "roxford5k_bbx.parquet"
+    prepare_manifest("roxford5k_bbx", root, out)
+    return out
+
+
+def _targets(path: Path, n: int, seed: int = 0) -> list[str]:
+    gen = torch.Generator().manual_seed(seed)
+    ids = [f"row{i}" for i in range(n)]
+    save_feature_set(path, FeatureSet(torch.randn(n, EMBED_DIM, generator=gen), ids, meta={"kind": "features"}))
+    return ids
+
+
+# --------------------------------------------------------------------------------- shard_bounds
+@pytest.mark.parametrize("n", [0, 1, 2, 3, 5, 7, 10, 17, 100])
+@pytest.mark.parametrize("num_shards", [1, 2, 3, 4, 8, 13])
+def test_shard_bounds_cover_every_row_once_in_order(n, num_shards):
+    bounds = [shard_bounds(n, s, num_shards) for s in range(num_shards)]
+    covered = [i for start, stop in bounds for i in range(start, stop)]
+    assert covered == list(range(n))
+    assert bounds[0][0] == 0 and bounds[-1][1] == n
+    for (_, stop), (start, _) in zip(bounds, bounds[1:]):
+        assert stop == start  # contiguous
+    sizes = [stop - start for start, stop in bounds]
+    assert min(sizes) >= 0 and max(sizes) - min(sizes) <= 1  # balanced
+
+
+@pytest.mark.parametrize("shard, num_shards", [(-1, 2), (2, 2), (0, 0), (5, 3)])
+def test_shard_bounds_rejects_bad_shard(shard, num_shards):
+    with pytest.raises(ValueError, match="out of range"):
+        shard_bounds(10, shard, num_shards)
+
+
+def test_split_spec():
+    assert split_spec("all") == "*"
+    assert split_spec("test") == "test"
+
+
+# --------------------------------------------------------------------------------- features
+def test_extract_images_equal_model_encoding_of_preprocessed_images(synthetic_manifest, spec,
+                                                                     model_and_preprocess, tmp_path):
+    df, meta = read_manifest(synthetic_manifest)
+    out = tmp_path / "image_train.safetensors"
+    extract_step(manifest=str(synthetic_manifest), model_slug="tiny/test", model_spec=spec, split="train",
+                 modality="image", out=str(out), batch_size=3, progress=False)
+    fs = load_feature_set(out)
+    rows = df[(df["modality"] == "image") & (df["split"] == "train")]
+    assert len(rows) == 4
+    assert fs.ids == rows["id"].tolist()
+    model, preprocess = model_and_preprocess
+    images = torch.stack([preprocess(Image.open(Path(meta["root"]) / p).convert("RGB")) for p in rows["path"]])
+    with torch.no_grad():
+        expected = model.encode_image(images).float()
+    assert fs.features.shape == (4, EMBED_DIM)
+    torch.testing.assert_close(fs.features, expected, rtol=1e-4, atol=1e-5)
+    assert fs.meta["kind"] == "features" and fs.meta["dataset"] == "synthetic"
+    assert fs.meta["model"] == "tiny/test" and fs.meta["split"] == "train" and fs.meta["modality"] == "image"
+    assert fs.meta["model_spec"] == spec and fs.meta["device"] == "cpu"
+
+
+def test_extract_all_splits_texts_equal_model_encoding(synthetic_manifest, spec, model_and_preprocess, cached_model,
+                                                      tmp_path):
+    df, _ = read_manifest(synthetic_manifest)
+    out = tmp_path / "text_all.safetensors"
+    extract_step(manifest=str(synthetic_manifest), model_slug="m", model_spec=spec, split="all",
+                 modality="text", out=str(out), batch_size=5, progress=False)
+    fs = load_feature_set(out)
+    rows = df[df["modality"] == "text"]
+    assert len(rows) == 14  # (4 + 3) images x 2 captions
+    assert fs.ids == rows["id"].tolist()
+    model, _ = model_and_preprocess
+    with torch.no_grad():
+        expected = model.encode_text(model.tokenizer(rows["text"].tolist())).float()
+    torch.testing.assert_close(fs.features, expected, rtol=1e-4, atol=1e-5)
+    assert fs.meta["split"] == "all" and fs.meta["modality"] == "text"
+
+
+def test_extract_empty_split_is_an_error_naming_the_manifest(synthetic_manifest, spec, cached_model, tmp_path):
+    out = tmp_path / "x.safetensors"
+    with pytest.raises(ValueError, match="manifest.parquet.*no image rows in split 'val'"):
+        extract_step(manifest=str(synthetic_manifest), model_slug="m", model_spec=spec, split="val",
+                     modality="image", out=str(out), progress=False)
+    assert not out.exists()
+
+
+def test_prompts_step_is_class_major(synthetic_manifest, spec, model_and_preprocess, cached_model, tmp_path):
+    from crossgap.features import class_prompts
+
+    _, meta = read_manifest(synthetic_manifest)
+    out = tmp_path / "prompts.safetensors"
+    prompts_step(manifest=str(synthetic_manifest), model_slug="m", model_spec=spec, out=str(out))
+    fs = load_feature_set(out)
+    classnames, templates = meta["classnames"], meta["templates"]
+    assert fs.ids == [f"class{c}/template{t}" for c in range(len(classnames)) for t in range(len(templates))]
+    model, _ = model_and_preprocess
+    prompts = class_prompts(classnames, templates)
+    assert prompts[0] == templates[0].format(classnames[0])
+    with torch.no_grad():
+        expected = model.encode_text(model.tokenizer(prompts)).float()
+    torch.testing.assert_close(fs.features, expected, rtol=1e-4, atol=1e-5)
+    assert fs.meta["num_classes"] == len(classnames) and fs.meta["num_templates"] == len(templates)
+
+
+def test_query_crops(bbx_manifest, synthetic_manifest):
+    df, meta = read_manifest(bbx_manifest)
+    queries = df[df["split"] == "query"]
+    database = df[df["split"] == "database"]
+    boxes = query_crops(df, meta, queries)
+    assert boxes == [(1.0, 2.0, 12.5, 14.0), (0.0, 0.0, 8.0, 8.0)]
+    # all rows: boxes for the queries, None (full image) for the database
+    assert query_crops(df, meta, df) == boxes + [None] * len(database)
+    # no query among the rows, or a protocol that does not crop: no boxes at all
+    assert query_crops(df, meta, database) is None
+    sdf, smeta = read_manifest(synthetic_manifest)
+    assert query_crops(sdf, smeta, sdf[sdf["modality"] == "image"]) is None
+
+
+def test_extract_crops_revisited_queries_to_their_box(bbx_manifest, spec, model_and_preprocess, cached_model,
+                                                      tmp_path):
+    df, meta = read_manifest(bbx_manifest)
+    out = tmp_path / "image_query.safetensors"
+    extract_step(manifest=str(bbx_manifest), model_slug="m", model_spec=spec, split="query", modality="image",
+                 out=str(out), progress=False)
+    fs = load_feature_set(out)
+    queries = df[df["split"] == "query"]
+    assert fs.ids == queries["id"].tolist()
+    model, preprocess = model_and_preprocess
+    boxes = [(1.0, 2.0, 12.5, 14.0), (0.0, 0.0, 8.0, 8.0)]
+    with torch.no_grad():
+        cropped = model.encode_image(torch.stack([
+            preprocess(Image.open(Path(meta["root"]) / p).convert("RGB").crop(box))
+            for p, box in zip(queries["path"], boxes)]))
+        full = model.encode_image(torch.stack([
+            preprocess(Image.open(Path(meta["root"]) / p).convert("RGB")) for p in queries["path"]]))
+    torch.testing.assert_close(fs.features, cropped, rtol=1e-4, atol=1e-5)
+    assert not torch.allclose(fs.features, full, atol=1e-3)
+
+
+# --------------------------------------------------------------------------------- inversion
+def test_inversion_targets_all_rows_or_task_queries(synthetic_manifest, tmp_path):
+    df, _ = read_manifest(synthetic_manifest)
+    images = df[df["modality"] == "image"]
+    order = list(reversed(range(len(images))))  # file rows in a different order than the manifest
+    ids = [images["id"].iloc[i] for i in order]
+    feats = torch.arange(len(ids), dtype=torch.float32)[:, None].repeat(1, 4)
+    path = tmp_path / "image_all.safetensors"
+    save_feature_set(path, FeatureSet(feats, ids))
+    all_feats, all_ids = inversion_targets(str(path), None, None)
+    assert all_ids == ids and torch.equal(all_feats, feats)
+    q_feats, q_ids = inversion_targets(str(path), str(synthetic_manifest), "image_retrieval")
+    expected_ids = images[images["split"] == "test"]["id"].tolist()
+    assert q_ids == expected_ids
+    assert q_feats[:, 0].tolist() == [float(ids.index(i)) for i in expected_ids]
+
+
+def test_inversion_targets_missing_query_names_the_file(synthetic_manifest, tmp_path):
+    path = tmp_path / "image_train.safetensors"
+    save_feature_set(path, FeatureSet(torch.zeros(1, 4), ["train/train/000000.png"]))
+    with pytest.raises(KeyError, match="image_train.safetensors"):
+        inversion_targets(str(path), str(synthetic_manifest), "image_retrieval")
+
+
+def _invert(method, features, out, spec, shard, num_shards, params):
+    invert_shard_step(method=method, features=str(features), out=str(out), model_slug="tiny/test", model_spec=spec,
+                      shard=shard, num_shards=num_shards, params=params, progress=False)
+
+
+@pytest.mark.parametrize("method, params", [("oti", OTI_PARAMS), ("ovi", OVI_PARAMS)])
+def test_two_shards_gathered_equal_one_shard(method, params, spec, model_and_preprocess, cached_model, tmp_path):
+    feats = tmp_path / "targets.safetensors"
+    ids = _targets(feats, 3)
+    _invert(method, feats, tmp_path / "single.safetensors", spec, 0, 1, params)
+    gather_step(shards=[str(tmp_path / "single.safetensors")], out=str(tmp_path / "one.safetensors"))
+    shards = [tmp_path / f"s{i}.safetensors" for i in range(2)]
+    for i, path in enumerate(shards):
+        _invert(method, feats, path, spec, i, 2, params)
+    parts = [load_feature_set(p) for p in shards]
+    assert parts[0].ids == ids[:1] and parts[1].ids == ids[1:]  # shard_bounds(3, ., 2) = [0, 1), [1, 3)
+    loss_csv = tmp_path / "losses.csv"
+    gather_step(shards=[str(p) for p in shards], out=str(tmp_path / "two.safetensors"), loss_csv=str(loss_csv))
+    one, two = load_feature_set(tmp_path / "one.safetensors"), load_feature_set(tmp_path / "two.safetensors")
+    model, _ = model_and_preprocess
+    width = model.text_token_embedding_dim if method == "oti" else model.visual_token_embedding_dim
+    assert one.ids == two.ids == ids
+    assert one.extras["pseudo_tokens"].shape == (3, params["num_pseudo_tokens"], width)
+    assert one.extras["losses"].shape == (3, params["steps"])
+    assert one.features.shape == (3, EMBED_DIM)
+    assert len(cached_model) == 3
+    # a fresh draw per shard would give different tokens: the whole-set draw is sliced
+    torch.testing.assert_close(two.extras["pseudo_tokens"], one.extras["pseudo_tokens"], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(two.extras["losses"], one.extras["losses"], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(two.features, one.features, rtol=1e-5, atol=1e-5)
+    assert two.meta["kind"] == method and two.meta["shard"] is None and two.meta["num_shards"] == 2
+    assert two.meta["params"] == params
+    assert two.meta["seconds"] == pytest.approx(sum(p.meta["seconds"] for p in parts))
+    # the loss CSV: mean loss over samples per step
+    frame = pd.read_csv(loss_csv)
+    assert list(frame.columns) == ["step", "loss"]
+    assert frame["step"].tolist() == list(range(params["steps"]))
+    np.testing.assert_allclose(frame["loss"].to_numpy(), two.extras["losses"].mean(0).numpy(), rtol=1e-6)
+
+
+def test_inversion_depends_on_seed(spec, cached_model, tmp_path):
+    """(So that the shard test above could tell a per-shard draw from a sliced whole-set draw.)"""
+    feats = tmp_path / "targets.safetensors"
+    _targets(feats, 1)
+    _invert("ovi", feats, tmp_path / "a.safetensors", spec, 0, 1, dict(OVI_PARAMS, steps=1))
+    _invert("ovi", feats, tmp_path / "b.safetensors", spec, 0, 1, dict(OVI_PARAMS, steps=1, seed=12))
+    a, b = load_feature_set(tmp_path / "a.safetensors"), load_feature_set(tmp_path / "b.safetensors")
+    assert not torch.allclose(a.extras["pseudo_tokens"], b.extras["pseudo_tokens"])
+
+
+def test_oti_reencoded_features_match_the_tokens(spec, model_and_preprocess, cached_model, tmp_path):
+    from crossgap.inversion import oti_features
+
+    feats = tmp_path / "targets.safetensors"
+    _targets(feats, 2)
+    out = tmp_path / "oti.safetensors"
+    _invert("oti", feats, out, spec, 0, 1, OTI_PARAMS)
+    fs = load_feature_set(out)
+    model, _ = model_and_preprocess
+    expected = oti_features(fs.extras["pseudo_tokens"], model, template_sentence=OTI_PARAMS["template"])
+    torch.testing.assert_close(fs.features, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_more_shards_than_rows_gives_empty_shards_and_same_result(spec, cached_model, tmp_path):
+    feats = tmp_path / "targets.safetensors"
+    ids = _targets(feats, 2)
+    shards = [tmp_path / f"s{i}.safetensors" for i in range(3)]
+    for i, path in enumerate(shards):
+        _invert("ovi", feats, path, spec, i, 3, OVI_PARAMS)
+    sizes = [len(load_feature_set(p).ids) for p in shards]
+    assert sizes == [0, 1, 1]
+    empty = load_feature_set(shards[0])
+    assert empty.features.shape == (0, EMBED_DIM)
+    assert empty.extras["losses"].shape == (0, OVI_PARAMS["steps"])
+    assert empty.extras["pseudo_tokens"].shape[:2] == (0, OVI_PARAMS["num_pseudo_tokens"])
+    gather_step(shards=[str(p) for p in shards], out=str(tmp_path / "g.safetensors"))
+    _invert("ovi", feats, tmp_path / "single.safetensors", spec, 0, 1, OVI_PARAMS)
+    g, single = load_feature_set(tmp_path / "g.safetensors"), load_feature_set(tmp_path / "single.safetensors")
+    assert g.ids == ids
+    torch.testing.assert_close(g.extras["pseudo_tokens"], single.extras["pseudo_tokens"], rtol=1e-5, atol=1e-6)
+
+
+def test_invert_task_queries_only(synthetic_manifest, spec, cached_model, tmp_path):
+    df, _ = read_manifest(synthetic_manifest)
+    images = df[df["modality"] == "image"]
+    path = tmp_path / "image_test.safetensors"
+    gen = torch.Generator().manual_seed(3)
+    save_feature_set(path, FeatureSet(torch.randn(len(images), EMBED_DIM, generator=gen), images["id"].tolist()))
+    out = tmp_path / "oti.safetensors"
+    invert_shard_step(method="oti", features=str(path), out=str(out), model_slug="m", model_spec=spec, shard=0,
+                      num_shards=1, params=dict(OTI_PARAMS, steps=1), manifest=str(synthetic_manifest), task="image_retrieval",
+                      progress=False)
+    assert load_feature_set(out).ids == images[images["split"] == "test"]["id"].tolist()
+
+
+def test_unknown_method_is_rejected(spec, cached_model, tmp_path):
+    feats = tmp_path / "targets.safetensors"
+    _targets(feats, 2)
+    with pytest.raises(ValueError, match="unknown inversion method 'xyz'"):
+        _invert("xyz", feats, tmp_path / "o.safetensors", spec, 0, 1, OTI_PARAMS)
+    assert not (tmp_path / "o.safetensors").exists()
+
+
+# --------------------------------------------------------------------------------- gather
+def _shard_file(path: Path, ids: list[str], shard: int, num_shards: int, steps: int = 4) -> str:
+    n = len(ids)
+    save_feature_set(path, FeatureSet(
+        torch.full((n, 3), float(shard)), ids,
+        meta={"kind": "oti", "shard": shard, "num_shards": num_shards, "seconds": 1.5},
+        extras={"losses": torch.arange(n * steps, dtype=torch.float32).reshape(n, steps),
+                "pseudo_tokens": torch.zeros(n, 1, 2)}))
+    return str(path)
+
+
+def test_gather_concatenates_in_order(tmp_path):
+    a = _shard_file(tmp_path / "a.st", ["x", "y"], 0, 2)
+    b = _shard_file(tmp_path / "b.st", ["z"], 1, 2)
+    gather_step(shards=[a, b], out=str(tmp_path / "out.st"), loss_csv=str(tmp_path / "l.csv"))
+    g = load_feature_set(tmp_path / "out.st")
+    assert g.ids == ["x", "y", "z"]
+    assert g.features[:, 0].tolist() == [0.0, 0.0, 1.0]
+    assert g.extras["losses"].shape == (3, 4) and g.extras["pseudo_tokens"].shape == (3, 1, 2)
+    assert g.meta["seconds"] == 3.0 and g.meta["shard"] is None and g.meta["kind"] == "oti"
+    frame = pd.read_csv(tmp_path / "l.csv")
+    assert list(frame.columns) == ["step", "loss"] and len(frame) == 4
+    # rows: [0..3], [4..7] and [0..3] again -> mean per step
+    assert frame["loss"].tolist() == pytest.approx([(0 + 4 + 0) / 3 + k for k in range(4)])
+
+
+def test_gather_without_loss_csv_writes_only_the_features(tmp_path):
+    a = _shard_file(tmp_path / "a.st", ["x"], 0, 1)
+    gather_step(shards=[a], out=str(tmp_path / "out" / "g.st"))
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["g.st"]
+
+
+def test_gather_rejects_missing_shard(tmp_path):
+    a = _shard_file(tmp_path / "a.st", ["x"], 0, 3)
+    b = _shard_file(tmp_path / "b.st", ["y"], 1, 3)
+    with pytest.raises(ValueError, match="expected 2 shards.*num_shards=\\[3\\]"):
+        gather_step(shards=[a, b], out=str(tmp_path / "out.st"))
+    assert not (tmp_path / "out.st").exists()
+
+
+def test_gather_rejects_shards_of_different_runs(tmp_path):
+    a = _shard_file(tmp_path / "a.st", ["x"], 0, 2)
+    b = _shard_file(tmp_path / "b.st", ["y"], 1, 3)
+    with pytest.raises(ValueError, match="num_shards=\\[2, 3\\]"):
+        gather_step(shards=[a, b], out=str(tmp_path / "out.st"))
+
+
+def test_gather_rejects_overlapping_shards(tmp_path):
+    a = _shard_file(tmp_path / "a.st", ["x", "y"], 0, 2)
+    b = _shard_file(tmp_path / "b.st", ["y", "z"], 1, 2)
+    with pytest.raises(ValueError, match="overlap"):
+        gather_step(shards=[a, b], out=str(tmp_path / "out.st"))
+    with pytest.raises(ValueError, match="overlap"):
+        gather_step(shards=[a, a], out=str(tmp_path / "out.st"))
+    assert not (tmp_path / "out.st").exists()
+
+
+def test_gather_rejects_a_repeated_empty_shard_in_place_of_a_missing_one(tmp_path):
+    # 2 rows in 3 shards: shard 0 is empty, shards 1 and 2 hold one row each
+    s0 = _shard_file(tmp_path / "s0.st", [], 0, 3)
+    _shard_file(tmp_path / "s1.st", ["row0"], 1, 3)
+    s2 = _shard_file(tmp_path / "s2.st", ["row1"], 2, 3)
+    with pytest.raises(ValueError):
+        gather_step(shards=[s0, s0, s2], out=str(tmp_path / "out.st"))  # shard 1 (row0) is missing

@@ -1,0 +1,245 @@
+"""crossgap.report: summary, baseline-vs-inverted table, aggregate step and plots."""
+
+from __future__ import annotations
+
+import json
+import struct
+import zlib
+
+import pandas as pd
+import pytest
+
+from crossgap.metrics.results import write_result
+from crossgap.report import (
+    COMPARISONS,
+    aggregate_step,
+    build_summary,
+    comparison_table,
+    plot_comparison,
+    plot_losses,
+)
+from crossgap.utils import write_json
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+SUMMARY = {
+    "synthetic": {
+        "ViT-B-32/openai": {
+            "image_retrieval": {"image": {"mAP": 50.0, "R@1": 70.0}, "oti": {"mAP": 42.5, "R@1": 60.0}},
+            "text_retrieval": {"text": {"mAP": 30.0}, "ovi": {"mAP": 36.0}},
+            "zero_shot": {"standard": {"top1": 80.0, "top5": 95.0}, "oti": {"top1": 70.0}, "ovi": {"top1": 81.5}},
+            "modality_gap": {"native": {"gap": 0.8}},
+        },
+        "RN50/openai": {
+            # no baseline: nothing to compare
+            "image_retrieval": {"oti": {"mAP": 10.0}},
+            # one inverted method only
+            "zero_shot": {"standard": {"top1": 40.0}, "ovi": {"top1": 20.0}},
+        },
+    },
+    "roxford5k": {
+        "ViT-B-32/openai": {
+            "image_retrieval": {"image": {"mAP_easy": 60.0, "mAP_medium": 45.0, "mAP_hard": 20.0},
+                                "oti": {"mAP_easy": 50.0, "mAP_medium": 40.0, "mAP_hard": 15.0}},
+        },
+    },
+}
+
+
+def _rows(table: pd.DataFrame) -> list[tuple]:
+    return [tuple(r) for r in table[["dataset", "model", "task", "metric", "baseline_method", "baseline", "method",
+                                     "inverted", "delta"]].itertuples(index=False)]
+
+
+def test_comparison_table_rows_and_deltas():
+    table = comparison_table(SUMMARY)
+    assert list(table.columns) == ["dataset", "model", "task", "metric", "baseline_method", "baseline", "method",
+                                   "inverted", "delta"]
+    rows = _rows(table)
+    vit, rn = "ViT-B-32/openai", "RN50/openai"
+    assert rows == [
+        # datasets and models sorted; tasks in COMPARISONS order; revisited falls back to mAP_medium
+        ("roxford5k", vit, "image_retrieval", "mAP_medium", "image", 45.0, "oti", 40.0, pytest.approx(-5.0)),
+        ("synthetic", rn, "zero_shot", "top1", "standard", 40.0, "ovi", 20.0, pytest.approx(-20.0)),
+        ("synthetic", vit, "image_retrieval", "mAP", "image", 50.0, "oti", 42.5, pytest.approx(-7.5)),
+        ("synthetic", vit, "text_retrieval", "mAP", "text", 30.0, "ovi", 36.0, pytest.approx(6.0)),
+        ("synthetic", vit, "zero_shot", "top1", "standard", 80.0, "oti", 70.0, pytest.approx(-10.0)),
+        ("synthetic", vit, "zero_shot", "top1", "standard", 80.0, "ovi", 81.5, pytest.approx(1.5)),
+    ]
+    assert "modality_gap" not in set(table["task"])
+
+
+def test_comparison_table_missing_metric_gives_no_delta():
+    summary = {"d": {"m": {"zero_shot": {"standard": {"top1": 50.0}, "oti": {"top5": 90.0}},
+                           "image_retrieval": {"image": {"R@1": 10.0}, "oti": {"mAP": 5.0}}}}}
+    table = comparison_table(summary)
+    assert len(table) == 2
+    zs = table[table["task"] == "zero_shot"].iloc[0]
+    assert zs["baseline"] == 50.0 and pd.isna(zs["inverted"]) and pd.isna(zs["delta"])
+    ir = table[table["task"] == "image_retrieval"].iloc[0]
+    # the baseline has no headline metric: the first one is named, baseline undefined
+    assert ir["metric"] == "mAP" and pd.isna(ir["baseline"]) and ir["inverted"] == 5.0 and pd.isna(ir["delta"])
+
+
+def test_comparison_table_of_empty_summary_has_the_columns():
+    table = comparison_table({})
+    assert table.empty
+    assert list(table.columns)[-1] == "delta" and len(table.columns) == 9
+
+
+def test_comparisons_cover_every_inverted_method():
+    from crossgap.metrics.results import TASK_METHODS
+
+    for task, (base, inverted, headlines) in COMPARISONS.items():
+        assert set(TASK_METHODS[task]) == {base, *inverted}
+        assert headlines
+
+
+def _write_results(tmp_path) -> tuple[list[str], list[str]]:
+    results = []
+    specs = [
+        ("synthetic", "tiny", "image_retrieval", "image", {"mAP": 50.0, "R@1": 70.0, "num_queries": 3}),
+        ("synthetic", "tiny", "image_retrieval", "oti", {"mAP": 42.5, "R@1": float("nan"), "num_queries": 3}),
+        ("synthetic", "tiny", "zero_shot", "standard", {"top1": 80.0, "num_samples": 3}),
+        ("synthetic", "tiny", "zero_shot", "oti", {"top1": 70.0, "num_samples": 3}),
+        ("synthetic", "tiny", "zero_shot", "ovi", {"top1": 81.5, "num_samples": 3}),
+        ("roxford5k", "tiny", "image_retrieval", "image", {"mAP_easy": 60.0, "mAP_medium": 45.0}),
+        ("roxford5k", "tiny", "image_retrieval", "oti", {"mAP_easy": 50.0, "mAP_medium": 40.0}),
+    ]
+    for dataset, model, task, method, metrics in specs:
+        path = tmp_path / "results" / dataset / task / f"{method}.json"
+        write_result(path, task=task, method=method, dataset=dataset, model=model, metrics=metrics, params={})
+        results.append(str(path))
+    gap = tmp_path / "results" / "synthetic" / "modality_gap.json"
+    write_json(gap, {"dataset": "synthetic", "model": "tiny", "num_pairs": 3, "pairing": "first caption",
+                     "metrics": {"gap": 0.75, "cosine": 0.25}})
+    return results, [str(gap)]
+
+
+def test_build_summary_merges_results_and_gaps(tmp_path):
+    results, gaps = _write_results(tmp_path)
+    summary = build_summary(results, gaps)
+    assert set(summary) == {"synthetic", "roxford5k"}
+    node = summary["synthetic"]["tiny"]
+    assert node["image_retrieval"]["image"] == {"mAP": 50.0, "R@1": 70.0}
+    assert node["image_retrieval"]["oti"] == {"mAP": 42.5}  # undefined metric and counts left out
+    assert node["modality_gap"] == {"native": {"gap": 0.75, "cosine": 0.25}}
+    assert "modality_gap" not in summary["roxford5k"]["tiny"]
+    assert build_summary(results) == {**summary, "synthetic": {"tiny": {k: v for k, v in node.items()
+                                                                         if k != "modality_gap"}}}
+
+
+def test_aggregate_step_writes_summary_table_markdown_and_plot_data(tmp_path):
+    results, gaps = _write_results(tmp_path)
+    out = tmp_path / "metrics"
+    paths = {"summary_out": out / "summary.json", "table_csv": out / "table.csv", "table_md": out / "table.md",
+             "plot_csv": tmp_path / "plots" / "comparison.csv"}
+    summary = aggregate_step(results=results, gaps=gaps, **{k: str(v) for k, v in paths.items()})
+    assert json.loads(paths["summary_out"].read_text()) == summary == build_summary(results, gaps)
+
+    table = pd.read_csv(paths["table_csv"])
+    expected = comparison_table(summary)
+    assert len(table) == len(expected) == 4
+    pd.testing.assert_frame_equal(table, expected, check_dtype=False)
+    assert table.loc[table["dataset"] == "roxford5k", "metric"].tolist() == ["mAP_medium"]
+
+    md = paths["table_md"].read_text().splitlines()
+    assert md[0] == "# crossgap results"
+    rows = [line for line in md if line.startswith("| ") and not line.startswith("| dataset")]
+    assert len(rows) == len(table)
+    assert "| roxford5k | tiny | image_retrieval | mAP_medium | 45.00 (image) | 40.00 (oti) | -5.00 |" in rows
+    assert "| synthetic | tiny | zero_shot | top1 | 80.00 (standard) | 81.50 (ovi) | +1.50 |" in rows
+    assert "| synthetic | tiny | image_retrieval | mAP | 50.00 (image) | 42.50 (oti) | -7.50 |" in rows
+
+    plot = pd.read_csv(paths["plot_csv"])
+    assert list(plot.columns) == ["label", "score", "kind"]
+    assert len(plot) == 2 * len(table)
+    assert sorted(plot["kind"].unique()) == ["baseline", "inverted"]
+    base = plot[plot["kind"] == "baseline"].set_index("label")["score"]
+    inv = plot[plot["kind"] == "inverted"].set_index("label")["score"]
+    assert base["synthetic/tiny/zero_shot/oti"] == 80.0 and inv["synthetic/tiny/zero_shot/oti"] == 70.0
+    assert inv["roxford5k/tiny/image_retrieval/oti"] == 40.0
+    # atomic writes leave no temporary files behind
+    assert sorted(p.name for p in out.iterdir()) == ["summary.json", "table.csv", "table.md"]
+
+
+def test_markdown_shows_undefined_values_as_dash(tmp_path):
+    path = tmp_path / "r" / "std.json"
+    write_result(path, task="zero_shot", method="standard", dataset="d", model="m", metrics={"top1": 10.0},
+                 params={})
+    path2 = tmp_path / "r" / "oti.json"
+    write_result(path2, task="zero_shot", method="oti", dataset="d", model="m",
+                 metrics={"top1": float("nan"), "top5": 3.0}, params={})
+    md = tmp_path / "t.md"
+    aggregate_step(results=[str(path), str(path2)], gaps=[], summary_out=str(tmp_path / "s.json"),
+                   table_csv=str(tmp_path / "t.csv"), table_md=str(md), plot_csv=str(tmp_path / "p.csv"))
+    assert "| d | m | zero_shot | top1 | 10.00 (standard) | — (oti) |  |" in md.read_text().splitlines()
+
+
+def test_aggregate_step_with_no_results(tmp_path):
+    paths = {k: str(tmp_path / n) for k, n in (("summary_out", "s.json"), ("table_csv", "t.csv"),
+                                                 ("table_md", "t.md"), ("plot_csv", "p.csv"))}
+    assert aggregate_step(results=[], gaps=[], **paths) == {}
+    assert pd.read_csv(paths["table_csv"]).empty
+    assert list(pd.read_csv(paths["plot_csv"]).columns) == ["label", "score", "kind"]
+    assert not [line for line in (tmp_path / "t.md").read_text().splitlines()
+                if line.startswith("| ") and not line.startswith("| dataset")]
+
+
+def test_aggregate_step_rejects_duplicate_results(tmp_path):
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    for path in (a, b):
+        write_result(path, task="zero_shot", method="standard", dataset="d", model="m", metrics={"top1": 1.0},
+                     params={})
+    with pytest.raises(ValueError, match="both hold d/m/zero_shot/standard"):
+        aggregate_step(results=[str(a), str(b)], gaps=[], summary_out=str(tmp_path / "s.json"),
+                       table_csv=str(tmp_path / "t.csv"), table_md=str(tmp_path / "t.md"),
+                       plot_csv=str(tmp_path / "p.csv"))
+    assert not (tmp_path / "s.json").exists()
+
+
+def _png_size(path) -> tuple[int, int]:
+    data = path.read_bytes()
+    assert data[:8] == PNG_MAGIC
+    length, kind = struct.unpack(">I4s", data[8:16])
+    assert kind == b"IHDR" and length == 13
+    crc = struct.unpack(">I", data[16 + length: 20 + length])[0]
+    assert crc == zlib.crc32(data[12:16 + length])
+    assert data.endswith(b"IEND\xaeB`\x82")
+    return struct.unpack(">II", data[16:24])
+
+
+def test_plot_comparison_writes_a_png_with_one_panel_per_dataset(tmp_path):
+    csv = tmp_path / "table.csv"
+    comparison_table(SUMMARY).to_csv(csv, index=False)
+    one = tmp_path / "one.csv"
+    comparison_table({"synthetic": SUMMARY["synthetic"]}).to_csv(one, index=False)
+    plot_comparison(str(csv), str(tmp_path / "plots" / "two.png"))
+    plot_comparison(str(one), str(tmp_path / "plots" / "one.png"))
+    w2, h2 = _png_size(tmp_path / "plots" / "two.png")
+    w1, h1 = _png_size(tmp_path / "plots" / "one.png")
+    assert w1 == w2 and h2 > h1  # a second panel below the first
+    assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == ["one.png", "two.png"]
+
+
+def test_plot_comparison_of_empty_table(tmp_path):
+    csv = tmp_path / "table.csv"
+    comparison_table({}).to_csv(csv, index=False)
+    plot_comparison(str(csv), str(tmp_path / "empty.png"))
+    _png_size(tmp_path / "empty.png")
+
+
+def test_plot_losses_writes_a_png(tmp_path):
+    curves = {}
+    for name, scale in (("synthetic/tiny/oti_test", 1.0), ("synthetic/tiny/ovi_prompts", 0.5)):
+        path = tmp_path / f"{name.replace('/', '_')}.csv"
+        pd.DataFrame({"step": range(5), "loss": [scale * (1 - k / 10) for k in range(5)]}).to_csv(path, index=False)
+        curves[name] = str(path)
+    out = tmp_path / "plots" / "losses.png"
+    plot_losses(curves, str(out))
+    assert _png_size(out) == (770, 440)  # figsize (7, 4) at 110 dpi
+    bad = tmp_path / "bad.csv"  # not the step, loss columns gather_step writes
+    pd.DataFrame({"iteration": [0], "value": [1.0]}).to_csv(bad, index=False)
+    with pytest.raises(KeyError, match="step"):
+        plot_losses({"x": str(bad)}, str(tmp_path / "bad.png"))
+    assert not (tmp_path / "bad.png").exists()

@@ -1,0 +1,108 @@
+"""DVC on top of Snakemake, in a temporary git + DVC repository holding the reduced default:
+repro end to end, a no-op second repro, a parameter change that reruns only what it affects,
+`dvc metrics diff`, and a `dvc checkout` of an earlier state that does not recompute finished work."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from workflow_helpers import BIN, copy_repo, read_summary, run
+
+pytestmark = pytest.mark.slow
+
+DVC = str(BIN / "dvc")
+SNAKEMAKE = str(BIN / "snakemake")
+
+
+def git(root: Path, *args: str) -> str:
+    return run(["git", "-c", "user.name=crossgap-test", "-c", "user.email=test@crossgap", *args], cwd=root).stdout
+
+
+def stamps(root: Path, pattern: str) -> dict[str, tuple[int, int]]:
+    """(inode, mtime) of the files under data/ matching ``pattern``: equal stamps = not rewritten."""
+    return {str(p.relative_to(root)): (p.stat().st_ino, p.stat().st_mtime_ns) for p in sorted(root.glob(pattern))}
+
+
+def planned_rules(root: Path) -> set[str]:
+    out = run([SNAKEMAKE, "-n", "--quiet", "rules"], cwd=root).stdout
+    return {line.split()[0] for line in out.splitlines()[2:] if line.strip() and not line.startswith("total")}
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory) -> Path:
+    root = copy_repo(tmp_path_factory.mktemp("dvc_repo"))
+    git(root, "init", "-q", "-b", "main")
+    git(root, "add", "-A")
+    git(root, "commit", "-qm", "reduced default")
+    return root
+
+
+def test_repro_runs_the_default_end_to_end(repo):
+    proc = run([DVC, "repro"], cwd=repo, timeout=1500)
+    for stage in ("prepare", "features", "invert", "evaluate"):
+        assert f"Running stage '{stage}'" in proc.stdout
+    summary = read_summary(repo)
+    assert set(summary["synthetic"]["tiny"]) >= {"image_retrieval", "text_retrieval", "zero_shot"}
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "baseline results")
+
+
+def test_second_repro_runs_nothing(repo):
+    proc = run([DVC, "repro"], cwd=repo, timeout=600)
+    assert "Running stage" not in proc.stdout
+    assert "Data and pipelines are up to date" in proc.stdout or proc.stdout.count("didn't change") == 4
+    assert planned_rules(repo) == set(), "snakemake -n has work to do after dvc repro"
+
+
+def test_changing_oti_steps_reruns_only_oti_and_its_evaluations(repo):
+    before = {
+        "features": stamps(repo, "data/features/**/*.safetensors"),
+        "models": stamps(repo, "data/models/**/*.pt"),
+        "ovi": stamps(repo, "data/inversion/**/ovi/**/*.safetensors"),
+        "oti": stamps(repo, "data/inversion/**/oti/**/*.safetensors"),
+        "baseline": stamps(repo, "data/results/**/image_retrieval/image.json"),
+    }
+    assert before["features"] and before["oti"]
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["inversion"]["oti"]["steps"] += 4
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+    proc = run([DVC, "repro"], cwd=repo, timeout=1200)
+    out = proc.stdout + proc.stderr
+    assert "Running stage 'invert'" in proc.stdout and "Running stage 'evaluate'" in proc.stdout
+    assert "Running stage 'features'" not in proc.stdout and "Running stage 'prepare'" not in proc.stdout
+    # Snakemake's job list: OTI and its evaluations, nothing upstream
+    assert "rule oti_shard" in out and "rule evaluate_image_retrieval" in out
+    for rule in ("extract_features", "prompt_features", "pretrain_tiny", "ovi_shard", "generate_synthetic"):
+        assert f"rule {rule}:" not in out, rule
+    assert stamps(repo, "data/features/**/*.safetensors") == before["features"]
+    assert stamps(repo, "data/models/**/*.pt") == before["models"]
+    assert stamps(repo, "data/inversion/**/ovi/**/*.safetensors") == before["ovi"]
+    assert stamps(repo, "data/results/**/image_retrieval/image.json") == before["baseline"]
+    assert stamps(repo, "data/inversion/**/oti/**/*.safetensors") != before["oti"]
+
+    diff = json.loads(run([DVC, "metrics", "diff", "--json"], cwd=repo).stdout)["data/metrics/summary.json"]
+    changed = set(diff)
+    assert any(key.startswith("synthetic.tiny.image_retrieval.oti.") for key in changed), changed
+    assert not any(key.startswith("synthetic.tiny.image_retrieval.image.") for key in changed), changed
+    assert not any(key.startswith("synthetic.tiny.text_retrieval.") for key in changed), changed
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "more OTI steps")
+
+
+def test_checkout_of_an_earlier_state_does_not_recompute_finished_work(repo):
+    features = stamps(repo, "data/features/**/*.safetensors")
+    git(repo, "checkout", "-q", "HEAD~1")
+    run([DVC, "checkout", "--force"], cwd=repo, timeout=600)
+    # the restored files are hard links to DVC's cache: their own mtimes, in their original order
+    assert read_summary(repo)["synthetic"]["tiny"]["image_retrieval"]["oti"]
+    assert stamps(repo, "data/features/**/*.safetensors") == features
+    proc = run([DVC, "repro"], cwd=repo, timeout=600)
+    assert "Running stage" not in proc.stdout
+    planned = planned_rules(repo)
+    assert not planned & {"generate_synthetic", "pretrain_tiny", "prepare_manifest", "extract_features",
+                          "prompt_features", "ovi_shard"}, planned

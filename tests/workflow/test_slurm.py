@@ -1,0 +1,137 @@
+"""profiles/slurm on a real (single-node) SLURM cluster: the reduced default configuration runs
+through sbatch and gives the same metrics as the local run.
+
+The cluster (tests/workflow/slurm_cluster.py) is CPU-only, so a small overlay profile, written
+here and given as a second ``--profile``, replaces the shipped GPU requests (gpu=1 -> --gpus=1,
+which no node could satisfy) by gpu=0, caps threads at the node's 2 CPUs with the thread counts
+of the local run, and makes the plugin poll ``squeue`` after 1 s (no accounting database, so no
+sacct; the default first check after 40 s would make this test minutes longer).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from slurm_cluster import SlurmCluster, SlurmUnavailable, ensure_slurm
+from workflow_helpers import BIN, copy_repo, read_summary, run
+
+pytestmark = pytest.mark.slow
+
+GPU_RULES = ("extract_features", "prompt_features", "oti_shard", "ovi_shard")
+LOCAL_RULES = {"aggregate", "plots", "gather_oti", "gather_ovi"}  # localrules in workflow/rules/report.smk
+
+# Test-only settings on top of profiles/slurm (per key, a later --profile wins).
+TEST_OVERLAY = {
+    # The node has 2 CPUs: no job may ask for more. pretrain_tiny uses workflow.cores (= 2, as
+    # in the local run with --cores 2).
+    "cores": 2,
+    "local-cores": 2,
+    # Rule thread counts as in the local run (the shipped profile raises them for GPU nodes):
+    # the same torch thread count keeps the results bit-identical.
+    "set-threads": {"extract_features": 2, "oti_shard": 1, "ovi_shard": 1},
+    # No GPU on this cluster: drop the per-rule GPU requests the shipped profile makes.
+    "set-resources": {rule: {"gpu": 0} for rule in GPU_RULES},
+    "latency-wait": 5,  # one local file system
+    "restart-times": 0,
+    "keep-going": False,
+    # No slurmdbd here: sacct fails, squeue answers (MinJobAge=3600 in the cluster's config).
+    "slurm-status-command": "squeue",
+    "slurm-init-seconds-before-status-checks": 1,
+    # Keep the SLURM log of every job: its directory names the rule a SLURM job id belongs to.
+    "slurm-keep-successful-logs": True,
+}
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster(tmp_path_factory, request) -> SlurmCluster:
+    """A running one-node SLURM cluster (installed with apt-get when missing), stopped afterwards."""
+    try:
+        ensure_slurm()
+    except SlurmUnavailable as exc:
+        pytest.skip(f"no SLURM cluster possible here: {exc}")
+    cluster = SlurmCluster(tmp_path_factory.mktemp("slurm"))
+    request.addfinalizer(cluster.stop)  # also when start() or the test fails
+    started = time.monotonic()
+    cluster.start()
+    print(f"SLURM cluster up in {time.monotonic() - started:.1f} s, pids {cluster.pids}")
+    return cluster
+
+
+def assert_close(actual, expected, path="summary", rel=1e-9, abs_=1e-12):
+    """Recursive equality; floats to a tight tolerance (see test docstring)."""
+    if isinstance(expected, dict):
+        assert isinstance(actual, dict) and actual.keys() == expected.keys(), path
+        for key in expected:
+            assert_close(actual[key], expected[key], f"{path}.{key}", rel, abs_)
+    elif isinstance(expected, list):
+        assert isinstance(actual, list) and len(actual) == len(expected), path
+        for i, (a, e) in enumerate(zip(actual, expected)):
+            assert_close(a, e, f"{path}[{i}]", rel, abs_)
+    elif isinstance(expected, float) and not isinstance(expected, bool):
+        assert isinstance(actual, (int, float)), path
+        assert math.isclose(actual, expected, rel_tol=rel, abs_tol=abs_) or (
+            math.isnan(actual) and math.isnan(expected)), f"{path}: {actual!r} != {expected!r}"
+    else:
+        assert actual == expected, f"{path}: {actual!r} != {expected!r}"
+
+
+def slurm_jobs_by_rule(root: Path) -> dict[str, str]:
+    """{SLURM job id: rule} from the plugin's log tree .snakemake/slurm_logs/rule_<rule>/<wildcards>/<id>.log."""
+    jobs = {}
+    for log in (root / ".snakemake/slurm_logs").glob("rule_*/**/*.log"):
+        rule_dir = log.relative_to(root / ".snakemake/slurm_logs").parts[0]
+        jobs[log.stem] = rule_dir.removeprefix("rule_")
+    return jobs
+
+
+def test_slurm_profile_runs_workflow_on_cluster(slurm_cluster, local_run, tmp_path):
+    (tmp_path / "repo").mkdir()
+    root = copy_repo(tmp_path / "repo")
+    overlay = tmp_path / "slurm-test" / "config.yaml"
+    overlay.parent.mkdir()
+    overlay.write_text(yaml.safe_dump(TEST_OVERLAY, sort_keys=False))
+
+    started = time.monotonic()
+    proc = run([str(BIN / "snakemake"), "--profile", "profiles/slurm", "--profile", str(overlay.parent),
+                "--workflow-profile", "none"], cwd=root, timeout=900)
+    wall = time.monotonic() - started
+    output = proc.stdout + proc.stderr
+    print(f"SLURM run: {wall:.1f} s wall")
+
+    # ---- the jobs went through SLURM --------------------------------------------------------
+    run_id = re.search(r"SLURM run ID: (\S+)", output).group(1)
+    submitted = dict(re.findall(r"Job (\d+) has been submitted with SLURM jobid (\d+)", output))
+    assert submitted, output[-3000:]
+    completed = {r["JobId"]: r for r in slurm_cluster.jobcomp_records() if r.get("Name") == run_id}
+    assert set(completed) == set(submitted.values()), "every submitted job is in the job completion log"
+    assert {r["JobState"] for r in completed.values()} == {"COMPLETED"}
+
+    by_rule = slurm_jobs_by_rule(root)
+    assert set(by_rule) == set(completed)
+    remote_rules = set(re.findall(r"^rule (\w+):", output, re.M))
+    local_rules = set(re.findall(r"^localrule (\w+):", output, re.M))
+    assert set(by_rule.values()) == remote_rules
+    assert set(GPU_RULES) <= remote_rules
+    assert LOCAL_RULES <= local_rules and not LOCAL_RULES & remote_rules, "localrules stay on the submit host"
+
+    # ---- the GPU slot allocator stays out of the way inside the allocation --------------------
+    gpu_logs = [p for p in (root / "logs/features").rglob("*.log")]
+    gpu_logs += [p for p in (root / "logs/inversion").rglob("*.log") if not p.name.startswith("gather_")]
+    assert len(gpu_logs) == sum(1 for rule in by_rule.values() if rule in GPU_RULES)
+    for log in gpu_logs:
+        text = log.read_text()
+        match = re.search(r"GPU slot: not allocating \(inside SLURM job (\d+)\)", text)
+        assert match, f"{log}: {text[-1500:]}"
+        assert match.group(1) in completed
+        assert by_rule[match.group(1)] in GPU_RULES
+        local_text = (local_run / log.relative_to(root)).read_text()
+        assert "GPU slot: no GPU visible, running on the CPU" in local_text  # the local run's path
+
+    # ---- same results as the local run ------------------------------------------------------
+    assert_close(read_summary(root), read_summary(local_run))
