@@ -49,7 +49,7 @@ def model_checkpoint(wildcards):
 
 def generated_dataset(wildcards):
     if config["datasets"][wildcards.dataset].get("generate"):
-        return f"{config['datasets'][wildcards.dataset]['dataroot']}/synthetic"
+        return f"{config['datasets'][wildcards.dataset]['dataroot']}/synthetic/split_zhou_Synthetic.json"
     return []
 
 

@@ -3,7 +3,11 @@
 
 rule generate_synthetic:
     output:
-        data=directory(f"{synthetic_root()}/synthetic"),
+        # the files that downstream rules read; the images sit beside them. (Not a directory()
+        # output: DVC relinks the files inside, which would change a directory's mtime.)
+        split=f"{synthetic_root()}/synthetic/split_zhou_Synthetic.json",
+        captions=f"{synthetic_root()}/synthetic/captions.json",
+        classnames=f"{synthetic_root()}/synthetic/classnames.txt",
     log:
         "logs/generate_synthetic.log",
     benchmark:
@@ -22,7 +26,7 @@ rule generate_synthetic:
 
 rule pretrain_tiny:
     input:
-        data=f"{synthetic_root()}/synthetic",
+        data=f"{synthetic_root()}/synthetic/split_zhou_Synthetic.json",
     output:
         checkpoint="data/models/{model}/checkpoint.pt",
         summary="data/models/{model}/pretrain.json",

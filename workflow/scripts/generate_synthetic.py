@@ -6,4 +6,4 @@ from crossgap.runtime import job_setup
 from crossgap.synthetic import generate_synthetic
 
 job_setup(snakemake.log[0], snakemake.threads)
-generate_synthetic(Path(snakemake.output.data).parent, **snakemake.params.synthetic)
+generate_synthetic(Path(snakemake.output.split).parent.parent, **snakemake.params.synthetic)

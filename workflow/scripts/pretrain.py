@@ -9,7 +9,7 @@ from crossgap.utils import write_json
 job_setup(snakemake.log[0], snakemake.threads)
 p = dict(snakemake.params.pretrain)
 summary = train_tiny_clip(
-    Path(snakemake.input.data).parent,
+    Path(snakemake.input.data).parent.parent,
     snakemake.output.checkpoint,
     model_name=snakemake.params.model["architecture"],
     epochs=p.get("epochs", 12),
