@@ -97,13 +97,14 @@ def augment(images: torch.Tensor, generator: torch.Generator, max_shift: int = 4
     """Random shift (replicate padding), horizontal flip and Gaussian noise on ``(B, 3, H, W)``."""
     b, _, h, w = images.shape
     padded = F.pad(images, (max_shift,) * 4, mode="replicate")
-    offs = torch.randint(0, 2 * max_shift + 1, (b, 2), generator=generator)
-    flips = torch.rand(b, generator=generator) < 0.5
-    out = torch.empty_like(images)
-    for i in range(b):
-        dy, dx = int(offs[i, 0]), int(offs[i, 1])
-        crop = padded[i, :, dy : dy + h, dx : dx + w]
-        out[i] = crop.flip(-1) if flips[i] else crop
+    offs = torch.randint(0, 2 * max_shift + 1, (b, 2), generator=generator).to(images.device)
+    flips = (torch.rand(b, generator=generator) < 0.5).to(images.device)
+    cols = torch.arange(w, device=images.device)
+    ys = offs[:, :1] + torch.arange(h, device=images.device)  # (B, H)
+    xs = offs[:, 1:] + torch.where(flips[:, None], cols.flip(0), cols)  # (B, W), reversed = h-flip
+    rows_b = torch.arange(b, device=images.device)[:, None, None, None]
+    chans = torch.arange(images.shape[1], device=images.device)[None, :, None, None]
+    out = padded[rows_b, chans, ys[:, None, :, None], xs[:, None, None, :]]  # (B, C, H, W)
     return out + noise_std * torch.randn(out.shape, generator=generator).to(out.device)
 
 

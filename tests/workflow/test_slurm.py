@@ -2,10 +2,13 @@
 through sbatch and gives the same metrics as the local run.
 
 The cluster (tests/workflow/slurm_cluster.py) is CPU-only, so a small overlay profile, written
-here and given as a second ``--profile``, replaces the shipped GPU requests (gpu=1 -> --gpus=1,
-which no node could satisfy) by gpu=0, caps threads at the node's 2 CPUs with the thread counts
-of the local run, and makes the plugin poll ``squeue`` after 1 s (no accounting database, so no
-sacct; the default first check after 40 s would make this test minutes longer).
+here and given as a second ``--profile`` (per key, the later profile wins), replaces the shipped
+GPU requests (gpu=1 -> --gpus=1, which no node here could satisfy) by gpu=0, caps threads at the
+node's 2 CPUs with the thread counts of the local run (so the metrics come out bit-identical),
+makes the plugin poll ``squeue`` 1 s after a submission (no accounting database, so no sacct;
+the default first check after 40 s would make this test minutes longer) and groups the
+evaluation jobs into one SLURM job, as the README suggests for many small jobs.
+``--workflow-profile none`` keeps profiles/default (the local profile) out, as the README says.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from workflow_helpers import BIN, copy_repo, read_summary, run
 pytestmark = pytest.mark.slow
 
 GPU_RULES = ("extract_features", "prompt_features", "oti_shard", "ovi_shard")
+EVALUATION_RULES = {"evaluate_image_retrieval", "evaluate_text_retrieval", "evaluate_zero_shot", "modality_gap"}
 LOCAL_RULES = {"aggregate", "plots", "gather_oti", "gather_ovi"}  # localrules in workflow/rules/report.smk
 
 # Test-only settings on top of profiles/slurm (per key, a later --profile wins).
@@ -45,12 +49,20 @@ TEST_OVERLAY = {
     "slurm-init-seconds-before-status-checks": 1,
     # Keep the SLURM log of every job: its directory names the rule a SLURM job id belongs to.
     "slurm-keep-successful-logs": True,
+    # The README's advice for many small jobs: the 8 evaluation jobs of the reduced default
+    # (independent of one another) go to SLURM as one group job.
+    "groups": {rule: "evaluation" for rule in sorted(EVALUATION_RULES)},
+    "group-components": {"evaluation": 8},
 }
 
 
 @pytest.fixture(scope="session")
 def slurm_cluster(tmp_path_factory, request) -> SlurmCluster:
     """A running one-node SLURM cluster (installed with apt-get when missing), stopped afterwards."""
+    try:
+        import snakemake_executor_plugin_slurm  # noqa: F401
+    except ImportError:  # a pinned dependency (pyproject.toml): missing means a broken install
+        pytest.fail("snakemake-executor-plugin-slurm is not installed (pinned in pyproject.toml)")
     try:
         ensure_slurm()
     except SlurmUnavailable as exc:
@@ -81,13 +93,11 @@ def assert_close(actual, expected, path="summary", rel=1e-9, abs_=1e-12):
         assert actual == expected, f"{path}: {actual!r} != {expected!r}"
 
 
-def slurm_jobs_by_rule(root: Path) -> dict[str, str]:
-    """{SLURM job id: rule} from the plugin's log tree .snakemake/slurm_logs/rule_<rule>/<wildcards>/<id>.log."""
-    jobs = {}
-    for log in (root / ".snakemake/slurm_logs").glob("rule_*/**/*.log"):
-        rule_dir = log.relative_to(root / ".snakemake/slurm_logs").parts[0]
-        jobs[log.stem] = rule_dir.removeprefix("rule_")
-    return jobs
+def slurm_jobs_by_log_dir(root: Path) -> dict[str, str]:
+    """{SLURM job id: top directory} of the plugin's log tree: .snakemake/slurm_logs/rule_<rule>/<wildcards>/<id>.log,
+    or group_<group>_<rules>/<id>.log for a group job."""
+    logs = root / ".snakemake/slurm_logs"
+    return {log.stem: log.relative_to(logs).parts[0] for log in logs.rglob("*.log")}
 
 
 def test_slurm_profile_runs_workflow_on_cluster(slurm_cluster, local_run, tmp_path):
@@ -106,19 +116,24 @@ def test_slurm_profile_runs_workflow_on_cluster(slurm_cluster, local_run, tmp_pa
 
     # ---- the jobs went through SLURM --------------------------------------------------------
     run_id = re.search(r"SLURM run ID: (\S+)", output).group(1)
-    submitted = dict(re.findall(r"Job (\d+) has been submitted with SLURM jobid (\d+)", output))
+    # Snakemake job id (a number, or a UUID for a group job) -> SLURM job id
+    submitted = dict(re.findall(r"Job (\S+) has been submitted with SLURM jobid (\d+)", output))
     assert submitted, output[-3000:]
     completed = {r["JobId"]: r for r in slurm_cluster.jobcomp_records() if r.get("Name") == run_id}
     assert set(completed) == set(submitted.values()), "every submitted job is in the job completion log"
     assert {r["JobState"] for r in completed.values()} == {"COMPLETED"}
 
-    by_rule = slurm_jobs_by_rule(root)
-    assert set(by_rule) == set(completed)
-    remote_rules = set(re.findall(r"^rule (\w+):", output, re.M))
+    by_dir = slurm_jobs_by_log_dir(root)  # SLURM job id -> rule_<rule> / group_<group>_<rules>
+    assert set(by_dir) == set(completed)
+    by_rule = {job: d.removeprefix("rule_") for job, d in by_dir.items() if d.startswith("rule_")}
+    groups = [job for job, d in by_dir.items() if d.startswith("group_evaluation")]
+    assert len(groups) == 1 and len(by_rule) == len(by_dir) - 1, by_dir
+    # Top-level 'rule X:' lines are the single submitted jobs, indented ones the group's members.
+    assert set(by_rule.values()) == set(re.findall(r"^rule (\w+):", output, re.M))
+    assert set(re.findall(r"^\s+rule (\w+):", output, re.M)) == EVALUATION_RULES
+    assert set(GPU_RULES) <= set(by_rule.values())
     local_rules = set(re.findall(r"^localrule (\w+):", output, re.M))
-    assert set(by_rule.values()) == remote_rules
-    assert set(GPU_RULES) <= remote_rules
-    assert LOCAL_RULES <= local_rules and not LOCAL_RULES & remote_rules, "localrules stay on the submit host"
+    assert LOCAL_RULES <= local_rules and not LOCAL_RULES & set(by_rule.values()), "localrules stay on the submit host"
 
     # ---- the GPU slot allocator stays out of the way inside the allocation --------------------
     gpu_logs = [p for p in (root / "logs/features").rglob("*.log")]
@@ -134,4 +149,9 @@ def test_slurm_profile_runs_workflow_on_cluster(slurm_cluster, local_run, tmp_pa
         assert "GPU slot: no GPU visible, running on the CPU" in local_text  # the local run's path
 
     # ---- same results as the local run ------------------------------------------------------
-    assert_close(read_summary(root), read_summary(local_run))
+    # Same code, data, seeds and torch thread counts (TEST_OVERLAY pins them to the local run's):
+    # the metrics are bit-identical, not just close. assert_close first, for a readable first
+    # difference should that ever change.
+    slurm_metrics, local_metrics = read_summary(root), read_summary(local_run)
+    assert_close(slurm_metrics, local_metrics)
+    assert slurm_metrics == local_metrics

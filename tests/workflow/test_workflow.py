@@ -12,21 +12,7 @@ import yaml
 
 from crossgap import plan
 from crossgap.metrics.results import TASK_METHODS
-from workflow_helpers import BIN, REPO, copy_repo, read_summary, run, test_params
-
-
-def job_stats(output: str) -> dict[str, int]:
-    """Snakemake's 'Job stats' table of a dry run as {rule: count}."""
-    block = output.split("Job stats:", 1)[1]
-    stats = {}
-    for line in block.splitlines()[3:]:
-        match = re.fullmatch(r"(\w+)\s+(\d+)", line.strip())
-        if not match:
-            break
-        stats[match.group(1)] = int(match.group(2))
-    total = stats.pop("total")
-    assert total == sum(stats.values())
-    return stats
+from workflow_helpers import BIN, REPO, copy_repo, job_stats, read_summary, run, test_params
 
 
 def expected_jobs(config: dict) -> dict[str, int]:

@@ -9,6 +9,7 @@ Snakemake (configfile) and DVC (params) both read the reduced values.
 from __future__ import annotations
 
 import json
+import re
 import os
 import shutil
 import subprocess
@@ -63,6 +64,22 @@ def copy_repo(dest: Path, params: dict[str, Any] | None = None) -> Path:
             shutil.copy2(src, dest / rel)
     (dest / "params.yaml").write_text(yaml.safe_dump(params or test_params(), sort_keys=False))
     return dest
+
+
+def job_stats(output: str) -> dict[str, int]:
+    """Snakemake's 'Job stats' table of a dry run as {rule: count}."""
+    if "Job stats:" not in output:
+        return {}
+    block = output.split("Job stats:", 1)[1]
+    stats = {}
+    for line in block.splitlines()[3:]:
+        match = re.fullmatch(r"(\w+)\s+(\d+)", line.strip())
+        if not match:
+            break
+        stats[match.group(1)] = int(match.group(2))
+    total = stats.pop("total")
+    assert total == sum(stats.values())
+    return stats
 
 
 def read_summary(root: Path) -> dict[str, Any]:
