@@ -26,6 +26,7 @@ Run ``python tests/workflow/slurm_cluster.py`` to bring the cluster up, print ``
 from __future__ import annotations
 
 import ctypes
+import fcntl
 import os
 import re
 import shutil
@@ -37,6 +38,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 SLURM_CONF = Path("/etc/slurm/slurm.conf")
+# One test cluster per machine at a time (it owns /etc/slurm/slurm.conf): an flock, released by
+# the kernel even when the holder dies.
+LOCK_FILE = Path("/tmp/crossgap-slurm-test-cluster.lock")
+MARKER = "# Single-node test cluster written by tests/workflow/slurm_cluster.py"
 PACKAGES = ["slurm-wlm", "munge"]
 # What the test needs on PATH: the daemons, the clients the plugin calls, munge.
 BINARIES = ["slurmctld", "slurmd", "sbatch", "srun", "squeue", "sinfo", "scontrol", "scancel", "munged", "munge"]
@@ -143,6 +148,7 @@ class SlurmCluster:
     _backup: Path | None = None
     _wrote_conf: bool = False
     _stepds_before: set[int] = field(default_factory=set)
+    _lock: object = None
 
     @property
     def jobcomp(self) -> Path:
@@ -156,7 +162,7 @@ class SlurmCluster:
         host = re.match(r"NodeName=(\S+)", node).group(1)
         r = self.root
         return "\n".join([
-            "# Single-node test cluster written by tests/workflow/slurm_cluster.py (removed after the test).",
+            f"{MARKER} (removed after the test).",
             "ClusterName=crossgap-test",
             f"SlurmctldHost={host}(127.0.0.1)",
             f"SlurmctldPort={ctld_port}",
@@ -196,22 +202,27 @@ class SlurmCluster:
         ])
 
     # ---- bring-up ---------------------------------------------------------------------------
-    def start(self, timeout: float = 60) -> None:
-        """Write the configuration, start munged/slurmctld/slurmd and wait until the node is idle."""
+    def start(self, timeout: float = 60, lock_timeout: float = 1800) -> None:
+        """Write the configuration, start munged/slurmctld/slurmd and wait until the node is idle.
+
+        Waits up to ``lock_timeout`` seconds for another test cluster on this machine to stop.
+        """
         ensure_slurm()
         self.root.mkdir(parents=True, exist_ok=True)
         for sub in ("state", "spool"):
             (self.root / sub).mkdir(exist_ok=True)
-        self._stepds_before = _slurmstepd_pids()
-        conf = self.config(node_line(), _free_port(), _free_port())
-        (self.root / "slurm.conf").write_text(conf)
-        if SLURM_CONF.exists():
-            self._backup = self.root / "slurm.conf.orig"
-            shutil.copy2(SLURM_CONF, self._backup)
-        SLURM_CONF.parent.mkdir(parents=True, exist_ok=True)
-        SLURM_CONF.write_text(conf)
-        self._wrote_conf = True
+        self._acquire_lock(lock_timeout)
         try:
+            self._stepds_before = _slurmstepd_pids()
+            conf = self.config(node_line(), _free_port(), _free_port())
+            (self.root / "slurm.conf").write_text(conf)
+            # A file of ours left by a killed test run is not restored, just replaced and removed.
+            if SLURM_CONF.exists() and not SLURM_CONF.read_text(errors="replace").startswith(MARKER):
+                self._backup = self.root / "slurm.conf.orig"
+                shutil.copy2(SLURM_CONF, self._backup)
+            SLURM_CONF.parent.mkdir(parents=True, exist_ok=True)
+            SLURM_CONF.write_text(conf)
+            self._wrote_conf = True
             self._start_munge()
             self._spawn("slurmctld", [_bin("slurmctld"), "-D", "-c", "-i", "-f", str(SLURM_CONF)])
             self._wait(lambda: _sh(["scontrol", "ping"], check=False, timeout=10).returncode == 0,
@@ -221,6 +232,20 @@ class SlurmCluster:
         except BaseException:
             self.stop()
             raise
+
+    def _acquire_lock(self, timeout: float) -> None:
+        handle = open(LOCK_FILE, "a+")
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    handle.close()
+                    raise TimeoutError(f"another SLURM test cluster held {LOCK_FILE} for {timeout:.0f} s")
+                time.sleep(1)
+        self._lock = handle
 
     def _start_munge(self) -> None:
         if self._munge_works():
@@ -318,6 +343,9 @@ class SlurmCluster:
             else:
                 SLURM_CONF.unlink(missing_ok=True)
             self._wrote_conf = False
+        if self._lock is not None:
+            self._lock.close()  # releases the flock
+            self._lock = None
 
     def __enter__(self) -> "SlurmCluster":
         self.start()

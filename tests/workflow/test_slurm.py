@@ -32,13 +32,12 @@ LOCAL_RULES = {"aggregate", "plots", "gather_oti", "gather_ovi"}  # localrules i
 
 # Test-only settings on top of profiles/slurm (per key, a later --profile wins).
 TEST_OVERLAY = {
-    # The node has 2 CPUs: no job may ask for more. pretrain_tiny uses workflow.cores (= 2, as
-    # in the local run with --cores 2).
+    # The node has 2 CPUs: no job may ask for more.
     "cores": 2,
     "local-cores": 2,
-    # Rule thread counts as in the local run (the shipped profile raises them for GPU nodes):
-    # the same torch thread count keeps the results bit-identical.
-    "set-threads": {"extract_features": 2, "oti_shard": 1, "ovi_shard": 1},
+    # Thread counts of the local run (--cores 2; the shipped profile raises them for cluster
+    # nodes): the same torch thread counts keep the results bit-identical.
+    "set-threads": {"extract_features": 2, "oti_shard": 1, "ovi_shard": 1, "pretrain_tiny": 2},
     # No GPU on this cluster: drop the per-rule GPU requests the shipped profile makes.
     "set-resources": {rule: {"gpu": 0} for rule in GPU_RULES},
     "latency-wait": 5,  # one local file system
