@@ -8,7 +8,7 @@ node's 2 CPUs with the thread counts of the local run (so the metrics come out b
 makes the plugin poll ``squeue`` 1 s after a submission (no accounting database, so no sacct;
 the default first check after 40 s would make this test minutes longer) and groups the
 evaluation jobs into one SLURM job, as the README suggests for many small jobs.
-``--workflow-profile none`` keeps profiles/default (the local profile) out, as the README says.
+``--workflow-profile none`` makes the run depend on the two profiles given only.
 """
 
 from __future__ import annotations

@@ -38,7 +38,7 @@ rule pretrain_tiny:
         "logs/bench/pretrain/{model}.tsv"
     conda:
         "../envs/crossgap.yaml"
-    threads: workflow.cores
+    threads: 8  # capped at --cores; fixed so that cluster jobs do not take a whole node
     resources:
         mem_mb=4000,
         runtime=60,
