@@ -15,37 +15,13 @@ import pytest
 import torch
 
 import crossgap.models  # noqa: F401  (registers crossgap's model configs)
+from model_helpers import build_openai_clip
 
 TEST_CONFIGS = Path(__file__).parent / "model_configs"
 open_clip.add_model_config(TEST_CONFIGS)
 
 torch.set_num_threads(2)
 logging.getLogger("root").setLevel(logging.ERROR)  # open_clip warns about random init via the root logger
-
-
-def build_openai_clip(vit: bool = True, *, width: int = 64, layers: int = 2, patch: int = 8,
-                      resolution: int = 32, text_width: int = 64, embed_dim: int = 32,
-                      context_length: int = 77) -> torch.nn.Module:
-    """A random-init ``clip.model.CLIP`` (ViT or ResNet vision tower) with OpenAI's layout."""
-    from clip.model import CLIP
-
-    torch.manual_seed(0)
-    model = CLIP(
-        embed_dim=embed_dim,
-        image_resolution=resolution,
-        vision_layers=layers if vit else (1, 1, 1, 1),
-        vision_width=width,
-        vision_patch_size=patch if vit else None,
-        context_length=context_length,
-        vocab_size=49408,
-        transformer_width=text_width,
-        transformer_heads=max(text_width // 64, 1),
-        transformer_layers=layers,
-    )
-    # OpenAI's checkpoints ship fp16 weights; load_clip must return fp32 regardless.
-    for p in model.parameters():
-        torch.nn.init.normal_(p, std=0.02) if p.dim() > 1 else None
-    return model
 
 
 @pytest.fixture(scope="session")

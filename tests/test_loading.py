@@ -8,7 +8,7 @@ import torch
 import crossgap.models.loading as loading
 from crossgap import load_clip
 from crossgap.models import infer_backend
-from conftest import build_openai_clip
+from model_helpers import build_openai_clip
 
 
 @pytest.mark.parametrize(

@@ -110,7 +110,7 @@ def test_models_are_frozen_fp32(tiny_models):
 @pytest.fixture(scope="module")
 def vit_b32_models(tmp_path_factory):
     import open_clip
-    from conftest import build_openai_clip
+    from model_helpers import build_openai_clip
 
     root = tmp_path_factory.mktemp("vitb32")
     openai_path = root / "ViT-B-32-openai.pt"
