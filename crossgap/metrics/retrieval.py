@@ -59,7 +59,12 @@ DEFAULT_KS: tuple[int, ...] = (1, 5, 10)
 
 def as_tensor(x: ArrayLike, device: torch.device, dtype: torch.dtype | None = None) -> torch.Tensor:
     """``x`` (tensor, numpy array or sequence) as a tensor on ``device`` (optionally cast)."""
-    t = x if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x))
+    if isinstance(x, torch.Tensor):
+        t = x
+    else:
+        arr = np.asarray(x)
+        # read-only arrays (e.g. pandas' to_numpy()) cannot back a tensor safely: copy those only
+        t = torch.as_tensor(arr if arr.flags.writeable else arr.copy())
     return t.to(device=device, dtype=dtype if dtype is not None else t.dtype)
 
 
