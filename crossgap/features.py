@@ -6,7 +6,6 @@ normalisation happens where similarities are computed.  Loops show a tqdm progre
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence
@@ -16,7 +15,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from crossgap.utils import autocast_dtype
+from crossgap.utils import autocast_context
 
 if TYPE_CHECKING:
     from crossgap.models.base import CLIPWrapper
@@ -49,13 +48,6 @@ class _ImageFiles(Dataset):
             raise OSError(f"cannot read image {path}: {exc}") from exc
 
 
-def _autocast(model: "CLIPWrapper"):
-    dtype = autocast_dtype(model.device)
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=model.device.type, dtype=dtype)
-
-
 @torch.no_grad()
 def encode_images(
     model: "CLIPWrapper",
@@ -71,7 +63,7 @@ def encode_images(
     loader = DataLoader(_ImageFiles(paths, preprocess, boxes), batch_size=batch_size, num_workers=num_workers)
     out = []
     for batch in tqdm(loader, desc="image features", disable=not progress, dynamic_ncols=True):
-        with _autocast(model):
+        with autocast_context(model.device):
             out.append(model.encode_image(batch.to(model.device)).float().cpu())
     return torch.cat(out) if out else torch.empty(0, 0)
 
@@ -85,7 +77,7 @@ def encode_texts(
     starts = range(0, len(texts), batch_size)
     for start in tqdm(starts, desc="text features", disable=not progress, dynamic_ncols=True):
         ids = model.tokenizer(list(texts[start : start + batch_size])).to(model.device)
-        with _autocast(model):
+        with autocast_context(model.device):
             out.append(model.encode_text(ids).float().cpu())
     return torch.cat(out) if out else torch.empty(0, 0)
 

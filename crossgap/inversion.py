@@ -12,7 +12,6 @@ gives the same tokens on the same device whatever ``batch_size`` is.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from typing import Callable
 
@@ -21,7 +20,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from crossgap.models.base import CLIPWrapper
-from crossgap.utils import autocast_dtype
+from crossgap.utils import autocast_context, autocast_dtype
 
 log = logging.getLogger(__name__)
 
@@ -59,12 +58,7 @@ def _optimise(
     losses = torch.empty(targets.shape[0], steps)
     bar = tqdm(range(steps), desc=desc, disable=not progress, leave=False, dynamic_ncols=True)
     for step in bar:
-        autocast = (
-            torch.autocast(device_type=device.type, dtype=amp_dtype)
-            if amp_dtype is not None
-            else contextlib.nullcontext()
-        )
-        with autocast:
+        with autocast_context(device):
             encoded = encode(tokens)
         per_sample = 1.0 - (F.normalize(encoded.float(), dim=-1) * targets).sum(dim=-1)
         loss = per_sample.sum()

@@ -19,18 +19,12 @@ import pandas as pd
 import torch
 
 from crossgap.datasets.manifest import query_boxes, query_gallery, read_manifest, select
+from crossgap.plan import split_spec
 from crossgap.storage import FeatureSet, load_feature_set, save_feature_set, take
 from crossgap.utils import atomic_path
 
 log = logging.getLogger(__name__)
 
-ALL_SPLITS = "all"
-"""File-name token for the selection of every split (``"*"`` in a protocol)."""
-
-
-def split_spec(split: str) -> str:
-    """Protocol split of a file-name split token (``all`` → ``*``)."""
-    return "*" if split == ALL_SPLITS else split
 
 
 def load_model(spec: Mapping[str, Any], device: str | None = None):

@@ -21,6 +21,11 @@ def split_token(split: str) -> str:
     return ALL_SPLITS if split == "*" else split
 
 
+def split_spec(token: str) -> str:
+    """Protocol split of a file-name split token (``all`` → ``*``); inverse of :func:`split_token`."""
+    return "*" if token == ALL_SPLITS else token
+
+
 def protocol(dataset_cfg: Mapping[str, Any]) -> dict[str, Any]:
     """The adapter's protocol restricted to supported tasks."""
     proto = get_adapter(dataset_cfg["adapter"]).protocol

@@ -99,12 +99,26 @@ def aggregate_step(
     return summary
 
 
-def plot_comparison(table_csv: str, out_png: str) -> None:
-    """Grouped bars, one panel per dataset: baseline vs inverted per model × task."""
+def _pyplot():
+    """matplotlib's pyplot on the non-interactive Agg backend (jobs have no display)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save_png(fig, out_png: str) -> None:
+    """Write ``fig`` to ``out_png`` atomically and close it."""
+    with atomic_path(out_png) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    _pyplot().close(fig)
+
+
+def plot_comparison(table_csv: str, out_png: str) -> None:
+    """Grouped bars, one panel per dataset: baseline vs inverted per model × task."""
+    plt = _pyplot()
 
     table = pd.read_csv(table_csv)
     datasets = sorted(table["dataset"].unique()) or ["(none)"]
@@ -120,17 +134,12 @@ def plot_comparison(table_csv: str, out_png: str) -> None:
         ax.set_title(dataset)
         ax.legend(fontsize=7)
     fig.tight_layout()
-    with atomic_path(out_png) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
+    _save_png(fig, out_png)
 
 
 def plot_losses(loss_csvs: Mapping[str, str], out_png: str) -> None:
     """Mean inversion loss per step, one line per inversion (label → CSV with ``step, loss``)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
 
     fig, ax = plt.subplots(figsize=(7, 4))
     for label, path in sorted(loss_csvs.items()):
@@ -141,6 +150,4 @@ def plot_losses(loss_csvs: Mapping[str, str], out_png: str) -> None:
     ax.set_title("OTI / OVI loss curves")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    with atomic_path(out_png) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
+    _save_png(fig, out_png)

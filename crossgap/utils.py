@@ -60,6 +60,14 @@ def autocast_dtype(device: torch.device) -> torch.dtype | None:
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
+def autocast_context(device: torch.device) -> contextlib.AbstractContextManager:
+    """``torch.autocast`` with :func:`autocast_dtype` on CUDA; a no-op context on the CPU."""
+    dtype = autocast_dtype(device)
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
 def setup_logging(log_file: str | os.PathLike | None = None, level: int = logging.INFO) -> None:
     """Configure root logging to stderr and, when given, to ``log_file`` (appending)."""
     handlers: list[logging.Handler] = [logging.StreamHandler()]

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from crossgap.datasets.errors import ManifestError
+from crossgap.datasets.text_base import plain_text_row
 from crossgap.datasets.manifest import (
     MANIFEST_COLUMNS,
     qrels_pairs,
@@ -30,16 +31,7 @@ def _frame(rows):
 
 
 def _text(split, key, text):
-    return {
-        "id": f"{split}/{key}",
-        "split": split,
-        "modality": "text",
-        "path": None,
-        "text": text,
-        "label": -1,
-        "classname": None,
-        "group": None,
-    }
+    return plain_text_row(split, key, text)
 
 
 def _image(split, name):
