@@ -16,6 +16,8 @@ from crossgap.metrics import (
     retrieval_per_query,
     write_result,
 )
+from crossgap.metrics.relevance import Relevance
+from crossgap.metrics.retrieval import _chunk_metrics
 
 KS = (1, 5, 10)
 
@@ -110,6 +112,56 @@ def test_ties_break_by_gallery_index():
     per_query = retrieval_per_query(q, g, q_lab, g_lab, chunk_size=8, device="cpu")
     refs = reference_all(q.astype(np.float64), g.astype(np.float64), q_lab[:, None] == g_lab[None, :])
     assert_matches(per_query, refs)
+
+
+def chunk_metrics_of(sim: np.ndarray, rel: np.ndarray) -> tuple[dict, int]:
+    """crossgap's chunk metrics of an exact similarity matrix ``[B, G]``: ``I_B @ sim`` is exact."""
+    b, n_g = sim.shape
+    idx, valid = Relevance(b, n_g, torch.device("cpu"), None, None, torch.from_numpy(rel), None, None).lists(0, b)
+    t = torch.from_numpy(sim)
+    return _chunk_metrics(torch.eye(b, dtype=t.dtype), t.T.contiguous(), idx, valid, None, KS)
+
+
+def assert_chunk_matches(out: dict, sim: np.ndarray, rel: np.ndarray) -> None:
+    for i in range(sim.shape[0]):
+        ref = reference_query(sim[i].astype(np.float64), rel[i])
+        assert ref is not None
+        assert out["ap"][i].item() == pytest.approx(ref["ap"], abs=1e-12), i
+        assert out["ap_at_r"][i].item() == pytest.approx(ref["ap_at_r"], abs=1e-12), i
+        assert out["r_precision"][i].item() == pytest.approx(ref["r_precision"], abs=1e-12), i
+        for k in KS:
+            assert float(out[f"hit{k}"][i]) == ref[f"hit{k}"], (i, k)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_ties_across_relevance_are_counted_by_index_without_sorting(dtype):
+    """Non-relevant items equal to a relevant one, at lower and at higher gallery indices."""
+    rng = np.random.default_rng(12)
+    sim = rng.normal(size=(24, 300)).astype(dtype)
+    rel = rng.random((24, 300)) < 0.1
+    rel[:, 0] = True
+    for i in range(24):
+        pos, neg = np.flatnonzero(rel[i]), np.flatnonzero(~rel[i])
+        for p in rng.choice(pos, 3, replace=True):
+            sim[i, rng.choice(neg, 2, replace=False)] = sim[i, p]  # copies on both sides of p
+    out, n_sorted = chunk_metrics_of(sim, rel)
+    assert n_sorted == 0  # handled by the searchsorted path
+    assert_chunk_matches(out, sim, rel)
+
+
+def test_ties_among_relevant_items_use_the_sort_path():
+    rng = np.random.default_rng(13)
+    sim = rng.normal(size=(10, 120))
+    rel = rng.random((10, 120)) < 0.2
+    rel[:, :2] = True
+    sim[[2, 5, 7], 1] = sim[[2, 5, 7], 0]  # two relevant items tied
+    out, n_sorted = chunk_metrics_of(sim, rel)
+    assert n_sorted == 3
+    assert_chunk_matches(out, sim, rel)
+    coarse = np.round(sim * 4) / 4  # ties of every kind
+    out, n_sorted = chunk_metrics_of(coarse, rel)
+    assert n_sorted == 10
+    assert_chunk_matches(out, coarse, rel)
 
 
 def test_tie_order_hand_example():

@@ -31,13 +31,25 @@ of the item at rank ``k`` (1-based), ``P@k`` the precision of the top ``k``:
 * ``R@k`` for k in 1, 5, 10: 1 if **any** relevant item is in the top ``k`` else 0 (the
   "Recall@k" of metric-learning papers, not the fraction of relevant items retrieved).
 
-Implementation: queries are processed in chunks of ``chunk_size`` rows; per chunk the
-similarity rows ``[B, G]`` are sorted (``torch.sort(stable=True)`` on the features' device),
-the relevance is gathered in ranked order and the positions of relevant hits (``nonzero``)
-give every metric through ``index_add`` — no per-query Python loop.  Peak memory is about
-``chunk_size × G × 26`` bytes: 18 B/element for the float32 similarity, the sorted values,
-the int64 order and two bool masks, plus the sort's workspace (25 B/element measured on CPU);
-e.g. ~34 GB for 1024 × 1.28M — lower ``chunk_size`` on smaller devices.
+Implementation: queries are processed in chunks of ``chunk_size`` rows, with no per-query
+Python loop.  Every metric above depends only on the ranks of a query's relevant items, and the
+rank of its ``j``-th best relevant item (0-based) is ``j`` plus the number of *non-relevant*
+items ranked above it.  So instead of sorting the gallery, per chunk:
+
+1. the relevant items' similarities are gathered and sorted (``[B, Rmax]``, small);
+2. the non-relevant similarities ``[B, G]`` are bucketed among those thresholds with one
+   batched ``torch.searchsorted`` (``O(G log R)`` instead of the sort's ``O(G log G)``);
+3. a ``bincount`` of the buckets and a suffix sum give the counts, hence the ranks.
+
+Each threshold ``t`` is paired with the float just below it, so a non-relevant similarity
+*equal* to a relevant one lands in an odd bucket; those few items are located and counted
+ahead of the relevant item when their gallery index is lower, as the tie rule says.  (Such
+exact float32 ties are not rare: with 200k gallery items and 200 relevant ones, about one per
+query.)  A query whose relevant items tie among themselves is ranked by the reference path
+instead (stable sort, relevance gathered in ranked order).  Peak memory is about
+``chunk_size × G × 8`` bytes (float32 similarity, then int32 buckets; the sort path needs
+~26 B per element, for its few rows) — e.g. ~10 GB for 1024 × 1.28M; lower ``chunk_size`` on
+smaller devices.
 """
 
 from __future__ import annotations
@@ -46,26 +58,14 @@ import logging
 from dataclasses import dataclass
 from typing import Iterator, Sequence
 
-import numpy as np
 import torch
 
+from crossgap.metrics.relevance import ArrayLike, Relevance, as_tensor, lists_to_dense
 from crossgap.utils import resolve_device
 
 log = logging.getLogger(__name__)
 
-ArrayLike = torch.Tensor | np.ndarray | Sequence
 DEFAULT_KS: tuple[int, ...] = (1, 5, 10)
-
-
-def as_tensor(x: ArrayLike, device: torch.device, dtype: torch.dtype | None = None) -> torch.Tensor:
-    """``x`` (tensor, numpy array or sequence) as a tensor on ``device`` (optionally cast)."""
-    if isinstance(x, torch.Tensor):
-        t = x
-    else:
-        arr = np.asarray(x)
-        # read-only arrays (e.g. pandas' to_numpy()) cannot back a tensor safely: copy those only
-        t = torch.as_tensor(arr if arr.flags.writeable else arr.copy())
-    return t.to(device=device, dtype=dtype if dtype is not None else t.dtype)
 
 
 def prepare_features(
@@ -119,83 +119,6 @@ def iter_ranked_chunks(
         yield start, stop, order
 
 
-class _Relevance:
-    """Produces the dense relevance rows ``[B, G]`` bool of a query chunk from one source."""
-
-    def __init__(
-        self,
-        n_q: int,
-        n_g: int,
-        device: torch.device,
-        query_labels: ArrayLike | None,
-        gallery_labels: ArrayLike | None,
-        relevance: ArrayLike | None,
-        query_groups: ArrayLike | None,
-        gallery_groups: ArrayLike | None,
-    ) -> None:
-        sources = [
-            name
-            for name, pair in (
-                ("labels", (query_labels, gallery_labels)),
-                ("groups", (query_groups, gallery_groups)),
-            )
-            if any(p is not None for p in pair)
-        ] + (["relevance"] if relevance is not None else [])
-        if len(sources) != 1:
-            raise ValueError(
-                "give exactly one relevance source (labels, groups or relevance); got " + (", ".join(sources) or "none")
-            )
-        self.n_q, self.n_g, self.device = n_q, n_g, device
-        self.dense: torch.Tensor | None = None
-        self.pairs: torch.Tensor | None = None
-        self.q_keys: torch.Tensor | None = None
-        self.g_keys: torch.Tensor | None = None
-        if sources[0] == "relevance":
-            rel = as_tensor(relevance, torch.device("cpu"))
-            if rel.dtype == torch.bool:
-                if tuple(rel.shape) != (n_q, n_g):
-                    raise ValueError(f"dense relevance must be [Q, G] = [{n_q}, {n_g}], got {tuple(rel.shape)}")
-                self.dense = rel
-            elif not rel.is_floating_point() and rel.ndim == 2 and rel.shape[1] == 2:
-                rel = rel.long()
-                if rel.numel() and (
-                    rel[:, 0].min() < 0 or rel[:, 0].max() >= n_q or rel[:, 1].min() < 0 or rel[:, 1].max() >= n_g
-                ):
-                    raise ValueError(f"relevance pairs out of range for [Q, G] = [{n_q}, {n_g}]")
-                self.pairs = rel[torch.argsort(rel[:, 0], stable=True)].to(device)
-            else:
-                raise ValueError("relevance must be a bool [Q, G] matrix or integer (query, gallery) pairs [P, 2]")
-        else:
-            qk, gk = (query_labels, gallery_labels) if sources[0] == "labels" else (query_groups, gallery_groups)
-            if qk is None or gk is None:
-                raise ValueError(f"{sources[0]}: both the query and the gallery side are required")
-            self.q_keys = as_tensor(qk, device).reshape(-1)
-            self.g_keys = as_tensor(gk, device).reshape(-1)
-            if self.q_keys.is_floating_point() or self.g_keys.is_floating_point():
-                raise ValueError(f"{sources[0]} must be integer arrays")
-            if self.q_keys.numel() != n_q or self.g_keys.numel() != n_g:
-                raise ValueError(
-                    f"{sources[0]} lengths ({self.q_keys.numel()}, {self.g_keys.numel()}) "
-                    f"do not match the features ({n_q}, {n_g})"
-                )
-            self.q_keys, self.g_keys = self.q_keys.long(), self.g_keys.long()
-
-    def rows(self, start: int, stop: int) -> torch.Tensor:
-        """Relevance of queries ``start:stop`` to the whole gallery, ``[B, G]`` bool."""
-        if self.q_keys is not None and self.g_keys is not None:
-            return self.q_keys[start:stop, None] == self.g_keys[None, :]
-        if self.dense is not None:
-            return self.dense[start:stop].to(self.device)
-        assert self.pairs is not None
-        out = torch.zeros(stop - start, self.n_g, dtype=torch.bool, device=self.device)
-        bounds = torch.searchsorted(
-            self.pairs[:, 0].contiguous(), torch.tensor([start, stop], device=self.device)
-        ).tolist()
-        chunk = self.pairs[bounds[0] : bounds[1]]
-        out[chunk[:, 0] - start, chunk[:, 1]] = True
-        return out
-
-
 @dataclass
 class RetrievalPerQuery:
     """Per-query retrieval values (CPU tensors, length Q, fractions in [0, 1], not ×100).
@@ -219,28 +142,118 @@ class RetrievalPerQuery:
         return self.num_relevant > 0
 
 
-def _chunk_metrics(rel_sorted: torch.Tensor, ks: Sequence[int]) -> dict[str, torch.Tensor]:
-    """Metrics of one chunk from its relevance in ranked order ``[B, G]`` bool."""
-    b = rel_sorted.shape[0]
-    dev = rel_sorted.device
-    hit_rows, hit_cols = rel_sorted.nonzero(as_tuple=True)  # [H], row-major order
-    n_rel = torch.bincount(hit_rows, minlength=b)  # [B] (much cheaper than a [B, G] sum)
-    offsets = torch.cumsum(n_rel, 0) - n_rel  # index of each row's first hit in the hit list
-    hit_no = torch.arange(hit_rows.numel(), device=dev) - offsets[hit_rows] + 1  # 1-based
-    precision = hit_no.double() / (hit_cols + 1).double()  # P@k at each relevant rank
-    in_top_r = hit_cols < n_rel[hit_rows]
-    denom = n_rel.double()
+def _rank_metrics(
+    b: int, hit_rows: torch.Tensor, rank0: torch.Tensor, hit_no: torch.Tensor, n_rel: torch.Tensor, ks: Sequence[int]
+) -> dict[str, torch.Tensor]:
+    """Per-query metrics of a chunk of ``b`` queries from the ranks of their relevant items.
+
+    Args:
+        hit_rows: ``[H]`` query (row) of each relevant item.
+        rank0: ``[H]`` its 0-based rank in the query's ranking.
+        hit_no: ``[H]`` its 1-based position among the query's relevant items, best first.
+        n_rel: ``[b]`` relevant items per query.
+    """
+    dev = rank0.device
+    precision = hit_no.double() / (rank0 + 1).double()  # P@k at each relevant rank
+    in_top_r = rank0 < n_rel[hit_rows]
+    denom = n_rel.double()  # 0 for queries without a relevant item: their values become NaN
     zeros = torch.zeros(b, dtype=torch.float64, device=dev)
     ap = zeros.index_add(0, hit_rows, precision) / denom
     ap_at_r = zeros.index_add(0, hit_rows, precision * in_top_r) / denom
     r_prec = zeros.index_add(0, hit_rows, in_top_r.double()) / denom
     first = torch.zeros(b, dtype=torch.long, device=dev)
     is_first = hit_no == 1
-    first[hit_rows[is_first]] = hit_cols[is_first] + 1
+    first[hit_rows[is_first]] = rank0[is_first].long() + 1
     out = {"ap": ap, "ap_at_r": ap_at_r, "r_precision": r_prec, "num_relevant": n_rel.long(), "first": first}
     for k in ks:
         out[f"hit{k}"] = (first > 0) & (first <= k)
     return out
+
+
+def _sorted_metrics(sim: torch.Tensor, rel: torch.Tensor, ks: Sequence[int]) -> dict[str, torch.Tensor]:
+    """Reference path: stable sort of ``sim [B, G]`` (modified), relevance ``[B, G]`` in ranked order."""
+    b = sim.shape[0]
+    if sim.is_cuda:
+        sim.add_(0.0)  # -0.0 -> +0.0: the CUDA radix sort would otherwise order -0.0 below +0.0
+    order = torch.sort(sim, dim=1, descending=True, stable=True).indices
+    rel_sorted = rel.gather(1, order)
+    del order
+    hit_rows, hit_cols = rel_sorted.nonzero(as_tuple=True)  # [H], row-major order
+    n_rel = torch.bincount(hit_rows, minlength=b)  # [B] (much cheaper than a [B, G] sum)
+    offsets = torch.cumsum(n_rel, 0) - n_rel  # index of each row's first hit in the hit list
+    hit_no = torch.arange(hit_rows.numel(), device=sim.device) - offsets[hit_rows] + 1
+    return _rank_metrics(b, hit_rows, hit_cols, hit_no, n_rel, ks)
+
+
+def _chunk_metrics(
+    q: torch.Tensor,
+    g: torch.Tensor,
+    idx: torch.Tensor,
+    valid: torch.Tensor,
+    self_offset: int | None,
+    ks: Sequence[int],
+) -> tuple[dict[str, torch.Tensor], int]:
+    """Metrics of one chunk of queries without sorting the gallery (module docstring).
+
+    Args:
+        q: ``[B, D]`` normalised queries; g: ``[G, D]`` normalised gallery.
+        idx, valid: ``[B, Rmax]`` relevant items (:meth:`Relevance.lists`).
+        self_offset: with leave-one-out, the gallery index of query row 0 (else ``None``).
+
+    Returns:
+        Per-query metrics (as :func:`_rank_metrics`) and the number of queries that were
+        ranked by the sort path (relevant items tied among themselves).
+    """
+    b, r_max = idx.shape
+    dev = q.device
+    inf = float("inf")
+    sim = q @ g.T  # [B, G]
+    if self_offset is not None:
+        rows = torch.arange(b, device=dev)
+        sim[rows, rows + self_offset] = -inf
+    scores = sim.gather(1, idx).masked_fill(~valid, inf)  # [B, Rmax], padding +inf
+    thresholds, order = scores.sort(dim=1)  # ascending, padding last
+    rel_items = idx.gather(1, order)  # gallery index of each threshold
+    n_rel = valid.sum(1)  # [B]
+    k = torch.arange(r_max, device=dev)
+    is_rel = k[None, :] < n_rel[:, None]  # [B, Rmax] the real thresholds
+    dup = ((thresholds[:, 1:] == thresholds[:, :-1]) & is_rel[:, 1:]).any(1)
+    exact = None
+    if bool(dup.any()):  # relevant items tied among themselves: the parity below would not hold
+        dup_rows = dup.nonzero().flatten()
+        dense = lists_to_dense(idx[dup_rows], valid[dup_rows], g.shape[0])
+        exact = (dup_rows, _sorted_metrics(sim[dup_rows], dense, ks))
+    sim.scatter_(1, idx, -inf)  # only non-relevant items are counted (bucket 0 for -inf)
+    below = torch.nextafter(thresholds, torch.full_like(thresholds, -inf))
+    bounds = torch.stack((below, thresholds), dim=2).reshape(b, 2 * r_max)
+    # bucket(v) = #{below < v} + #{t < v} = 2·#{t < v} + [v equals a threshold]
+    n_b = 2 * r_max + 2  # even, so that adding row offsets keeps the parity
+    bucket = torch.searchsorted(bounds, sim, out_int32=b * n_b < 2**31)
+    del sim
+    bucket += (torch.arange(b, dtype=bucket.dtype, device=dev) * n_b)[:, None]
+    hist = torch.bincount(bucket.view(-1), minlength=b * n_b).view(b, n_b)
+    higher = hist.flip(1).cumsum(1).flip(1)[:, 2::2]  # [B, Rmax] non-relevant items above t_k
+    # non-relevant items *equal* to a threshold rank ahead of it when their index is lower
+    ahead = torch.zeros_like(higher)
+    tie_rows = hist[:, 1::2].any(1).nonzero().flatten()
+    if tie_rows.numel():
+        odd = bucket[tie_rows].bitwise_and_(1)
+        sub_rows, cols = odd.nonzero(as_tuple=True)
+        del odd
+        rows = tie_rows[sub_rows]
+        tied_k = (bucket[rows, cols].long() - rows * n_b - 1) // 2
+        lower = cols < rel_items[rows, tied_k]
+        ahead.index_put_((rows[lower], tied_k[lower]), torch.ones_like(tied_k[lower]), accumulate=True)
+    del bucket
+    j = n_rel[:, None] - 1 - k[None, :]  # position among the relevant items, best first
+    hit_rows = is_rel.nonzero(as_tuple=True)[0]
+    rank0 = (j + higher + ahead)[is_rel]
+    metrics = _rank_metrics(b, hit_rows, rank0, (j + 1)[is_rel], n_rel, ks)
+    if exact is None:
+        return metrics, 0
+    for key, value in exact[1].items():
+        metrics[key][exact[0]] = value
+    return metrics, exact[0].numel()
 
 
 @torch.no_grad()
@@ -267,17 +280,19 @@ def retrieval_per_query(
     n_q, n_g = q.shape[0], g.shape[0]
     if exclude_self and n_q != n_g:
         raise ValueError(f"exclude_self needs the same query and gallery items; got Q={n_q}, G={n_g}")
-    rel_source = _Relevance(n_q, n_g, dev, query_labels, gallery_labels, relevance, query_groups, gallery_groups)
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    rel_source = Relevance(n_q, n_g, dev, query_labels, gallery_labels, relevance, query_groups, gallery_groups)
     parts: list[dict[str, torch.Tensor]] = []
-    for start, stop, order in iter_ranked_chunks(q, g, chunk_size, exclude_self):
-        rel = rel_source.rows(start, stop)
-        if exclude_self:
-            rows = torch.arange(stop - start, device=dev)
-            rel[rows, rows + start] = False
-        rel_sorted = rel.gather(1, order)
-        del rel, order
-        parts.append({k: v.cpu() for k, v in _chunk_metrics(rel_sorted, ks).items()})
-        del rel_sorted
+    n_sorted = 0
+    for start in range(0, n_q, chunk_size):
+        stop = min(start + chunk_size, n_q)
+        idx, valid = rel_source.lists(start, stop, exclude_self)
+        metrics, n = _chunk_metrics(q[start:stop], g, idx, valid, start if exclude_self else None, ks)
+        n_sorted += n
+        parts.append({k: v.cpu() for k, v in metrics.items()})
+    if n_sorted:
+        log.debug("%d of %d queries have relevant items tied among themselves: ranked by the sort path", n_sorted, n_q)
     if not parts:  # no queries
         parts.append(
             {
@@ -355,7 +370,7 @@ def evaluate_retrieval(
         query_labels, gallery_labels: integer ``[Q]`` / ``[G]``; relevant = same label.
         exclude_self: query ``i`` is gallery item ``i`` (same items, same order); drop it
             from its own ranking.
-        chunk_size: queries per chunk; peak memory ≈ ``chunk_size × G × 26`` bytes.
+        chunk_size: queries per chunk; peak memory ≈ ``chunk_size × G × 8`` bytes.
         device: where to compute; ``None`` = CUDA when available, else CPU.
         relevance: explicit relevance instead of labels: bool ``[Q, G]`` or int pairs ``[P, 2]``.
         query_groups, gallery_groups: integer ``[Q]`` / ``[G]``; relevant = same group

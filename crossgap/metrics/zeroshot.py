@@ -29,7 +29,7 @@ import logging
 import torch
 import torch.nn.functional as F
 
-from crossgap.metrics.retrieval import ArrayLike, as_tensor
+from crossgap.metrics.relevance import ArrayLike, as_tensor
 from crossgap.utils import resolve_device
 
 log = logging.getLogger(__name__)

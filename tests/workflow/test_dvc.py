@@ -41,24 +41,21 @@ def repo(tmp_path_factory) -> Path:
     return root
 
 
-def test_repro_runs_the_default_end_to_end(repo):
+@pytest.fixture(scope="module")
+def baseline(repo):
+    """``dvc repro`` of the fresh repository, committed; its completed process."""
     proc = run([DVC, "repro"], cwd=repo, timeout=1500)
-    for stage in ("prepare", "features", "invert", "evaluate"):
-        assert f"Running stage '{stage}'" in proc.stdout
-    summary = read_summary(repo)
-    assert set(summary["synthetic"]["tiny"]) >= {"image_retrieval", "text_retrieval", "zero_shot"}
     git(repo, "add", "-A")
     git(repo, "commit", "-qm", "baseline results")
+    return proc
 
 
-def test_second_repro_runs_nothing(repo):
-    proc = run([DVC, "repro"], cwd=repo, timeout=600)
-    assert "Running stage" not in proc.stdout
-    assert "Data and pipelines are up to date" in proc.stdout or proc.stdout.count("didn't change") == 4
-    assert planned_rules(repo) == set(), "snakemake -n has work to do after dvc repro"
+@pytest.fixture(scope="module")
+def more_oti_steps(repo, baseline):
+    """After the baseline: +4 OTI steps in params.yaml, ``dvc repro``, not yet committed.
 
-
-def test_changing_oti_steps_reruns_only_oti_and_its_evaluations(repo):
+    Returns the repro's completed process and the (inode, mtime) stamps taken before it.
+    """
     before = {
         "features": stamps(repo, "data/features/**/*.safetensors"),
         "models": stamps(repo, "data/models/**/*.pt"),
@@ -66,12 +63,30 @@ def test_changing_oti_steps_reruns_only_oti_and_its_evaluations(repo):
         "oti": stamps(repo, "data/inversion/**/oti/**/*.safetensors"),
         "baseline": stamps(repo, "data/results/**/image_retrieval/image.json"),
     }
-    assert before["features"] and before["oti"]
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["inversion"]["oti"]["steps"] += 4
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-
     proc = run([DVC, "repro"], cwd=repo, timeout=1200)
+    return proc, before
+
+
+def test_repro_runs_the_default_end_to_end(repo, baseline):
+    for stage in ("prepare", "features", "invert", "evaluate"):
+        assert f"Running stage '{stage}'" in baseline.stdout
+    summary = read_summary(repo)
+    assert set(summary["synthetic"]["tiny"]) >= {"image_retrieval", "text_retrieval", "zero_shot"}
+
+
+def test_second_repro_runs_nothing(repo, baseline):
+    proc = run([DVC, "repro"], cwd=repo, timeout=600)
+    assert "Running stage" not in proc.stdout
+    assert "Data and pipelines are up to date" in proc.stdout or proc.stdout.count("didn't change") == 4
+    assert planned_rules(repo) == set(), "snakemake -n has work to do after dvc repro"
+
+
+def test_changing_oti_steps_reruns_only_oti_and_its_evaluations(repo, more_oti_steps):
+    proc, before = more_oti_steps
+    assert before["features"] and before["oti"]
     out = proc.stdout + proc.stderr
     assert "Running stage 'invert'" in proc.stdout and "Running stage 'evaluate'" in proc.stdout
     assert "Running stage 'features'" not in proc.stdout and "Running stage 'prepare'" not in proc.stdout
@@ -90,11 +105,11 @@ def test_changing_oti_steps_reruns_only_oti_and_its_evaluations(repo):
     assert any(key.startswith("synthetic.tiny.image_retrieval.oti.") for key in changed), changed
     assert not any(key.startswith("synthetic.tiny.image_retrieval.image.") for key in changed), changed
     assert not any(key.startswith("synthetic.tiny.text_retrieval.") for key in changed), changed
+
+
+def test_checkout_of_an_earlier_state_does_not_recompute_finished_work(repo, more_oti_steps):
     git(repo, "add", "-A")
     git(repo, "commit", "-qm", "more OTI steps")
-
-
-def test_checkout_of_an_earlier_state_does_not_recompute_finished_work(repo):
     features = stamps(repo, "data/features/**/*.safetensors")
     git(repo, "checkout", "-q", "HEAD~1")
     run([DVC, "checkout", "--force"], cwd=repo, timeout=600)
