@@ -7,6 +7,8 @@ configuration, never from files.  The Snakefile's input functions call these hel
 
 from __future__ import annotations
 
+import hashlib
+import json
 from typing import Any, Mapping
 
 from crossgap.datasets import get_adapter
@@ -84,10 +86,36 @@ def ovi_sets(dataset_cfg: Mapping[str, Any], evaluation: Mapping[str, Any]) -> l
     return [name for name, task in (("prompts", "zero_shot"), ("queries", "text_retrieval")) if task in enabled]
 
 
-def result_files(dataset: str, model: str, dataset_cfg: Mapping[str, Any], evaluation: Mapping[str, Any]) -> list[str]:
-    """``data/results/{dataset}/{model}/{task}/{method}.json`` for every enabled task and method."""
+def inversion_tag(params: Mapping[str, Any]) -> str:
+    """Short content address of an inversion's parameters: 10 hex digits of a SHA-256.
+
+    Inverted features live under ``oti-{tag}`` / ``ovi-{tag}`` (and their results under
+    ``{method}-{tag}.json``), so every parameter set keeps its own files: going back to an earlier
+    parameter set (``git checkout`` + ``dvc checkout``, or ``dvc exp apply``) finds its finished
+    inversions instead of recomputing them.
+    """
+    canonical = json.dumps(dict(params), sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:10]
+
+
+def method_file(method: str, tags: Mapping[str, str]) -> str:
+    """File stem of a method's result: ``oti-{tag}`` / ``ovi-{tag}`` for inverted methods, else the name."""
+    return f"{method}-{tags[method]}" if method in tags else method
+
+
+def result_files(
+    dataset: str,
+    model: str,
+    dataset_cfg: Mapping[str, Any],
+    evaluation: Mapping[str, Any],
+    tags: Mapping[str, str],
+) -> list[str]:
+    """``data/results/{dataset}/{model}/{task}/{method}.json`` for every enabled task and method.
+
+    ``tags`` maps the inverted methods (``oti``, ``ovi``) to their :func:`inversion_tag`.
+    """
     return [
-        f"data/results/{dataset}/{model}/{task}/{method}.json"
+        f"data/results/{dataset}/{model}/{task}/{method_file(method, tags)}.json"
         for task in tasks(dataset_cfg, evaluation)
         for method in TASK_METHODS[task]
     ]

@@ -85,6 +85,33 @@ def test_invalid_params_name_the_key(tmp_path, edit, message):
     assert message in proc.stdout + proc.stderr
 
 
+def current_tags(params: dict) -> dict[str, str]:
+    """The inversion tags of the default model, computed here from the parameters."""
+    inv = params["inversion"]
+    common = {"batch_size": inv["batch_size"], "seed": inv["seed"]}
+    ovi = dict(inv["ovi"], **common, num_pseudo_tokens=params["models"]["tiny"].get("ovi_tokens", 1))
+    return {"oti": plan.inversion_tag(dict(inv["oti"], **common)), "ovi": plan.inversion_tag(ovi)}
+
+
+def test_inversions_are_addressed_by_their_parameters(tmp_path):
+    params = test_params()
+    tags = current_tags(params)
+    root = copy_repo(tmp_path, params)
+    out = run([str(BIN / "snakemake"), "-n"], cwd=root, timeout=300).stdout
+    assert f"data/inversion/synthetic/tiny/oti-{tags['oti']}/test.safetensors" in out
+    assert f"data/results/synthetic/tiny/zero_shot/ovi-{tags['ovi']}.json" in out
+    # another OTI parameter set gets another address; OVI's stays
+    params["inversion"]["oti"]["steps"] += 1
+    changed = current_tags(params)
+    assert changed["oti"] != tags["oti"] and changed["ovi"] == tags["ovi"]
+    # a file of another parameter set is never recomputed under the current parameters
+    stale = f"data/inversion/synthetic/tiny/oti-{changed['oti']}/test.safetensors"
+    proc = run([str(BIN / "snakemake"), "-n", stale], cwd=root, timeout=300, check=False)
+    assert proc.returncode != 0
+    assert f"oti-{changed['oti']} (synthetic/tiny) belongs to another parameter set" in proc.stdout + proc.stderr
+    assert f"have tag {tags['oti']}" in proc.stdout + proc.stderr
+
+
 @pytest.mark.slow
 def test_default_run_end_to_end(local_run):
     summary = read_summary(local_run)
@@ -104,7 +131,7 @@ def test_default_run_end_to_end(local_run):
     logs = list((local_run / "logs").rglob("*.log"))
     assert len(logs) >= 27 and len(list((local_run / "logs/bench").rglob("*.tsv"))) >= 27
     assert "GPU slot: no GPU visible, running on the CPU" in (
-        local_run / "logs/inversion/synthetic/tiny/oti_test_0.log").read_text()
+        local_run / f"logs/inversion/synthetic/tiny/oti-{current_tags(test_params())['oti']}/test_0.log").read_text()
     # nothing left to do, and no temporary files left behind
     assert "Nothing to be done" in run([str(BIN / "snakemake"), "-n"], cwd=local_run).stdout
     assert not [p for p in (local_run / "data").rglob("*.tmp")]
@@ -116,9 +143,10 @@ def test_shards_are_gathered_in_manifest_order(local_run):
     from crossgap.storage import load_feature_set
 
     df, _ = read_manifest(local_run / "data/manifests/synthetic.parquet")
-    gathered = load_feature_set(local_run / "data/inversion/synthetic/tiny/oti/test.safetensors")
+    oti_dir = local_run / f"data/inversion/synthetic/tiny/oti-{current_tags(test_params())['oti']}"
+    gathered = load_feature_set(oti_dir / "test.safetensors")
     assert gathered.ids == select(df, "image", {"split": "test"})["id"].tolist()
-    shards = [load_feature_set(p) for p in sorted((local_run / "data/inversion/synthetic/tiny/oti/test.shards").glob("*.safetensors"))]
+    shards = [load_feature_set(p) for p in sorted((oti_dir / "test.shards").glob("*.safetensors"))]
     assert len(shards) == test_params()["inversion"]["shards"]
     assert sum(len(s.ids) for s in shards) == len(gathered.ids)
     assert gathered.extras["pseudo_tokens"].shape[:2] == (len(gathered.ids), 1)

@@ -35,6 +35,8 @@ def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]
 def test_params() -> dict[str, Any]:
     return deep_merge(yaml.safe_load((REPO / "params.yaml").read_text()), yaml.safe_load(TEST_PARAMS.read_text()))
 
+test_params.__test__ = False  # a helper, not a test (it is imported into test modules)
+
 
 def tool_env() -> dict[str, str]:
     """Environment with this interpreter's tools (snakemake, dvc) first on PATH."""

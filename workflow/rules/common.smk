@@ -21,6 +21,7 @@ wildcard_constraints:
     modality="image|text",
     shard=r"\d+",
     ovi_set="queries|prompts",
+    tag="[0-9a-f]{10}",
 
 
 def dataset_cfg(wildcards):
@@ -95,26 +96,65 @@ def oti_params(wildcards=None):
     )
 
 
-def ovi_params(wildcards):
+def model_ovi_params(model):
     params = dict(
         config["inversion"]["ovi"],
         batch_size=config["inversion"]["batch_size"],
         seed=config["inversion"]["seed"],
     )
-    params["num_pseudo_tokens"] = config["models"][wildcards.model].get("ovi_tokens", 1)
+    params["num_pseudo_tokens"] = config["models"][model].get("ovi_tokens", 1)
     return params
+
+
+def ovi_params(wildcards):
+    return model_ovi_params(wildcards.model)
+
+
+# ---- parameter-addressed inversions: data/inversion/{dataset}/{model}/{oti,ovi}-{tag}/ --------
+def inversion_tags(model):
+    """``{"oti": tag, "ovi": tag}`` of the current parameters (crossgap.plan.inversion_tag)."""
+    return {
+        "oti": plan.inversion_tag(oti_params()),
+        "ovi": plan.inversion_tag(model_ovi_params(model)),
+    }
+
+
+def current_params(method, wildcards, tag):
+    """The current parameters of ``method``; refuses to write them under another set's tag."""
+    params = oti_params() if method == "oti" else ovi_params(wildcards)
+    expected = plan.inversion_tag(params)
+    if tag != expected:
+        raise ValueError(
+            f"{method}-{tag} ({wildcards.dataset}/{wildcards.model}) belongs to another parameter set: "
+            f"the inversion parameters in the config have tag {expected}. Files of other parameter sets "
+            "are kept and reused, never recomputed; request the workflow's targets instead."
+        )
+    return params
+
+
+def oti_job_params(wildcards):
+    return current_params("oti", wildcards, wildcards.tag)
+
+
+def ovi_job_params(wildcards):
+    return current_params("ovi", wildcards, wildcards.tag)
+
+
+def method_name(wildcards):
+    """``oti`` for the result wildcard ``oti-{tag}`` (the method without its tag)."""
+    return wildcards.method.split("-")[0]
 
 
 def oti_shards(wildcards):
     return expand(
-        "data/inversion/{{dataset}}/{{model}}/oti/{{split}}.shards/{shard}.safetensors",
+        "data/inversion/{{dataset}}/{{model}}/oti-{{tag}}/{{split}}.shards/{shard}.safetensors",
         shard=SHARDS,
     )
 
 
 def ovi_shards(wildcards):
     return expand(
-        "data/inversion/{{dataset}}/{{model}}/ovi/{{ovi_set}}.shards/{shard}.safetensors",
+        "data/inversion/{{dataset}}/{{model}}/ovi-{{tag}}/{{ovi_set}}.shards/{shard}.safetensors",
         shard=SHARDS,
     )
 
@@ -129,7 +169,7 @@ def image_retrieval_inputs(wildcards):
     query = (
         feature_path(d, m, "image", q)
         if wildcards.method == "image"
-        else f"data/inversion/{d}/{m}/oti/{q}.safetensors"
+        else f"data/inversion/{d}/{m}/{wildcards.method}/{q}.safetensors"
     )
     return {
         "manifest": manifest(wildcards),
@@ -147,7 +187,7 @@ def text_retrieval_inputs(wildcards):
     query = (
         feature_path(d, m, "text", q)
         if wildcards.method == "text"
-        else f"data/inversion/{d}/{m}/ovi/queries.safetensors"
+        else f"data/inversion/{d}/{m}/{wildcards.method}/queries.safetensors"
     )
     return {
         "manifest": manifest(wildcards),
@@ -159,14 +199,15 @@ def text_retrieval_inputs(wildcards):
 def zero_shot_inputs(wildcards):
     d, m = wildcards.dataset, wildcards.model
     split = plan.zero_shot_split(dataset_cfg(wildcards))
+    method = method_name(wildcards)
     images = (
-        f"data/inversion/{d}/{m}/oti/{split}.safetensors"
-        if wildcards.method == "oti"
+        f"data/inversion/{d}/{m}/{wildcards.method}/{split}.safetensors"
+        if method == "oti"
         else feature_path(d, m, "image", split)
     )
     prompts = (
-        f"data/inversion/{d}/{m}/ovi/prompts.safetensors"
-        if wildcards.method == "ovi"
+        f"data/inversion/{d}/{m}/{wildcards.method}/prompts.safetensors"
+        if method == "ovi"
         else f"data/features/{d}/{m}/prompts.safetensors"
     )
     return {"manifest": manifest(wildcards), "images": images, "prompts": prompts}
@@ -174,11 +215,8 @@ def zero_shot_inputs(wildcards):
 
 def method_params(wildcards):
     """Inversion parameters recorded with a result (empty for native methods)."""
-    if wildcards.method == "oti":
-        return oti_params()
-    if wildcards.method == "ovi":
-        return ovi_params(wildcards)
-    return {}
+    method, _, tag = wildcards.method.partition("-")
+    return current_params(method, wildcards, tag) if tag else {}
 
 
 def gap_inputs(wildcards):
@@ -219,12 +257,13 @@ def all_inversion_files():
     for d in DATASETS:
         cfg = config["datasets"][d]
         for m in MODELS:
+            tags = inversion_tags(m)
             files += [
-                f"data/inversion/{d}/{m}/oti/{s}.safetensors"
+                f"data/inversion/{d}/{m}/oti-{tags['oti']}/{s}.safetensors"
                 for s in plan.oti_splits(cfg, EVALUATION)
             ]
             files += [
-                f"data/inversion/{d}/{m}/ovi/{s}.safetensors"
+                f"data/inversion/{d}/{m}/ovi-{tags['ovi']}/{s}.safetensors"
                 for s in plan.ovi_sets(cfg, EVALUATION)
             ]
     return files
@@ -234,7 +273,9 @@ def all_result_files():
     files = []
     for d in DATASETS:
         for m in MODELS:
-            files += plan.result_files(d, m, config["datasets"][d], EVALUATION)
+            files += plan.result_files(
+                d, m, config["datasets"][d], EVALUATION, inversion_tags(m)
+            )
     return files
 
 
@@ -252,12 +293,13 @@ def all_loss_curves():
     for d in DATASETS:
         cfg = config["datasets"][d]
         for m in MODELS:
+            tags = inversion_tags(m)
             files += [
-                f"data/plots/losses/{d}/{m}/oti_{s}.csv"
+                f"data/plots/losses/{d}/{m}/oti-{tags['oti']}/{s}.csv"
                 for s in plan.oti_splits(cfg, EVALUATION)
             ]
             files += [
-                f"data/plots/losses/{d}/{m}/ovi_{s}.csv"
+                f"data/plots/losses/{d}/{m}/ovi-{tags['ovi']}/{s}.csv"
                 for s in plan.ovi_sets(cfg, EVALUATION)
             ]
     return files

@@ -11,7 +11,7 @@ rule evaluate_image_retrieval:
     benchmark:
         "logs/bench/evaluation/{dataset}/{model}/image_retrieval_{method}.tsv"
     wildcard_constraints:
-        method="image|oti",
+        method="image|oti-[0-9a-f]{10}",
     conda:
         "../envs/crossgap.yaml"
     threads: 2
@@ -20,6 +20,7 @@ rule evaluate_image_retrieval:
         runtime=60,
     params:
         task="image_retrieval",
+        method=method_name,
         inversion=method_params,
         chunk_size=EVALUATION.get("chunk_size", 1024),
     script:
@@ -36,7 +37,7 @@ rule evaluate_text_retrieval:
     benchmark:
         "logs/bench/evaluation/{dataset}/{model}/text_retrieval_{method}.tsv"
     wildcard_constraints:
-        method="text|ovi",
+        method="text|ovi-[0-9a-f]{10}",
     conda:
         "../envs/crossgap.yaml"
     threads: 2
@@ -45,6 +46,7 @@ rule evaluate_text_retrieval:
         runtime=60,
     params:
         task="text_retrieval",
+        method=method_name,
         inversion=method_params,
         chunk_size=EVALUATION.get("chunk_size", 1024),
     script:
@@ -61,7 +63,7 @@ rule evaluate_zero_shot:
     benchmark:
         "logs/bench/evaluation/{dataset}/{model}/zero_shot_{method}.tsv"
     wildcard_constraints:
-        method="standard|oti|ovi",
+        method="standard|oti-[0-9a-f]{10}|ovi-[0-9a-f]{10}",
     conda:
         "../envs/crossgap.yaml"
     threads: 1
@@ -69,6 +71,7 @@ rule evaluate_zero_shot:
         mem_mb=4000,
         runtime=30,
     params:
+        method=method_name,
         inversion=method_params,
     script:
         "../scripts/evaluate_zero_shot.py"

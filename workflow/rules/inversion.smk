@@ -1,5 +1,7 @@
 # Phase 3: OTI on query/zero-shot images and OVI on query texts and class prompts, sharded;
 # a gather rule merges the shards in manifest order. Interrupted runs resume per shard.
+# Outputs are addressed by the parameters' tag ({oti,ovi}-{tag}, common.smk: inversion_tags), so
+# each parameter set keeps its own finished inversions.
 
 
 rule oti_shard:
@@ -7,11 +9,11 @@ rule oti_shard:
         features=oti_query_features,
         checkpoint=model_checkpoint,
     output:
-        shard="data/inversion/{dataset}/{model}/oti/{split}.shards/{shard}.safetensors",
+        shard="data/inversion/{dataset}/{model}/oti-{tag}/{split}.shards/{shard}.safetensors",
     log:
-        "logs/inversion/{dataset}/{model}/oti_{split}_{shard}.log",
+        "logs/inversion/{dataset}/{model}/oti-{tag}/{split}_{shard}.log",
     benchmark:
-        "logs/bench/inversion/{dataset}/{model}/oti_{split}_{shard}.tsv"
+        "logs/bench/inversion/{dataset}/{model}/oti-{tag}/{split}_{shard}.tsv"
     conda:
         "../envs/crossgap.yaml"
     threads: 1
@@ -21,7 +23,7 @@ rule oti_shard:
         runtime=720,
     params:
         model=model_spec,
-        oti=oti_params,
+        oti=oti_job_params,
         shards=config["inversion"]["shards"],
     script:
         "../scripts/invert_shard.py"
@@ -33,11 +35,11 @@ rule ovi_shard:
         manifest=manifest,
         checkpoint=model_checkpoint,
     output:
-        shard="data/inversion/{dataset}/{model}/ovi/{ovi_set}.shards/{shard}.safetensors",
+        shard="data/inversion/{dataset}/{model}/ovi-{tag}/{ovi_set}.shards/{shard}.safetensors",
     log:
-        "logs/inversion/{dataset}/{model}/ovi_{ovi_set}_{shard}.log",
+        "logs/inversion/{dataset}/{model}/ovi-{tag}/{ovi_set}_{shard}.log",
     benchmark:
-        "logs/bench/inversion/{dataset}/{model}/ovi_{ovi_set}_{shard}.tsv"
+        "logs/bench/inversion/{dataset}/{model}/ovi-{tag}/{ovi_set}_{shard}.tsv"
     conda:
         "../envs/crossgap.yaml"
     threads: 1
@@ -47,7 +49,7 @@ rule ovi_shard:
         runtime=720,
     params:
         model=model_spec,
-        ovi=ovi_params,
+        ovi=ovi_job_params,
         task=ovi_task,
         shards=config["inversion"]["shards"],
     script:
@@ -58,12 +60,12 @@ rule gather_oti:
     input:
         shards=oti_shards,
     output:
-        inverted="data/inversion/{dataset}/{model}/oti/{split}.safetensors",
-        losses="data/plots/losses/{dataset}/{model}/oti_{split}.csv",
+        inverted="data/inversion/{dataset}/{model}/oti-{tag}/{split}.safetensors",
+        losses="data/plots/losses/{dataset}/{model}/oti-{tag}/{split}.csv",
     log:
-        "logs/inversion/{dataset}/{model}/gather_oti_{split}.log",
+        "logs/inversion/{dataset}/{model}/oti-{tag}/gather_{split}.log",
     benchmark:
-        "logs/bench/inversion/{dataset}/{model}/gather_oti_{split}.tsv"
+        "logs/bench/inversion/{dataset}/{model}/oti-{tag}/gather_{split}.tsv"
     conda:
         "../envs/crossgap.yaml"
     threads: 1
@@ -78,12 +80,12 @@ rule gather_ovi:
     input:
         shards=ovi_shards,
     output:
-        inverted="data/inversion/{dataset}/{model}/ovi/{ovi_set}.safetensors",
-        losses="data/plots/losses/{dataset}/{model}/ovi_{ovi_set}.csv",
+        inverted="data/inversion/{dataset}/{model}/ovi-{tag}/{ovi_set}.safetensors",
+        losses="data/plots/losses/{dataset}/{model}/ovi-{tag}/{ovi_set}.csv",
     log:
-        "logs/inversion/{dataset}/{model}/gather_ovi_{ovi_set}.log",
+        "logs/inversion/{dataset}/{model}/ovi-{tag}/gather_{ovi_set}.log",
     benchmark:
-        "logs/bench/inversion/{dataset}/{model}/gather_ovi_{ovi_set}.tsv"
+        "logs/bench/inversion/{dataset}/{model}/ovi-{tag}/gather_{ovi_set}.tsv"
     conda:
         "../envs/crossgap.yaml"
     threads: 1

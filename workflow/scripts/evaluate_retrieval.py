@@ -6,7 +6,7 @@ from crossgap.runtime import job_setup
 job_setup(snakemake.log[0], snakemake.threads)
 retrieval_step(
     task=snakemake.params.task,
-    method=snakemake.wildcards.method,
+    method=snakemake.params.method,
     manifest=snakemake.input.manifest,
     query=snakemake.input.query,
     gallery=snakemake.input.gallery,

@@ -5,7 +5,7 @@ from crossgap.runtime import job_setup
 
 job_setup(snakemake.log[0], snakemake.threads)
 zero_shot_step(
-    method=snakemake.wildcards.method,
+    method=snakemake.params.method,
     manifest=snakemake.input.manifest,
     images=snakemake.input.images,
     prompts=snakemake.input.prompts,
