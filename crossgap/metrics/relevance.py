@@ -136,10 +136,6 @@ class Relevance:
             valid &= idx != own
         return idx, valid
 
-    def rows(self, start: int, stop: int, exclude_self: bool = False) -> torch.Tensor:
-        """Relevance of queries ``start:stop`` to the whole gallery, ``[B, G]`` bool."""
-        return lists_to_dense(*self.lists(start, stop, exclude_self), self.n_g)
-
 
 def lists_to_dense(idx: torch.Tensor, valid: torch.Tensor, n_g: int) -> torch.Tensor:
     """Padded relevant lists ``idx, valid [B, R]`` as a dense ``[B, G]`` bool relevance."""

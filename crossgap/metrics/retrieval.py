@@ -93,30 +93,33 @@ def prepare_features(
     return out[0], out[1]
 
 
-def iter_ranked_chunks(
-    q: torch.Tensor, g: torch.Tensor, chunk_size: int, exclude_self: bool = False
-) -> Iterator[tuple[int, int, torch.Tensor]]:
-    """Yield ``(start, stop, order)`` per query chunk; ``order [B, G]`` int64 ranks the gallery.
-
-    ``order[b, r]`` is the gallery index at rank ``r`` (0-based) for query ``start + b``:
-    similarity descending, ties by gallery index ascending (stable sort).  With
-    ``exclude_self`` query ``i``'s own gallery item ``i`` is forced to the last rank (callers
-    must also mark it non-relevant).
-    """
+def chunk_bounds(n: int, chunk_size: int) -> Iterator[tuple[int, int]]:
+    """``(start, stop)`` of consecutive chunks of ``chunk_size`` rows covering ``range(n)``."""
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
-    n_q = q.shape[0]
-    for start in range(0, n_q, chunk_size):
-        stop = min(start + chunk_size, n_q)
-        sim = q[start:stop] @ g.T  # [B, G]
-        if exclude_self:
-            rows = torch.arange(stop - start, device=sim.device)
-            sim[rows, rows + start] = -float("inf")
-        if sim.is_cuda:
-            sim.add_(0.0)  # -0.0 -> +0.0: the CUDA radix sort would otherwise order -0.0 below +0.0
-        order = torch.sort(sim, dim=1, descending=True, stable=True).indices
-        del sim
-        yield start, stop, order
+    for start in range(0, n, chunk_size):
+        yield start, min(start + chunk_size, n)
+
+
+def rank_order(sim: torch.Tensor) -> torch.Tensor:
+    """``[B, G]`` int64 gallery indices by similarity descending, ties by index ascending.
+
+    Stable sort of ``sim`` (modified in place on CUDA, where -0.0 is made +0.0: the radix sort
+    would otherwise order -0.0 below +0.0).
+    """
+    if sim.is_cuda:
+        sim.add_(0.0)
+    return torch.sort(sim, dim=1, descending=True, stable=True).indices
+
+
+def iter_ranked_chunks(q: torch.Tensor, g: torch.Tensor, chunk_size: int) -> Iterator[tuple[int, int, torch.Tensor]]:
+    """Yield ``(start, stop, order)`` per query chunk; ``order [B, G]`` int64 ranks the gallery.
+
+    ``order[b, r]`` is the gallery index at rank ``r`` (0-based) for query ``start + b``
+    (:func:`rank_order`).
+    """
+    for start, stop in chunk_bounds(q.shape[0], chunk_size):
+        yield start, stop, rank_order(q[start:stop] @ g.T)
 
 
 @dataclass
@@ -173,9 +176,7 @@ def _rank_metrics(
 def _sorted_metrics(sim: torch.Tensor, rel: torch.Tensor, ks: Sequence[int]) -> dict[str, torch.Tensor]:
     """Reference path: stable sort of ``sim [B, G]`` (modified), relevance ``[B, G]`` in ranked order."""
     b = sim.shape[0]
-    if sim.is_cuda:
-        sim.add_(0.0)  # -0.0 -> +0.0: the CUDA radix sort would otherwise order -0.0 below +0.0
-    order = torch.sort(sim, dim=1, descending=True, stable=True).indices
+    order = rank_order(sim)
     rel_sorted = rel.gather(1, order)
     del order
     hit_rows, hit_cols = rel_sorted.nonzero(as_tuple=True)  # [H], row-major order
@@ -280,13 +281,10 @@ def retrieval_per_query(
     n_q, n_g = q.shape[0], g.shape[0]
     if exclude_self and n_q != n_g:
         raise ValueError(f"exclude_self needs the same query and gallery items; got Q={n_q}, G={n_g}")
-    if chunk_size < 1:
-        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     rel_source = Relevance(n_q, n_g, dev, query_labels, gallery_labels, relevance, query_groups, gallery_groups)
     parts: list[dict[str, torch.Tensor]] = []
     n_sorted = 0
-    for start in range(0, n_q, chunk_size):
-        stop = min(start + chunk_size, n_q)
+    for start, stop in chunk_bounds(n_q, chunk_size):
         idx, valid = rel_source.lists(start, stop, exclude_self)
         metrics, n = _chunk_metrics(q[start:stop], g, idx, valid, start if exclude_self else None, ks)
         n_sorted += n
