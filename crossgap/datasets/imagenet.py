@@ -26,6 +26,19 @@ def _visible(entries: list[os.DirEntry]) -> list[os.DirEntry]:
     return sorted((e for e in entries if not e.name.startswith(".")), key=lambda e: e.name)
 
 
+def read_wnid_classnames(path: Path) -> dict[str, str]:
+    """``{wnid: class name}`` in file order from lines ``<wnid> <class name>`` (CoOp's names)."""
+    out: dict[str, str] = {}
+    for n, text in read_lines(path):
+        wnid, _, name = text.partition(" ")
+        if not name.strip():
+            raise DatasetLayoutError(f"{path}: line {n}: expected '<wnid> <class name>', got {text!r}")
+        if wnid in out:
+            raise DatasetLayoutError(f"{path}: line {n}: wnid {wnid!r} listed twice")
+        out[wnid] = coop_classname(name)
+    return out
+
+
 @register_dataset
 class ImageNetAdapter(DatasetAdapter):
     """ImageNet-1k; labels follow ``classnames.txt`` line order."""
@@ -54,25 +67,13 @@ class ImageNetAdapter(DatasetAdapter):
         "|-- classnames.txt            # lines '<wnid> <class name>', line order = label"
     )
 
-    def _wnids(self, folder: Path) -> dict[str, tuple[int, str]]:
-        path = folder / "classnames.txt"
-        out: dict[str, tuple[int, str]] = {}
-        for n, text in read_lines(path):
-            wnid, _, name = text.partition(" ")
-            if not name.strip():
-                raise DatasetLayoutError(f"{path}: line {n}: expected '<wnid> <class name>', got {text!r}")
-            if wnid in out:
-                raise DatasetLayoutError(f"{path}: line {n}: wnid {wnid!r} listed twice")
-            out[wnid] = (len(out), name.strip())
-        return out
-
     def classnames(self, folder: Path) -> list[str]:
         """Class names in ``classnames.txt`` order."""
-        return [coop_classname(name) for _, name in self._wnids(folder).values()]
+        return list(read_wnid_classnames(folder / "classnames.txt").values())
 
     def rows(self, folder: Path, classnames: list[str]) -> list[Row]:
         """Image rows of train then val; class folders and files sorted by name; hidden files ignored."""
-        wnids = self._wnids(folder)
+        wnids = {wnid: label for label, wnid in enumerate(read_wnid_classnames(folder / "classnames.txt"))}
         root = self.image_root(folder)
         rows: list[Row] = []
         for split in SPLITS:
@@ -86,7 +87,7 @@ class ImageNetAdapter(DatasetAdapter):
                     raise DatasetLayoutError(
                         f"{entry.path}: class folder {entry.name!r} is not listed in {folder / 'classnames.txt'}"
                     )
-                label = wnids[entry.name][0]
+                label = wnids[entry.name]
                 with os.scandir(entry.path) as files:
                     for f in _visible(list(files)):
                         rows.append(image_row(split, f"{split}/{entry.name}/{f.name}", label, classnames[label]))

@@ -22,9 +22,9 @@ from typing import Any
 
 import pandas as pd
 
-from crossgap.datasets.base import Row, coop_classname, image_row
+from crossgap.datasets.base import Row, image_row
 from crossgap.datasets.errors import DatasetLayoutError, DatasetNotFoundError
-from crossgap.datasets.formats import read_lines
+from crossgap.datasets.imagenet import read_wnid_classnames
 from crossgap.datasets.registry import register
 from crossgap.datasets.text_base import ZERO_SHOT_ONLY, ExtendedAdapter
 
@@ -51,19 +51,6 @@ VARIANTS: tuple[VariantSpec, ...] = (
     VariantSpec("imagenet_a", "imagenet-adversarial", "imagenet-a", "wnid", 200, 7500),
     VariantSpec("imagenet_r", "imagenet-rendition", "imagenet-r", "wnid", 200, 30000),
 )
-
-
-def read_wnid_classnames(path: Path) -> dict[str, str]:
-    """``{wnid: class name}`` in file order from lines ``<wnid> <class name>``."""
-    out: dict[str, str] = {}
-    for n, text in read_lines(path):
-        wnid, _, name = text.partition(" ")
-        if not name.strip():
-            raise DatasetLayoutError(f"{path}: line {n}: expected '<wnid> <class name>', got {text!r}")
-        if wnid in out:
-            raise DatasetLayoutError(f"{path}: line {n}: wnid {wnid!r} listed twice")
-        out[wnid] = coop_classname(name)
-    return out
 
 
 def _visible_dirs(folder: Path) -> list[str]:
