@@ -48,45 +48,41 @@ def _rand(n: int, seed: int) -> torch.Tensor:
     return torch.randn(n, D, generator=torch.Generator().manual_seed(seed))
 
 
+def built_manifest(root, slug: str):
+    """``(path, df, meta)`` of the manifest of dataset ``slug`` under ``root``."""
+    out = root / f"{slug}.parquet"
+    prepare_manifest(slug, root, out)
+    df, meta = read_manifest(out)
+    return str(out), df, meta
+
+
 @pytest.fixture(scope="module")
 def synthetic(tmp_path_factory):
     """3 classes; train: 6 images, test: 3 images (labels 0, 1, 2), 2 captions each."""
     root = tmp_path_factory.mktemp("synthetic")
     make_synthetic(root, per_split={"train": 2, "test": 1})
-    out = root / "manifest.parquet"
-    prepare_manifest("synthetic", root, out)
-    df, meta = read_manifest(out)
-    return str(out), df, meta
+    return built_manifest(root, "synthetic")
 
 
 @pytest.fixture(scope="module")
 def coco(tmp_path_factory):
     root = tmp_path_factory.mktemp("coco")
     make_coco_karpathy(root)
-    out = root / "coco.parquet"
-    prepare_manifest("coco_text", root, out)
-    df, meta = read_manifest(out)
-    return str(out), df, meta
+    return built_manifest(root, "coco_text")
 
 
 @pytest.fixture(scope="module")
 def nano(tmp_path_factory):
     root = tmp_path_factory.mktemp("nano")
     make_nanobeir(root)
-    out = root / "nano.parquet"
-    prepare_manifest("nano_scifact", root, out)
-    df, meta = read_manifest(out)
-    return str(out), df, meta
+    return built_manifest(root, "nano_scifact")
 
 
 @pytest.fixture(scope="module")
 def roxford(tmp_path_factory):
     root = tmp_path_factory.mktemp("roxford")
     fx = make_revisited(root, "roxford5k")
-    out = root / "roxford.parquet"
-    prepare_manifest("roxford5k", root, out)
-    df, meta = read_manifest(out)
-    return str(out), df, meta, fx
+    return (*built_manifest(root, "roxford5k"), fx)
 
 
 def _rows(df, modality, split=None):
