@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import subprocess
 import sys
 import time
@@ -28,6 +27,9 @@ from typing import Any
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests/workflow"))
+from workflow_helpers import copy_repo  # noqa: E402  (the tests' copy of the committable files)
+
 SNAKEMAKE = Path(sys.executable).with_name("snakemake")
 
 VARIANTS: dict[str, list[str]] = {
@@ -52,30 +54,13 @@ def apply_override(params: dict[str, Any], override: str) -> None:
     node[leaf] = yaml.safe_load(raw)
 
 
-def copy_repo(dest: Path) -> None:
-    listed = subprocess.run(
-        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.split("\0")
-    for rel in filter(None, listed):
-        src = ROOT / rel
-        if src.is_file():
-            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dest / rel)
-
-
 def run_variant(name: str, overrides: list[str], work: Path, cores: int) -> dict[str, Any]:
     dest = work / name
-    if not (dest / "Snakefile").exists():
-        dest.mkdir(parents=True, exist_ok=True)
-        copy_repo(dest)
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     for override in overrides:
         apply_override(params, override)
-    (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    dest.mkdir(parents=True, exist_ok=True)
+    copy_repo(dest, params)  # copy2 keeps the mtimes, so a rerun finds the finished jobs
     t0 = time.perf_counter()
     proc = subprocess.run([str(SNAKEMAKE), "--cores", str(cores)], cwd=dest, capture_output=True, text=True)
     wall = time.perf_counter() - t0
