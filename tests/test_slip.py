@@ -141,7 +141,7 @@ def test_tokenizer_and_preprocessing_are_slips():
     tok = SLIPTokenizer()
     assert torch.equal(tok(["a photo of a cat"]), clip.tokenize(["a photo of a cat"]).long())
     long = tok([" ".join(["cat"] * 100)])[0]
-    assert long.shape == (77,) and int(long[-1]) != tok.eot  # truncated without forcing end of text
+    assert long.shape == (77,) and int(long[-1]) == tok.eot  # truncated with a forced end of text
     _, _, preprocess = load_clip("SLIP-test-tiny")
     x = preprocess(Image.new("RGB", (48, 40), (255, 0, 0)))
     assert x.shape == (3, 32, 32)
@@ -205,3 +205,32 @@ def test_real_architectures_have_the_official_keys(name, width, depth):
     # timm ViT with num_classes=0: cls/pos/patch (4) + 12 per block + final norm (2); text: 12 per block + 7
     assert sum(k.startswith("visual.") for k in shapes) == 4 + 12 * depth + 2
     assert sum(not k.startswith("visual.") for k in shapes) == 12 * 12 + 7
+
+
+def test_long_text_ends_with_end_of_text_and_is_pooled_there(slip, official):
+    """The reference's SLIP tokenizer: ``tokens = tokens[:77]; tokens[-1] = eot`` (src/SLIP/tokenizer.py)."""
+    import clip
+
+    tok = SLIPTokenizer()
+    words = [f"word{i % 37}" for i in range(200)]
+    text = " ".join(words)
+    bpe = tok.bpe.encode(text)
+    assert len(bpe) > 200  # every "wordN" is more than one BPE token: well over the context
+    ids = tok([text, "a cat"])
+    assert ids.shape == (2, 77)
+    assert int(ids[0, 0]) == tok.sot and int(ids[0, 76]) == tok.eot
+    assert ids[0, 1:76].tolist() == bpe[:75]  # 75 text tokens between start and the forced end
+    assert int(ids[0].argmax()) == 76 and (ids[0, :76] != tok.eot).all()
+    assert torch.equal(ids, clip.tokenize([text, "a cat"], truncate=True).long())  # CLIP's truncate=True agrees
+    # the tower pools at position 76, the forced end of text, and matches the reference encoder there
+    _, encode_text = reference_encoders(official[2])
+    parts = official[2]
+    with torch.no_grad():
+        pooled = slip.encode_text(ids[:1])
+        x = parts["token_embedding"](ids[:1]) + parts["tensors"]["positional_embedding"]
+        x = parts["ln_final"](parts["transformer"](x.permute(1, 0, 2)).permute(1, 0, 2))
+        at_end = x[0, 76] @ parts["tensors"]["text_projection"]
+        at_word = x[0, 75] @ parts["tensors"]["text_projection"]
+    torch.testing.assert_close(pooled[0], at_end)
+    torch.testing.assert_close(pooled, encode_text(ids[:1]))
+    assert not torch.allclose(pooled[0], at_word)

@@ -17,7 +17,8 @@ it by :func:`checkpoint_to_model_keys`.  The text side reuses the ``clip`` packa
     load_clip("SLIP-ViT-B-16", "/models/slip_base_100ep.pt")       # backend inferred from "SLIP"
 
 SLIP preprocesses with ImageNet mean/std (resize 224, centre crop 224) and tokenises with CLIP's
-BPE at context 77, truncating without forcing an end-of-text token, as SLIP's own tokenizer does.
+BPE at context 77; a text cut at the context ends with the end-of-text token, as the SLIP tokenizer
+vendored by the reference implementation does.
 """
 
 from __future__ import annotations
@@ -246,7 +247,7 @@ def _to_rgb(image):  # module-level so that the transform pickles (DataLoader wo
 
 
 class SLIPTokenizer:
-    """CLIP BPE with start/end tokens, truncated to the context as SLIP's tokenizer does: → ``[B, L]``."""
+    """CLIP BPE with start/end tokens, truncated to the context with a forced end-of-text: → ``[B, L]``."""
 
     def __init__(self, context_length: int = 77) -> None:
         from clip.simple_tokenizer import SimpleTokenizer
@@ -257,9 +258,18 @@ class SLIPTokenizer:
         self.eot = self.bpe.encoder["<|endoftext|>"]
 
     def __call__(self, texts: Sequence[str]) -> torch.Tensor:
+        """``texts`` (B strings) → ids ``[B, L]``; a text cut at ``L`` ends with the end-of-text token.
+
+        As the SLIP tokenizer vendored by the reference (miccunifi/Cross-the-Gap
+        ``src/SLIP/tokenizer.py``, ``__call__``): the last kept position is overwritten with the
+        end-of-text id, so the text tower (pooled at the highest id) pools there, not at a word token.
+        """
         out = torch.zeros(len(texts), self.context_length, dtype=torch.long)
         for i, text in enumerate(texts):
-            tokens = ([self.sot] + self.bpe.encode(text) + [self.eot])[: self.context_length]
+            tokens = [self.sot] + self.bpe.encode(text) + [self.eot]
+            if len(tokens) > self.context_length:
+                tokens = tokens[: self.context_length]
+                tokens[-1] = self.eot
             out[i, : len(tokens)] = torch.tensor(tokens)
         return out
 
