@@ -9,8 +9,10 @@ stdout and messages through :mod:`logging`.
 Currently::
 
     crossgap datasets list
-    crossgap datasets check --dataroot DIR [NAME ...] [--no-check-images] [--json] [--strict]
+    crossgap datasets check --dataroot DIR [NAME ...] [--no-check-images] [--truncated-images MODE] [--json]
+                            [--strict]
     crossgap datasets prepare NAME --dataroot DIR --out manifest.parquet [--skip-corrupt] [--no-check-images]
+                              [--truncated-images load|skip|fail]
     crossgap datasets prepare-text MANIFEST --out OUT [--strategy truncate|summaries|llm] [...]
 """
 
@@ -51,15 +53,27 @@ def _datasets_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _truncated_mode(args: argparse.Namespace) -> str:
+    """``--truncated-images``, checked against the modes of :mod:`crossgap.datasets.images` (ValueError)."""
+    from crossgap.datasets.images import DEFAULT_TRUNCATED_IMAGES, truncated_policy
+
+    return truncated_policy(args.truncated_images or DEFAULT_TRUNCATED_IMAGES).name
+
+
 def _datasets_check(args: argparse.Namespace) -> int:
     from crossgap.datasets import DatasetError, check_dataset, get_adapter, list_datasets
 
     try:
         adapters = [get_adapter(n) for n in (args.names or list_datasets())]
-    except DatasetError as exc:
+        args.truncated_images = _truncated_mode(args)
+    except (DatasetError, ValueError) as exc:
         log.error("%s", exc)
         return 2
-    reports = [check_dataset(a, args.dataroot, check_images=args.check_images, workers=args.workers) for a in adapters]
+    reports = [
+        check_dataset(a, args.dataroot, check_images=args.check_images, workers=args.workers,
+                      truncated_images=args.truncated_images)
+        for a in adapters
+    ]
     if args.json:
         print(json.dumps([r.to_json() for r in reports], indent=2))
     else:
@@ -80,6 +94,11 @@ def _datasets_prepare(args: argparse.Namespace) -> int:
     from crossgap.datasets import DatasetError, DatasetIntegrityError, prepare_manifest, skipped_sidecar_path
 
     try:
+        args.truncated_images = _truncated_mode(args)
+    except ValueError as exc:
+        log.error("%s", exc)
+        return 2
+    try:
         df, meta = prepare_manifest(
             args.name,
             args.dataroot,
@@ -87,18 +106,25 @@ def _datasets_prepare(args: argparse.Namespace) -> int:
             skip_corrupt=args.skip_corrupt,
             check_images=args.check_images,
             workers=args.workers,
+            truncated_images=args.truncated_images,
         )
     except DatasetIntegrityError as exc:
         log.error("%s: %d missing or unreadable file(s); manifest not written", exc.dataset, len(exc.problems))
         for p in exc.problems:
             print(f"{p.kind.upper()} {p.path}  ({p.reason})")
-        print("re-run with --skip-corrupt to skip (and record) them")
+        if any(p.kind != "truncated" for p in exc.problems):
+            print("re-run with --skip-corrupt to skip (and record) missing/corrupt files")
+        if any(p.kind == "truncated" for p in exc.problems):
+            print("re-run with --truncated-images load (as the reference) or skip for truncated images")
         return 1
     except DatasetError as exc:
         log.error("%s", exc)
         return 1
     counts = df.groupby(["split", "modality"], sort=False).size()
     print(f"wrote {args.out}: {len(df)} rows, {len(meta['classnames'])} classes")
+    truncated = meta["truncated_images"]
+    if truncated["count"]:
+        print(f"truncated images: {truncated['count']} {truncated['action']} (--truncated-images {truncated['mode']})")
     for (split, modality), n in counts.items():
         print(f"    {split:>8} {modality:<5}: {n}")
     if meta["skipped"]:
@@ -190,6 +216,13 @@ def _add_check_options(p: argparse.ArgumentParser) -> None:
         help="only check that files exist; do not decode every image",
     )
     p.add_argument("--workers", type=int, default=None, help="threads used to decode images")
+    p.add_argument(
+        "--truncated-images",
+        default=None,
+        metavar="{load,skip,fail}",
+        help="images PIL decodes only with LOAD_TRUNCATED_IMAGES: load them (the reference's choice), skip "
+        "them (recorded like --skip-corrupt) or fail (default: fail; crossgap.datasets.images)",
+    )
 
 
 def _configure_datasets(parser: argparse.ArgumentParser) -> None:

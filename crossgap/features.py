@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence
 
 import torch
-from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from crossgap.datasets.images import DEFAULT_TRUNCATED_IMAGES, open_rgb, truncated_policy
 from crossgap.utils import autocast_context
 
 if TYPE_CHECKING:
@@ -27,25 +27,26 @@ Box = tuple[float, float, float, float]
 
 
 class _ImageFiles(Dataset):
-    """Preprocessed images ``[3, H, W]`` read from ``paths`` (PIL, converted to RGB)."""
+    """Preprocessed images ``[3, H, W]`` read from ``paths`` (PIL, converted to RGB).
 
-    def __init__(self, paths: Sequence[str | Path], preprocess: Callable, boxes: Sequence[Box | None] | None = None) -> None:
+    ``load_truncated``: decode images that PIL reads only with ``LOAD_TRUNCATED_IMAGES`` (a manifest
+    prepared with ``truncated_images: load``); otherwise such an image raises ``OSError``.
+    """
+
+    def __init__(self, paths: Sequence[str | Path], preprocess: Callable, boxes: Sequence[Box | None] | None = None,
+                 load_truncated: bool = False) -> None:
         self.paths = list(paths)
         self.preprocess = preprocess
         self.boxes = list(boxes) if boxes is not None else [None] * len(self.paths)
+        self.load_truncated = load_truncated
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, index: int) -> torch.Tensor:
-        path = self.paths[index]
-        try:
-            with Image.open(path) as img:
-                img = img.convert("RGB")
-                box = self.boxes[index]
-                return self.preprocess(img.crop(box) if box is not None else img)
-        except OSError as exc:
-            raise OSError(f"cannot read image {path}: {exc}") from exc
+        img = open_rgb(self.paths[index], load_truncated=self.load_truncated)
+        box = self.boxes[index]
+        return self.preprocess(img.crop(box) if box is not None else img)
 
 
 @torch.no_grad()
@@ -58,9 +59,16 @@ def encode_images(
     num_workers: int = 0,
     progress: bool = True,
     boxes: Sequence[Box | None] | None = None,
+    truncated_images: str = DEFAULT_TRUNCATED_IMAGES,
 ) -> torch.Tensor:
-    """Image features ``[N, D]`` of the image files at ``paths``, each cropped to ``boxes[i]`` when given."""
-    loader = DataLoader(_ImageFiles(paths, preprocess, boxes), batch_size=batch_size, num_workers=num_workers)
+    """Image features ``[N, D]`` of the image files at ``paths``, each cropped to ``boxes[i]`` when given.
+
+    ``truncated_images``: the manifest's mode (:func:`crossgap.datasets.images.manifest_truncated_mode`);
+    ``load`` decodes truncated images as the reference does, any other mode refuses them.
+    """
+    load_truncated = truncated_policy(truncated_images).keep
+    loader = DataLoader(_ImageFiles(paths, preprocess, boxes, load_truncated), batch_size=batch_size,
+                        num_workers=num_workers)
     out = []
     for batch in tqdm(loader, desc="image features", disable=not progress, dynamic_ncols=True):
         with autocast_context(model.device):

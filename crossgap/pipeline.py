@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from crossgap.datasets.images import manifest_truncated_mode
 from crossgap.datasets.manifest import query_boxes, query_gallery, read_manifest, select
 from crossgap.plan import split_spec
 from crossgap.storage import FeatureSet, load_feature_set, save_feature_set, take
@@ -85,7 +86,8 @@ def extract_step(
     if modality == "image":
         paths = [Path(meta["root"]) / p for p in rows["path"]]
         feats = encode_images(model, preprocess, paths, batch_size=batch_size, num_workers=num_workers,
-                              progress=progress, boxes=query_crops(df, meta, rows))
+                              progress=progress, boxes=query_crops(df, meta, rows),
+                              truncated_images=manifest_truncated_mode(meta))
     else:
         feats = encode_texts(model, rows["text"].tolist(), batch_size=batch_size, progress=progress)
     seconds = time.perf_counter() - start

@@ -20,6 +20,7 @@ import pandas as pd
 
 from crossgap.datasets.checks import count_warnings, scan_files
 from crossgap.datasets.errors import DatasetIntegrityError, DatasetNotFoundError, FileProblem
+from crossgap.datasets.images import DEFAULT_TRUNCATED_IMAGES, split_truncated, truncated_meta, truncated_policy
 from crossgap.datasets.manifest import MANIFEST_COLUMNS, crossgap_version, validate_frame
 
 log = logging.getLogger(__name__)
@@ -179,19 +180,30 @@ class DatasetAdapter(ABC):
         skip_corrupt: bool = False,
         check_images: bool = True,
         workers: int | None = None,
+        truncated_images: str = DEFAULT_TRUNCATED_IMAGES,
     ) -> tuple[pd.DataFrame, dict[str, Any]]:
         """Manifest ``(df, meta)`` for this dataset.
 
         Missing or undecodable images raise :class:`DatasetIntegrityError` listing them,
         unless ``skip_corrupt``: then they (and captions of their images) are dropped and
-        recorded in ``meta["skipped"]``.
+        recorded in ``meta["skipped"]``.  Images that decode only with PIL's truncated loading
+        follow ``truncated_images`` alone (:mod:`crossgap.datasets.images`): ``load`` keeps them,
+        ``skip`` drops them like a skipped file, ``fail`` raises; the mode, count and ids are
+        recorded in ``meta["truncated_images"]``.
         """
+        policy = truncated_policy(truncated_images)
         ins = self.inspect(dataroot, check_images=check_images, workers=workers)
-        df, skipped = ins.frame, [p.to_json() for p in ins.problems]
-        if ins.problems:
-            if not skip_corrupt:
-                raise DatasetIntegrityError(self.slug, ins.problems)
-            bad = {p.id for p in ins.problems}
+        truncated, others = split_truncated(ins.problems)
+        refused = (truncated if policy.fail else []) + ([] if skip_corrupt else others)
+        if refused:
+            raise DatasetIntegrityError(self.slug, refused)
+        dropped = others + ([] if policy.keep else truncated)
+        df, skipped = ins.frame, [p.to_json() for p in dropped]
+        if truncated:
+            log.warning("%s: %d image(s) decode only with truncated loading: %s (truncated_images: %s)",
+                        self.slug, len(truncated), policy.action, policy.name)
+        if dropped:
+            bad = {p.id for p in dropped}
             orphans = df[df["group"].isin(bad) & ~df["id"].isin(bad)]
             skipped += [
                 {"id": i, "path": "", "kind": "orphan", "reason": f"source image {g!r} was skipped"}
@@ -199,7 +211,8 @@ class DatasetAdapter(ABC):
             ]
             drop = bad | set(orphans["id"])
             df = df[~df["id"].isin(drop)].reset_index(drop=True)
-            log.warning("%s: skipped %d row(s) (missing/corrupt files and their captions)", self.slug, len(drop))
+            log.warning("%s: skipped %d row(s) (missing/corrupt/truncated files and their captions)",
+                        self.slug, len(drop))
         meta = {
             "dataset": self.slug,
             "adapter": f"{type(self).__module__}.{type(self).__qualname__}",
@@ -213,6 +226,7 @@ class DatasetAdapter(ABC):
             "expected_sizes": dict(self.expected_sizes),
             "counts": ins.counts,
             "check_images": check_images,
+            "truncated_images": truncated_meta(policy, truncated, check_images),
             "created_by": f"crossgap {crossgap_version()}",
         }
         return df, meta

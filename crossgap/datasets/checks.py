@@ -1,4 +1,4 @@
-"""Dataset health checks: found or not, item counts vs expected, missing and corrupt files.
+"""Dataset health checks: found or not, item counts vs expected, missing, corrupt and truncated files.
 
 :func:`scan_files` and :func:`count_warnings` are used by every adapter's ``build``;
 :func:`check_dataset` runs all checks for one adapter and returns a
@@ -14,10 +14,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
-from PIL import Image
 from tqdm import tqdm
 
 from crossgap.datasets.errors import DatasetError, FileProblem
+from crossgap.datasets.images import (
+    DEFAULT_TRUNCATED_IMAGES,
+    decode_error,
+    reclassify_truncated,
+    split_truncated,
+    truncated_loading,
+    truncated_policy,
+)
 
 if TYPE_CHECKING:
     from crossgap.datasets.base import DatasetAdapter
@@ -34,20 +41,16 @@ def default_workers() -> int:
 
 
 def verify_image(path: Path) -> str | None:
-    """``None`` if ``path`` decodes completely with PIL, else the reason it does not."""
-    try:
-        with Image.open(path) as im:
-            im.load()
-    except Exception as exc:  # noqa: BLE001 - any decoder failure means "unreadable"
-        return f"{type(exc).__name__}: {exc}"
-    return None
+    """``None`` if ``path`` decodes completely with PIL (no truncated loading), else the reason it does not."""
+    with truncated_loading(False):
+        return decode_error(path)
 
 
 def _probe(path: Path, check_images: bool) -> tuple[str, str] | None:
     if not path.is_file():
         return "missing", "file does not exist"
     if check_images:
-        reason = verify_image(path)
+        reason = decode_error(path)  # the caller holds truncated_loading(False)
         if reason is not None:
             return "corrupt", reason
     return None
@@ -63,25 +66,28 @@ def scan_files(
 ) -> list[FileProblem]:
     """Check each ``(id, relative_path)`` under ``root``; return problems in input order.
 
-    A file is ``missing`` when it is not a regular file, ``corrupt`` when
-    ``check_images`` and PIL cannot fully decode it (truncated files included).
+    A file is ``missing`` when it is not a regular file; with ``check_images``, ``truncated``
+    when PIL decodes it only with ``LOAD_TRUNCATED_IMAGES`` (:mod:`crossgap.datasets.images`) and
+    ``corrupt`` when it cannot decode it even so.
     """
     items = list(items)
     paths = [root / rel for _, rel in items]
     chunks = [paths[i : i + CHUNK] for i in range(0, len(paths), CHUNK)]
     results: list[tuple[str, str] | None] = []
     with (
+        truncated_loading(False),  # strict decoding for the whole pass (threads read PIL's flag)
         ThreadPoolExecutor(max_workers=workers or default_workers()) as pool,
         tqdm(total=len(paths), desc=desc, unit="img", disable=None, leave=False) as bar,
     ):
         for chunk_results in pool.map(lambda chunk: [_probe(p, check_images) for p in chunk], chunks):
             results += chunk_results
             bar.update(len(chunk_results))
-    return [
+    problems = [
         FileProblem(id=item_id, path=str(path), kind=res[0], reason=res[1])
         for (item_id, _), path, res in zip(items, paths, results)
         if res is not None
     ]
+    return reclassify_truncated(problems) if check_images else problems
 
 
 def count_warnings(dataset: str, counts: Mapping[str, int], expected: Mapping[str, int]) -> list[str]:
@@ -113,10 +119,14 @@ class DatasetReport:
     num_classes: int | None = None
     warnings: list[str] = field(default_factory=list)
     problems: list[FileProblem] = field(default_factory=list)
+    #: ``truncated_images`` mode checked against, and the images that decode only with truncated
+    #: loading (under ``fail`` they are also in ``problems``)
+    truncated_images: str = DEFAULT_TRUNCATED_IMAGES
+    truncated: list[FileProblem] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        """Found, index files readable, and no missing or corrupt file."""
+        """Found, index files readable, and no missing or corrupt file (nor truncated one, under ``fail``)."""
         return self.found and self.error is None and not self.problems
 
     def to_json(self) -> dict[str, Any]:
@@ -132,6 +142,9 @@ class DatasetReport:
             "num_classes": self.num_classes,
             "warnings": self.warnings,
             "problems": [p.to_json() for p in self.problems],
+            "truncated_images": self.truncated_images,
+            "num_truncated": len(self.truncated),
+            "truncated": [p.to_json() for p in self.truncated],
         }
 
     def format(self, *, brief_not_found: bool = False) -> str:
@@ -152,8 +165,15 @@ class DatasetReport:
                 lines.append(f"    {split:>8}: 0 images (expected {self.expected[split]})   <-- MISMATCH")
         if self.num_classes is not None:
             lines.append(f"    classes: {self.num_classes}")
+        if self.truncated:
+            action = truncated_policy(self.truncated_images).action
+            lines.append(f"    truncated: {len(self.truncated)} image(s), {action} "
+                         f"(truncated_images: {self.truncated_images})")
         lines += [f"    WARNING {w}" for w in self.warnings]
         lines += [f"    {p.kind.upper()} {p.path}  ({p.reason})" for p in self.problems]
+        if not truncated_policy(self.truncated_images).fail:
+            lines += [f"    TRUNCATED {p.path}  (will be {truncated_policy(self.truncated_images).action})"
+                      for p in self.truncated]
         return "\n".join(lines)
 
 
@@ -163,9 +183,16 @@ def check_dataset(
     *,
     check_images: bool = True,
     workers: int | None = None,
+    truncated_images: str = DEFAULT_TRUNCATED_IMAGES,
 ) -> DatasetReport:
-    """Run every check for ``adapter`` under ``dataroot``; data problems go into the report."""
-    report = DatasetReport(dataset=adapter.slug, expected=dict(adapter.expected_sizes))
+    """Run every check for ``adapter`` under ``dataroot``; data problems go into the report.
+
+    Truncated images are counted in ``report.truncated``; they are problems only when
+    ``truncated_images`` is ``fail``.
+    """
+    policy = truncated_policy(truncated_images)
+    report = DatasetReport(dataset=adapter.slug, expected=dict(adapter.expected_sizes),
+                           truncated_images=policy.name)
     try:
         report.folder = str(adapter.locate(dataroot))
         report.found = True
@@ -176,5 +203,6 @@ def check_dataset(
     report.counts = inspection.counts
     report.num_classes = len(inspection.classnames)
     report.warnings = inspection.warnings
-    report.problems = inspection.problems
+    report.truncated, others = split_truncated(inspection.problems)
+    report.problems = inspection.problems if policy.fail else others
     return report

@@ -55,10 +55,17 @@ class DatasetIntegrityError(DatasetError):
         more = len(self.problems) - len(lines)
         if more > 0:
             lines.append(f"... and {more} more")
+        truncated = sum(p.kind == "truncated" for p in self.problems)
+        note = (
+            f"\n{truncated} of them decode only with PIL's LOAD_TRUNCATED_IMAGES: build with "
+            "truncated_images='load' (the reference implementation's behaviour) or 'skip' "
+            "(params: prepare.truncated_images; CLI: --truncated-images)."
+            if truncated else ""
+        )
         super().__init__(
             f"{dataset}: {len(self.problems)} missing or unreadable file(s):\n  "
             + "\n  ".join(lines)
             + "\nFix or remove them, or build with skip_corrupt=True (CLI: --skip-corrupt) "
             "to skip them; skipped ids are recorded in the manifest metadata and its "
-            "'.skipped.json' sidecar."
+            "'.skipped.json' sidecar." + note
         )

@@ -24,6 +24,7 @@ import pandas as pd
 from crossgap.datasets.base import DatasetAdapter, Inspection, Row, frame_from_rows
 from crossgap.datasets.checks import count_warnings, scan_files
 from crossgap.datasets.errors import DatasetLayoutError, FileProblem
+from crossgap.datasets.images import DEFAULT_TRUNCATED_IMAGES
 from crossgap.datasets.manifest import validate_frame, validate_meta
 
 log = logging.getLogger(__name__)
@@ -112,9 +113,11 @@ class ExtendedAdapter(DatasetAdapter):
         skip_corrupt: bool = False,
         check_images: bool = True,
         workers: int | None = None,
+        truncated_images: str = DEFAULT_TRUNCATED_IMAGES,
     ) -> tuple[pd.DataFrame, dict[str, Any]]:
         """As the base class, plus :meth:`extra_meta`; the metadata is validated."""
-        df, meta = super().build(dataroot, skip_corrupt=skip_corrupt, check_images=check_images, workers=workers)
+        df, meta = super().build(dataroot, skip_corrupt=skip_corrupt, check_images=check_images, workers=workers,
+                                 truncated_images=truncated_images)
         meta.update(self.extra_meta(self.locate(dataroot), df))
         meta["count_unit"] = self.count_unit
         validate_meta(meta, f"{self.slug} adapter output")

@@ -12,4 +12,5 @@ prepare_manifest(
     skip_corrupt=prep.get("skip_corrupt", False),
     check_images=prep.get("check_images", True),
     workers=snakemake.threads,
+    truncated_images=prep.get("truncated_images", "fail"),
 )
