@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from crossgap.datasets import coop, fgvc_aircraft, imagenet, synthetic  # noqa: F401  (register adapters)
 from crossgap.datasets import captions, cub, imagenet_variants, nanobeir, revisited, sop, text_corpora  # noqa: F401
+from crossgap.datasets import revisited_r1m  # noqa: F401  (after revisited: its variants reuse the adapter)
 from crossgap.datasets.base import DatasetAdapter, Inspection
 from crossgap.datasets.checks import DatasetReport, check_dataset
 from crossgap.datasets.errors import (
