@@ -7,6 +7,11 @@ Methods (see :data:`crossgap.metrics.results.TASK_METHODS`):
 * ``text_retrieval``: ``text`` or ``ovi`` (OVI-inverted query texts) against native gallery texts;
 * ``zero_shot``: ``standard`` (images vs prompt texts), ``oti`` (OTI-inverted images vs prompt
   texts: text-text) or ``ovi`` (images vs OVI-inverted prompts: image-image).
+
+``reference_compat=True`` (params ``evaluation.reference_compat``) scores retrieval with the reference
+implementation's definitions (:mod:`crossgap.metrics.reference_compat`: leave-one-out mAP@R over the
+top R+1, float16 ImageNet similarities); revisited and zero-shot metrics are the same in both modes.
+Every result file records the mode in ``extra.reference_compat``.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from crossgap.datasets.manifest import (
     zero_shot_rows,
 )
 from crossgap.metrics import build_classifier, evaluate_retrieval, evaluate_revisited, evaluate_zero_shot
+from crossgap.metrics.reference_compat import uses_fp16_similarities
 from crossgap.metrics.results import write_result
 from crossgap.storage import load_feature_set, take
 
@@ -46,7 +52,8 @@ def _by_qrels(meta, task, q_rows, g_rows, q_feats, g_feats, **kw) -> dict[str, A
     return evaluate_retrieval(q_feats, g_feats, relevance=qrels_pairs(meta, task, q_rows, g_rows), **kw)
 
 
-def _by_revisited(meta, task, q_rows, g_rows, q_feats, g_feats, exclude_self, chunk_size) -> dict[str, Any]:
+def _by_revisited(meta, task, q_rows, g_rows, q_feats, g_feats, exclude_self, chunk_size, **compat) -> dict[str, Any]:
+    # the reference's compute_map is the official one, as evaluate_revisited: compat changes nothing here
     gnd = revisited_ground_truth(meta, task, q_rows, g_rows)
     return evaluate_revisited(q_feats, g_feats, gnd, chunk_size=min(chunk_size, 256))
 
@@ -67,8 +74,12 @@ def retrieval_step(
     model_slug: str,
     chunk_size: int = 1024,
     params: Mapping[str, Any] | None = None,
+    reference_compat: bool = False,
 ) -> dict[str, Any]:
-    """Evaluate the protocol's queries (from ``query`` features) against its gallery; write ``out``."""
+    """Evaluate the protocol's queries (from ``query`` features) against its gallery; write ``out``.
+
+    ``reference_compat``: the reference's mAP@R and (for ImageNet) float16 ranking (module docstring).
+    """
     df, meta = read_manifest(manifest)
     q_rows, g_rows, exclude_self = query_gallery(df, meta, task)
     q_feats = take(load_feature_set(query), q_rows["id"].tolist(), query)
@@ -76,13 +87,16 @@ def retrieval_step(
     kind = relevance(meta, task)
     if kind not in RELEVANCE_EVALUATORS:
         raise ValueError(f"{manifest}: unsupported relevance {kind!r}; known: {sorted(RELEVANCE_EVALUATORS)}")
+    fp16 = bool(reference_compat) and uses_fp16_similarities(meta["dataset"])
     metrics = RELEVANCE_EVALUATORS[kind](meta, task, q_rows, g_rows, q_feats, g_feats,
-                                         exclude_self=exclude_self, chunk_size=chunk_size)
+                                         exclude_self=exclude_self, chunk_size=chunk_size,
+                                         reference_compat=bool(reference_compat), fp16_similarities=fp16)
     log.info("%s/%s %s %s: %s", meta["dataset"], model_slug, task, method,
              {k: round(v, 2) for k, v in metrics.items() if k.startswith("mAP") and isinstance(v, float)})
     return write_result(out, task=task, method=method, dataset=meta["dataset"], model=model_slug,
                         metrics=metrics, params=dict(params or {}),
-                        extra={"query_file": query, "gallery_file": gallery, "exclude_self": exclude_self})
+                        extra={"query_file": query, "gallery_file": gallery, "exclude_self": exclude_self,
+                               "reference_compat": bool(reference_compat), "fp16_similarities": fp16})
 
 
 def zero_shot_step(
@@ -94,8 +108,12 @@ def zero_shot_step(
     out: str,
     model_slug: str,
     params: Mapping[str, Any] | None = None,
+    reference_compat: bool = False,
 ) -> dict[str, Any]:
-    """Zero-shot accuracy of the protocol's images (``images`` features) with a classifier from ``prompts``."""
+    """Zero-shot accuracy of the protocol's images (``images`` features) with a classifier from ``prompts``.
+
+    ``reference_compat`` is recorded only: the reference's zero-shot accuracy is the standard one.
+    """
     df, meta = read_manifest(manifest)
     rows = zero_shot_rows(df, meta)
     feats = take(load_feature_set(images), rows["id"].tolist(), images)
@@ -108,7 +126,8 @@ def zero_shot_step(
     log.info("%s/%s zero-shot %s: top1 %.2f", meta["dataset"], model_slug, method, metrics["top1"])
     return write_result(out, task="zero_shot", method=method, dataset=meta["dataset"], model=model_slug,
                         metrics=metrics, params=dict(params or {}),
-                        extra={"image_file": images, "prompt_file": prompts})
+                        extra={"image_file": images, "prompt_file": prompts,
+                               "reference_compat": bool(reference_compat)})
 
 
 def matched_pairs(

@@ -146,7 +146,8 @@ class RetrievalPerQuery:
 
 
 def _rank_metrics(
-    b: int, hit_rows: torch.Tensor, rank0: torch.Tensor, hit_no: torch.Tensor, n_rel: torch.Tensor, ks: Sequence[int]
+    b: int, hit_rows: torch.Tensor, rank0: torch.Tensor, hit_no: torch.Tensor, n_rel: torch.Tensor, ks: Sequence[int],
+    ap_at_r_extra: int = 0,
 ) -> dict[str, torch.Tensor]:
     """Per-query metrics of a chunk of ``b`` queries from the ranks of their relevant items.
 
@@ -155,14 +156,17 @@ def _rank_metrics(
         rank0: ``[H]`` its 0-based rank in the query's ranking.
         hit_no: ``[H]`` its 1-based position among the query's relevant items, best first.
         n_rel: ``[b]`` relevant items per query.
+        ap_at_r_extra: AP@R sums over the top ``R + ap_at_r_extra`` (still divided by ``R``);
+            1 is the reference implementation's leave-one-out mAP@R (:mod:`.reference_compat`).
     """
     dev = rank0.device
     precision = hit_no.double() / (rank0 + 1).double()  # P@k at each relevant rank
     in_top_r = rank0 < n_rel[hit_rows]
+    in_cutoff = rank0 < n_rel[hit_rows] + ap_at_r_extra if ap_at_r_extra else in_top_r
     denom = n_rel.double()  # 0 for queries without a relevant item: their values become NaN
     zeros = torch.zeros(b, dtype=torch.float64, device=dev)
     ap = zeros.index_add(0, hit_rows, precision) / denom
-    ap_at_r = zeros.index_add(0, hit_rows, precision * in_top_r) / denom
+    ap_at_r = zeros.index_add(0, hit_rows, precision * in_cutoff) / denom
     r_prec = zeros.index_add(0, hit_rows, in_top_r.double()) / denom
     first = torch.zeros(b, dtype=torch.long, device=dev)
     is_first = hit_no == 1
@@ -173,7 +177,9 @@ def _rank_metrics(
     return out
 
 
-def _sorted_metrics(sim: torch.Tensor, rel: torch.Tensor, ks: Sequence[int]) -> dict[str, torch.Tensor]:
+def _sorted_metrics(
+    sim: torch.Tensor, rel: torch.Tensor, ks: Sequence[int], ap_at_r_extra: int = 0
+) -> dict[str, torch.Tensor]:
     """Reference path: stable sort of ``sim [B, G]`` (modified), relevance ``[B, G]`` in ranked order."""
     b = sim.shape[0]
     order = rank_order(sim)
@@ -183,7 +189,7 @@ def _sorted_metrics(sim: torch.Tensor, rel: torch.Tensor, ks: Sequence[int]) -> 
     n_rel = torch.bincount(hit_rows, minlength=b)  # [B] (much cheaper than a [B, G] sum)
     offsets = torch.cumsum(n_rel, 0) - n_rel  # index of each row's first hit in the hit list
     hit_no = torch.arange(hit_rows.numel(), device=sim.device) - offsets[hit_rows] + 1
-    return _rank_metrics(b, hit_rows, hit_cols, hit_no, n_rel, ks)
+    return _rank_metrics(b, hit_rows, hit_cols, hit_no, n_rel, ks, ap_at_r_extra)
 
 
 def _chunk_metrics(
@@ -359,6 +365,8 @@ def evaluate_retrieval(
     relevance: ArrayLike | None = None,
     query_groups: ArrayLike | None = None,
     gallery_groups: ArrayLike | None = None,
+    reference_compat: bool = False,
+    fp16_similarities: bool = False,
 ) -> dict[str, float | int | list[int]]:
     """Retrieval metrics of queries ``[Q, D]`` against a gallery ``[G, D]`` (module docstring).
 
@@ -373,6 +381,9 @@ def evaluate_retrieval(
         relevance: explicit relevance instead of labels: bool ``[Q, G]`` or int pairs ``[P, 2]``.
         query_groups, gallery_groups: integer ``[Q]`` / ``[G]``; relevant = same group
             (caption datasets).  Exactly one of labels / groups / relevance must be given.
+        reference_compat: the reference implementation's definitions instead
+            (:mod:`crossgap.metrics.reference_compat`): leave-one-out mAP@R over the top R+1;
+            with ``fp16_similarities`` (its ImageNet ranking) similarities rounded to float16.
 
     Returns:
         ``mAP``, ``mAP_at_R``, ``R_precision``, ``R@1``, ``R@5``, ``R@10``: floats ×100 over the
@@ -380,6 +391,15 @@ def evaluate_retrieval(
         ``num_queries_evaluated`` (int), ``num_queries_without_relevant`` (int),
         ``queries_without_relevant`` (list of their query indices), ``gallery_size`` (G, int).
     """
+    if fp16_similarities and not reference_compat:
+        raise ValueError("fp16_similarities is the reference's ImageNet ranking: it needs reference_compat=True")
+    if reference_compat:
+        from crossgap.metrics.reference_compat import reference_per_query
+
+        return summarize_retrieval(reference_per_query(
+            query_features, gallery_features, query_labels, gallery_labels, exclude_self=exclude_self,
+            chunk_size=chunk_size, device=device, relevance=relevance, query_groups=query_groups,
+            gallery_groups=gallery_groups, fp16_similarities=fp16_similarities))
     per_query = retrieval_per_query(
         query_features,
         gallery_features,

@@ -14,4 +14,5 @@ retrieval_step(
     model_slug=snakemake.wildcards.model,
     chunk_size=snakemake.params.chunk_size,
     params=snakemake.params.inversion,
+    reference_compat=snakemake.params.get("reference_compat", False),
 )

@@ -12,4 +12,5 @@ zero_shot_step(
     out=snakemake.output.result,
     model_slug=snakemake.wildcards.model,
     params=snakemake.params.inversion,
+    reference_compat=snakemake.params.get("reference_compat", False),
 )
