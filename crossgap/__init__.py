@@ -26,6 +26,7 @@ _EXPORTS = {
     "FeatureSet": "crossgap.storage",
     "load_feature_set": "crossgap.storage",
     "save_feature_set": "crossgap.storage",
+    "import_reference": "crossgap.interop",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

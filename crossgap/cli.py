@@ -14,6 +14,7 @@ Currently::
     crossgap datasets prepare NAME --dataroot DIR --out manifest.parquet [--skip-corrupt] [--no-check-images]
                               [--truncated-images load|skip|fail]
     crossgap datasets prepare-text MANIFEST --out OUT [--strategy truncate|summaries|llm] [...]
+    crossgap import-reference RUN_DIR --dataset D --model M (--tag TAG | --out FILE) [--set S] [...]
 """
 
 from __future__ import annotations
@@ -255,9 +256,75 @@ def _configure_datasets(parser: argparse.ArgumentParser) -> None:
     )
 
 
+# --------------------------------------------------------------------------- import-reference
+
+
+def _reference_model_spec(args: argparse.Namespace) -> dict:
+    """The ``models:`` entry of ``--model`` in ``--params``, or one built from ``--architecture`` etc."""
+    if args.architecture:
+        return {k: v for k, v in (("architecture", args.architecture), ("pretrained", args.pretrained),
+                                  ("backend", args.backend)) if v is not None}
+    import yaml
+
+    try:
+        models = (yaml.safe_load(open(args.params, encoding="utf-8")) or {}).get("models") or {}
+    except (OSError, yaml.YAMLError, AttributeError) as exc:
+        raise ValueError(f"{args.params}: cannot read its 'models:' mapping ({exc})") from exc
+    if args.model not in models:
+        raise ValueError(f"{args.params}: no models entry {args.model!r} (entries: {sorted(models)}); "
+                         "or give --architecture [--pretrained] [--backend]")
+    return dict(models[args.model])
+
+
+def _import_reference(args: argparse.Namespace) -> int:
+    from crossgap.datasets import DatasetError
+    from crossgap.interop import ReferenceImportError, import_reference
+    from crossgap.safe_pickle import UnsafePickleError
+
+    try:
+        names_map = json.loads(open(args.names_map, encoding="utf-8").read()) if args.names_map else None
+        path, fs = import_reference(
+            args.run_dir, manifest=args.manifest or f"{args.data_dir}/manifests/{args.dataset}.parquet",
+            dataset=args.dataset, model_slug=args.model, model_spec=_reference_model_spec(args),
+            inverted=args.set, tag=args.tag, out=args.out, data_dir=args.data_dir, naming=args.naming,
+            names_map=names_map,
+        )
+    except (ReferenceImportError, UnsafePickleError, DatasetError, OSError, ValueError) as exc:
+        log.error("%s", exc)
+        return 1
+    source = fs.meta["imported_from"]
+    print(f"wrote {path}: {len(fs.ids)} {fs.meta['kind']} inversions of set {source['set']!r} "
+          f"(naming {source['naming']!r}, {source['reference_rows']} reference rows)")
+    return 0
+
+
+def _configure_import_reference(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run_dir", help="a reference run folder: data/{oti,ovi}_pseudo_tokens/<dataset>/<split>/<exp_name>")
+    p.add_argument("--dataset", required=True, help="the dataset's slug in params (output path, metadata)")
+    p.add_argument("--model", required=True, help="the model's slug in params (output path, model entry)")
+    p.add_argument("--manifest", default=None,
+                   help="the dataset's manifest (default <data-dir>/manifests/<dataset>.parquet)")
+    p.add_argument("--set", default=None, help="inverted set: a split for OTI, queries|prompts for OVI (default: "
+                   "OTI the image-retrieval query split, OVI prompts if the run used class names)")
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--tag",
+                       help="file under <data-dir>/inversion/<dataset>/<model>/<method>-<tag>/<set>.safetensors")
+    where.add_argument("--out", help="explicit output file")
+    p.add_argument("--data-dir", default="data", help="the pipeline's data folder (default: data)")
+    p.add_argument("--params", default="params.yaml", help="params file holding the --model entry")
+    p.add_argument("--architecture", default=None, help="load this architecture instead of the params entry")
+    p.add_argument("--pretrained", default=None, help="with --architecture: tag or checkpoint path")
+    p.add_argument("--backend", default=None, help="with --architecture: openai | open_clip | slip")
+    p.add_argument("--naming", default="auto", help="how reference names map to manifest rows (crossgap.interop)")
+    p.add_argument("--names-map", default=None, help="JSON file {reference name: crossgap id} instead of --naming")
+    p.set_defaults(func=_import_reference)
+
+
 #: Top-level subcommands; add an entry to add a command.
 COMMANDS: dict[str, Command] = {
     "datasets": Command("list, check and prepare datasets", _configure_datasets),
+    "import-reference": Command("turn a reference-implementation OTI/OVI run into a crossgap inversion file",
+                                _configure_import_reference),
 }
 
 
