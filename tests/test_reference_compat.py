@@ -24,7 +24,8 @@ from crossgap.storage import FeatureSet, save_feature_set
 def average_precision_tm140(sim: torch.Tensor, true: torch.Tensor) -> float:
     """torchmetrics 1.4.0's ``retrieval_average_precision`` (the version the reference pins in
     install_requirements.sh): positives' positions in the full ranking, mean of hits/position; 0 without
-    positives.  (Later releases, e.g. the 1.9 installed here, also drop positives with similarity <= 0.)"""
+    positives.  (Later releases, since Lightning-AI/torchmetrics PR #3104, also drop positives whose
+    similarity is <= 0, as the 1.9 installed here does; with CLIP features cosines are positive.)"""
     ranked = true[torch.topk(sim, k=sim.shape[-1], sorted=True).indices]
     if not ranked.sum():
         return 0.0

@@ -19,6 +19,10 @@ crossgap's definitions (:mod:`crossgap.metrics.retrieval`) stay the default.  Wi
    float32 similarities to float16 the same way.  :data:`REFERENCE_FP16_DATASETS` lists the
    datasets (adapter slugs) it does this for.
 
+mAP is the standard full-ranking AP, as the torchmetrics the reference pins (1.4.0.post0,
+``install_requirements.sh``) computes it; later torchmetrics releases (Lightning-AI/torchmetrics PR
+#3104) also drop relevant items whose similarity is <= 0, which CLIP cosines practically never are.
+
 Everything else keeps crossgap's rules: ties by gallery index (the reference leaves the order of
 tied items to ``torch.topk`` / ``torch.argsort``, unspecified), mAP over the full ranking,
 R-precision, R@k, and queries without a relevant item excluded and reported (the reference scores
