@@ -114,11 +114,20 @@ def prompts_step(*, manifest: str, model_slug: str, model_spec: Mapping[str, Any
 # --------------------------------------------------------------------------------------------
 # inversion
 # --------------------------------------------------------------------------------------------
-def shard_bounds(n: int, shard: int, num_shards: int) -> tuple[int, int]:
-    """Contiguous ``[start, stop)`` of shard ``shard`` of ``n`` rows; shards cover rows in order."""
+def shard_bounds(n: int, shard: int, num_shards: int, shard_size: int) -> tuple[int, int]:
+    """``[start, stop)`` of shard ``shard``: rows ``shard * shard_size`` onwards, ``shard_size`` of them.
+
+    The number of shards is planned from the published set size (``crossgap.plan.num_shards``);
+    the last shard takes every remaining row, so a set larger than planned is still covered
+    (and a smaller one leaves trailing shards empty).
+    """
     if not 0 <= shard < num_shards:
         raise ValueError(f"shard {shard} out of range for {num_shards} shards")
-    return n * shard // num_shards, n * (shard + 1) // num_shards
+    if shard_size < 1:
+        raise ValueError(f"shard_size must be >= 1, got {shard_size}")
+    start = min(shard * shard_size, n)
+    stop = n if shard == num_shards - 1 else min(start + shard_size, n)
+    return start, stop
 
 
 def inversion_targets(features: str, manifest: str | None, task: str | None) -> tuple[torch.Tensor, list[str]]:
@@ -141,27 +150,41 @@ def invert_shard_step(
     model_spec: Mapping[str, Any],
     shard: int,
     num_shards: int,
+    shard_size: int,
     params: Mapping[str, Any],
+    batch_size: int | None = None,
+    checkpoint_every: int = 1,
     manifest: str | None = None,
     task: str | None = None,
     progress: bool = True,
 ) -> None:
     """OTI or OVI on one shard of the targets; writes re-encoded features, tokens and losses.
 
-    ``params``: ``steps``, ``learning_rate``, ``weight_decay``, ``num_pseudo_tokens``, ``batch_size``,
-    ``seed`` and, for OTI, ``template``.  Initial tokens are drawn for the whole target set from
-    ``seed`` and sliced, so results do not depend on the number of shards.
+    ``params``: the result fields (``steps``, ``learning_rate``, ``weight_decay``,
+    ``num_pseudo_tokens``, ``seed`` and, for OTI, ``template``).  ``batch_size`` and
+    ``checkpoint_every`` are runtime settings.  Initial tokens are drawn for the whole target set
+    from ``seed`` and sliced, so results do not depend on the shard size.  Finished batches are
+    saved to ``<out>.resume.safetensors`` (:mod:`crossgap.resume`) every ``checkpoint_every``
+    batches; a rerun after a kill continues from there, bit-identically on the CPU.
     """
     from crossgap.inversion import initial_tokens, oti, oti_features, ovi, ovi_features
+    from crossgap.resume import ShardResume, fingerprint, resume_path
 
+    if method not in ("oti", "ovi"):
+        raise ValueError(f"unknown inversion method {method!r}; expected 'oti' or 'ovi'")
     targets, ids = inversion_targets(features, manifest, task)
-    start, stop = shard_bounds(len(ids), shard, num_shards)
+    start, stop = shard_bounds(len(ids), shard, num_shards, shard_size)
+    if shard == num_shards - 1 and stop - start > 2 * shard_size:
+        log.warning("%s: the last shard holds %d targets (shard_size %d): the set is larger than planned; "
+                    "give the dataset's sizes in params (datasets.<name>.sizes) to split it", out,
+                    stop - start, shard_size)
     model, _ = load_model(model_spec)
     width = model.text_token_embedding_dim if method == "oti" else model.visual_token_embedding_dim
     init = initial_tokens(len(ids), params["num_pseudo_tokens"], width, params["seed"])[start:stop]
+    resume = ShardResume(resume_path(out), fingerprint(params, ids[start:stop], init), checkpoint_every)
     common = dict(num_pseudo_tokens=params["num_pseudo_tokens"], steps=params["steps"],
                   learning_rate=params["learning_rate"], weight_decay=params["weight_decay"],
-                  batch_size=params["batch_size"], init=init, progress=progress)
+                  batch_size=batch_size, init=init, progress=progress, resume=resume)
     begin = time.perf_counter()
     if stop == start:
         feats = torch.empty(0, targets.shape[1])
@@ -170,11 +193,9 @@ def invert_shard_step(
     elif method == "oti":
         tokens, losses = oti(targets[start:stop], model, template_sentence=params["template"], **common)
         feats = oti_features(tokens, model, template_sentence=params["template"])
-    elif method == "ovi":
+    else:
         tokens, losses = ovi(targets[start:stop], model, **common)
         feats = ovi_features(tokens, model)
-    else:
-        raise ValueError(f"unknown inversion method {method!r}; expected 'oti' or 'ovi'")
     seconds = time.perf_counter() - begin
     if stop > start:
         log.info("%s shard %d/%d: %d samples in %.1f s (%.2f samples/s), loss %.4f -> %.4f", method, shard + 1,
@@ -182,8 +203,10 @@ def invert_shard_step(
                  float(losses[:, -1].mean()))
     save_feature_set(out, FeatureSet(feats, ids[start:stop], extras={"pseudo_tokens": tokens, "losses": losses},
                                      meta={"kind": method, "model": model_slug, "shard": shard,
-                                           "num_shards": num_shards, "params": dict(params),
-                                           "seconds": seconds, **_runtime_meta()}))
+                                           "num_shards": num_shards, "rows": [start, stop],
+                                           "num_targets": len(ids), "params": dict(params),
+                                           "batch_size": batch_size, "seconds": seconds, **_runtime_meta()}))
+    resume.discard()
 
 
 def gather_step(*, shards: Sequence[str], out: str, loss_csv: str | None = None) -> None:
@@ -195,11 +218,21 @@ def gather_step(*, shards: Sequence[str], out: str, loss_csv: str | None = None)
     order = [p.meta.get("shard") for p in parts]
     if order != list(range(len(parts))):
         raise ValueError(f"gather: shard files must be shards 0..{len(parts) - 1} in order, got {order} ({list(shards)})")
+    rows = [p.meta.get("rows") for p in parts]
+    if all(r is not None for r in rows):
+        expected_start = 0
+        for path, (begin, end) in zip(shards, rows):
+            if begin != expected_start:
+                raise ValueError(f"gather: {path} covers rows [{begin}, {end}) but rows start at {expected_start}: "
+                                 "shards of different shard sizes; delete the .shards folder and rerun")
+            expected_start = end
+        if {p.meta.get("num_targets") for p in parts} != {expected_start}:
+            raise ValueError(f"gather: shards cover {expected_start} rows, not all {parts[0].meta.get('num_targets')}")
     ids = [key for p in parts for key in p.ids]
     if len(set(ids)) != len(ids):
         raise ValueError("gather: shards overlap (duplicate ids)")
     extras = {key: torch.cat([p.extras[key] for p in parts]) for key in parts[0].extras}
-    meta = dict(parts[0].meta, shard=None, seconds=sum(p.meta.get("seconds", 0.0) for p in parts))
+    meta = dict(parts[0].meta, shard=None, rows=None, seconds=sum(p.meta.get("seconds", 0.0) for p in parts))
     save_feature_set(out, FeatureSet(torch.cat([p.features for p in parts]), ids, meta=meta, extras=extras))
     if loss_csv is not None:
         losses = extras["losses"]

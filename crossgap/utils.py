@@ -12,9 +12,10 @@ import logging
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
-import torch
+if TYPE_CHECKING:  # torch is imported lazily: dry runs and the CLI must not pay for it
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -46,22 +47,28 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
-def resolve_device(device: str | torch.device | None = None) -> torch.device:
+def resolve_device(device: "str | torch.device | None" = None) -> "torch.device":
     """Return ``device`` as a :class:`torch.device`; ``None`` means CUDA when available, else CPU."""
+    import torch
+
     if device is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
 
 
-def autocast_dtype(device: torch.device) -> torch.dtype | None:
+def autocast_dtype(device: "torch.device") -> "torch.dtype | None":
     """The autocast dtype used on ``device``: bf16 where supported, else fp16 on CUDA; None on CPU."""
+    import torch
+
     if device.type != "cuda":
         return None
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
-def autocast_context(device: torch.device) -> contextlib.AbstractContextManager:
+def autocast_context(device: "torch.device") -> contextlib.AbstractContextManager:
     """``torch.autocast`` with :func:`autocast_dtype` on CUDA; a no-op context on the CPU."""
+    import torch
+
     dtype = autocast_dtype(device)
     if dtype is None:
         return contextlib.nullcontext()

@@ -30,9 +30,9 @@ from fixtures_datasets2 import make_revisited  # noqa: E402
 
 EMBED_DIM = 32  # test-vit-tiny
 OTI_PARAMS = {"steps": 2, "learning_rate": 0.02, "weight_decay": 0.01, "num_pseudo_tokens": 1,
-              "batch_size": 8, "seed": 7, "template": "a photo of {}"}
+              "seed": 7, "template": "a photo of {}"}
 OVI_PARAMS = {"steps": 2, "learning_rate": 0.02, "weight_decay": 0.01, "num_pseudo_tokens": 2,
-              "batch_size": 8, "seed": 11}
+              "seed": 11}
 
 
 @pytest.fixture(scope="module")
@@ -92,23 +92,25 @@ def _targets(path: Path, n: int, seed: int = 0) -> list[str]:
 
 
 # --------------------------------------------------------------------------------- shard_bounds
-@pytest.mark.parametrize("n", [0, 1, 2, 3, 5, 7, 10, 17, 100])
-@pytest.mark.parametrize("num_shards", [1, 2, 3, 4, 8, 13])
-def test_shard_bounds_cover_every_row_once_in_order(n, num_shards):
-    bounds = [shard_bounds(n, s, num_shards) for s in range(num_shards)]
-    covered = [i for start, stop in bounds for i in range(start, stop)]
-    assert covered == list(range(n))
-    assert bounds[0][0] == 0 and bounds[-1][1] == n
-    for (_, stop), (start, _) in zip(bounds, bounds[1:]):
-        assert stop == start  # contiguous
-    sizes = [stop - start for start, stop in bounds]
-    assert min(sizes) >= 0 and max(sizes) - min(sizes) <= 1  # balanced
+@pytest.mark.parametrize(
+    "n, num_shards, shard_size, expected",
+    [
+        (10, 3, 4, [(0, 4), (4, 8), (8, 10)]),  # the planned case: ceil(10 / 4) = 3 shards
+        (12, 3, 4, [(0, 4), (4, 8), (8, 12)]),  # exact fit
+        (14, 3, 4, [(0, 4), (4, 8), (8, 14)]),  # more targets than planned: the last shard takes the rest
+        (5, 3, 4, [(0, 4), (4, 5), (5, 5)]),  # fewer than planned: trailing shards are empty
+        (0, 1, 4, [(0, 0)]),
+        (3, 1, 4096, [(0, 3)]),
+    ],
+)
+def test_shard_bounds_are_fixed_size_blocks_with_the_rest_in_the_last(n, num_shards, shard_size, expected):
+    assert [shard_bounds(n, s, num_shards, shard_size) for s in range(num_shards)] == expected
 
 
 @pytest.mark.parametrize("shard, num_shards", [(-1, 2), (2, 2), (0, 0), (5, 3)])
 def test_shard_bounds_rejects_bad_shard(shard, num_shards):
     with pytest.raises(ValueError, match="out of range"):
-        shard_bounds(10, shard, num_shards)
+        shard_bounds(10, shard, num_shards, 4)
 
 
 def test_split_spec():
@@ -240,22 +242,24 @@ def test_inversion_targets_missing_query_names_the_file(synthetic_manifest, tmp_
         inversion_targets(str(path), str(synthetic_manifest), "image_retrieval")
 
 
-def _invert(method, features, out, spec, shard, num_shards, params):
+def _invert(method, features, out, spec, shard, num_shards, params, shard_size=1, batch_size=8, **kwargs):
     invert_shard_step(method=method, features=str(features), out=str(out), model_slug="tiny/test", model_spec=spec,
-                      shard=shard, num_shards=num_shards, params=params, progress=False)
+                      shard=shard, num_shards=num_shards, shard_size=shard_size, params=params, batch_size=batch_size,
+                      progress=False, **kwargs)
 
 
 @pytest.mark.parametrize("method, params", [("oti", OTI_PARAMS), ("ovi", OVI_PARAMS)])
 def test_two_shards_gathered_equal_one_shard(method, params, spec, model_and_preprocess, cached_model, tmp_path):
     feats = tmp_path / "targets.safetensors"
     ids = _targets(feats, 3)
-    _invert(method, feats, tmp_path / "single.safetensors", spec, 0, 1, params)
+    _invert(method, feats, tmp_path / "single.safetensors", spec, 0, 1, params, shard_size=4096)
     gather_step(shards=[str(tmp_path / "single.safetensors")], out=str(tmp_path / "one.safetensors"))
     shards = [tmp_path / f"s{i}.safetensors" for i in range(2)]
     for i, path in enumerate(shards):
         _invert(method, feats, path, spec, i, 2, params)
     parts = [load_feature_set(p) for p in shards]
-    assert parts[0].ids == ids[:1] and parts[1].ids == ids[1:]  # shard_bounds(3, ., 2) = [0, 1), [1, 3)
+    assert parts[0].ids == ids[:1] and parts[1].ids == ids[1:]  # shard_bounds(3, ., 2, 1) = [0, 1), [1, 3)
+    assert parts[0].meta["rows"] == [0, 1] and parts[1].meta["rows"] == [1, 3]
     loss_csv = tmp_path / "losses.csv"
     gather_step(shards=[str(p) for p in shards], out=str(tmp_path / "two.safetensors"), loss_csv=str(loss_csv))
     one, two = load_feature_set(tmp_path / "one.safetensors"), load_feature_set(tmp_path / "two.safetensors")
@@ -310,8 +314,8 @@ def test_more_shards_than_rows_gives_empty_shards_and_same_result(spec, cached_m
     for i, path in enumerate(shards):
         _invert("ovi", feats, path, spec, i, 3, OVI_PARAMS)
     sizes = [len(load_feature_set(p).ids) for p in shards]
-    assert sizes == [0, 1, 1]
-    empty = load_feature_set(shards[0])
+    assert sizes == [1, 1, 0]  # fixed-size blocks of 1; the planned third shard finds nothing left
+    empty = load_feature_set(shards[2])
     assert empty.features.shape == (0, EMBED_DIM)
     assert empty.extras["losses"].shape == (0, OVI_PARAMS["steps"])
     assert empty.extras["pseudo_tokens"].shape[:2] == (0, OVI_PARAMS["num_pseudo_tokens"])
@@ -330,7 +334,8 @@ def test_invert_task_queries_only(synthetic_manifest, spec, cached_model, tmp_pa
     save_feature_set(path, FeatureSet(torch.randn(len(images), EMBED_DIM, generator=gen), images["id"].tolist()))
     out = tmp_path / "oti.safetensors"
     invert_shard_step(method="oti", features=str(path), out=str(out), model_slug="m", model_spec=spec, shard=0,
-                      num_shards=1, params=dict(OTI_PARAMS, steps=1), manifest=str(synthetic_manifest), task="image_retrieval",
+                      num_shards=1, shard_size=4096, params=dict(OTI_PARAMS, steps=1), manifest=str(synthetic_manifest),
+                      task="image_retrieval",
                       progress=False)
     assert load_feature_set(out).ids == images[images["split"] == "test"]["id"].tolist()
 
@@ -407,3 +412,97 @@ def test_gather_rejects_a_repeated_empty_shard_in_place_of_a_missing_one(tmp_pat
     s2 = _shard_file(tmp_path / "s2.st", ["row1"], 2, 3)
     with pytest.raises(ValueError):
         gather_step(shards=[s0, s0, s2], out=str(tmp_path / "out.st"))  # shard 1 (row0) is missing
+
+
+# --------------------------------------------------------------------------------- resume mid-shard
+class Killed(BaseException):
+    """Stands in for the kill: raised from inside the optimiser, like a signal's SystemExit."""
+
+
+def _kill_at_batch(monkeypatch, batch: int) -> None:
+    """Make the ``batch``-th call of the inversion's per-batch optimiser (1-based) raise :class:`Killed`."""
+    import crossgap.inversion as inversion
+
+    real, calls = inversion._optimise, []
+
+    def dying(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == batch:
+            raise Killed
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(inversion, "_optimise", dying)
+
+
+@pytest.mark.parametrize("method, params", [("oti", OTI_PARAMS), ("ovi", OVI_PARAMS)])
+def test_a_killed_shard_resumes_from_its_last_saved_batch_bit_identically(
+    method, params, spec, cached_model, tmp_path, monkeypatch, caplog
+):
+    feats = tmp_path / "targets.safetensors"
+    _targets(feats, 7)
+    params = dict(params, steps=3)
+    # uninterrupted: 7 targets in batches of 2 -> 4 batches
+    _invert(method, feats, tmp_path / "whole.safetensors", spec, 0, 1, params, batch_size=2)
+    out = tmp_path / "shard.safetensors"
+    side = tmp_path / "shard.resume.safetensors"
+    with monkeypatch.context() as patch:
+        _kill_at_batch(patch, 3)
+        with pytest.raises(Killed):
+            _invert(method, feats, out, spec, 0, 1, params, batch_size=2)
+    assert not out.exists()  # no output under the final name
+    assert side.exists()  # ... but batches 1 and 2 are saved beside it
+    from safetensors.torch import load_file
+
+    assert load_file(side)["tokens"].shape[0] == 4
+    with caplog.at_level("INFO", logger="crossgap.inversion"):
+        _invert(method, feats, out, spec, 0, 1, params, batch_size=2)
+    assert "resuming from batch 3 of 4 (4 of 7 targets already inverted" in caplog.text
+    assert not side.exists()  # removed once the shard is complete
+    whole, resumed = load_feature_set(tmp_path / "whole.safetensors"), load_feature_set(out)
+    assert resumed.ids == whole.ids
+    for key in ("pseudo_tokens", "losses"):
+        assert torch.equal(resumed.extras[key], whole.extras[key]), key
+    assert torch.equal(resumed.features, whole.features)
+
+
+def test_checkpoint_every_bounds_what_a_kill_loses(spec, cached_model, tmp_path, monkeypatch):
+    feats = tmp_path / "targets.safetensors"
+    _targets(feats, 10)
+    params = dict(OTI_PARAMS, steps=1)
+    side = tmp_path / "shard.resume.safetensors"
+    with monkeypatch.context() as patch:
+        _kill_at_batch(patch, 5)  # batches 1-4 finished; saved after batches 3 (every 3), not 4
+        with pytest.raises(Killed):
+            _invert("oti", feats, tmp_path / "shard.safetensors", spec, 0, 1, params, batch_size=2,
+                    checkpoint_every=3)
+    from safetensors.torch import load_file
+
+    assert load_file(side)["tokens"].shape[0] == 6
+
+
+def test_a_resume_file_of_other_parameters_is_ignored(spec, cached_model, tmp_path, monkeypatch, caplog):
+    feats = tmp_path / "targets.safetensors"
+    _targets(feats, 4)
+    out = tmp_path / "shard.safetensors"
+    with monkeypatch.context() as patch:
+        _kill_at_batch(patch, 2)
+        with pytest.raises(Killed):
+            _invert("oti", feats, out, spec, 0, 1, dict(OTI_PARAMS, steps=2), batch_size=2)
+    other = dict(OTI_PARAMS, steps=2, seed=8)
+    with caplog.at_level("WARNING", logger="crossgap.resume"):
+        _invert("oti", feats, out, spec, 0, 1, other, batch_size=2)
+    assert "fingerprint differs" in caplog.text
+    _invert("oti", feats, tmp_path / "fresh.safetensors", spec, 0, 1, other, batch_size=2)
+    assert torch.equal(load_feature_set(out).extras["pseudo_tokens"],
+                       load_feature_set(tmp_path / "fresh.safetensors").extras["pseudo_tokens"])
+
+
+def test_gather_rejects_shards_cut_with_different_shard_sizes(spec, cached_model, tmp_path):
+    feats = tmp_path / "targets.safetensors"
+    _targets(feats, 4)
+    params = dict(OTI_PARAMS, steps=1)
+    _invert("oti", feats, tmp_path / "a.safetensors", spec, 0, 2, params, shard_size=1)  # rows [0, 1)
+    _invert("oti", feats, tmp_path / "b.safetensors", spec, 1, 2, params, shard_size=2)  # rows [2, 4)
+    with pytest.raises(ValueError, match=r"b.safetensors covers rows \[2, 4\) but rows start at 1"):
+        gather_step(shards=[str(tmp_path / "a.safetensors"), str(tmp_path / "b.safetensors")],
+                    out=str(tmp_path / "g.safetensors"))

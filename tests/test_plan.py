@@ -1,33 +1,221 @@
-"""The static plan: parameter tags and result paths."""
+"""The static plan (crossgap.plan) and the settings it is built from (crossgap.config).
+
+Expected tags, paths and counts are written out by hand: the tags were printed by crossgap 0.1's
+``inversion_tag`` before the runtime/result split, so they pin that finished inversions of
+today's parameters stay addressable.
+"""
 
 from __future__ import annotations
 
-import hashlib
-import json
+import copy
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
 
 from crossgap import plan
+from crossgap.config import ConfigError, InversionRuntime, load_params
 
-OTI = {"steps": 150, "lr": 0.02, "weight_decay": 0.01, "template": "a photo of £", "batch_size": 64, "seed": 0}
-
-
-def test_inversion_tag_is_a_content_address():
-    tag = plan.inversion_tag(OTI)
-    expected = hashlib.sha256(json.dumps(OTI, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:10]
-    assert tag == expected
-    assert plan.inversion_tag(dict(reversed(list(OTI.items())))) == tag  # key order does not matter
-    assert plan.inversion_tag(dict(OTI, steps=151)) != tag
-    assert plan.inversion_tag(dict(OTI, lr=0.020000001)) != tag
+REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(scope="module")
+def default():
+    return load_params(REPO / "params.yaml")
+
+
+def _edit(config, path: str, value):
+    out = copy.deepcopy(config)
+    *parents, last = path.split(".")
+    node = out
+    for key in parents:
+        node = node[key]
+    node[last] = value
+    return load_params(out)
+
+
+# --------------------------------------------------------------------------- tags
+def test_todays_tags_are_unchanged(default):
+    # v1 tags of the shipped defaults (OTI; OVI with P = 1, 2, 4) and of the reduced test config
+    assert plan.tags(default, "tiny") == {"oti": "dcb93fcef5", "ovi": "fd57292494"}
+    for tokens, tag in ((2, "acea8fb09c"), (4, "3f70fac064")):
+        assert plan.tags(_edit(default, "models.tiny.ovi_tokens", tokens), "tiny")["ovi"] == tag
+    reduced = _edit(_edit(default, "inversion.oti.steps", 8), "inversion.ovi.steps", 8)
+    assert plan.tags(reduced, "tiny") == {"oti": "2429c346c6", "ovi": "ec7effc6ab"}
+
+
+@pytest.mark.parametrize("key, value", [("inversion.batch_size", 16), ("inversion.shard_size", 7),
+                                        ("inversion.checkpoint_every", 5)])
+def test_runtime_settings_do_not_change_tags(default, key, value):
+    assert plan.tags(_edit(default, key, value), "tiny") == {"oti": "dcb93fcef5", "ovi": "fd57292494"}
+
+
+@pytest.mark.parametrize("key, value, changed", [
+    ("inversion.oti.steps", 151, "oti"),
+    ("inversion.oti.learning_rate", 0.020000001, "oti"),
+    ("inversion.oti.template", "a picture of {}", "oti"),
+    ("inversion.ovi.steps", 999, "ovi"),
+    ("models.tiny.ovi_tokens", 3, "ovi"),
+])
+def test_result_fields_change_only_their_own_tag(default, key, value, changed):
+    tags = plan.tags(_edit(default, key, value), "tiny")
+    before = {"oti": "dcb93fcef5", "ovi": "fd57292494"}
+    assert tags[changed] != before[changed]
+    other = "ovi" if changed == "oti" else "oti"
+    assert tags[other] == before[other]
+
+
+def test_seed_changes_both_tags(default):
+    tags = plan.tags(_edit(default, "inversion.seed", 42), "tiny")
+    assert tags["oti"] != "dcb93fcef5" and tags["ovi"] != "fd57292494"
+
+
+def test_a_later_field_at_its_default_keeps_the_tag_and_another_value_changes_it(default, monkeypatch):
+    import crossgap.config as config
+
+    monkeypatch.setitem(config.LATER_FIELDS, "oti", {"precision": "fp32"})
+    with_default = dict(default, inversion=dict(default["inversion"], oti=dict(default["inversion"]["oti"],
+                                                                              precision="fp32")))
+    assert plan.tags(with_default, "tiny")["oti"] == "dcb93fcef5"
+    other = dict(default, inversion=dict(default["inversion"], oti=dict(default["inversion"]["oti"],
+                                                                       precision="bf16")))
+    assert plan.tags(other, "tiny")["oti"] != "dcb93fcef5"
+
+
+def test_stale_tag_is_refused_with_the_current_one(default):
+    with pytest.raises(plan.StaleTagError, match="oti-0123456789 .synthetic/tiny. belongs to another parameter "
+                                                 "set.*have tag dcb93fcef5"):
+        plan.current_params(default, "oti", "synthetic", "tiny", "0123456789")
+    assert plan.current_params(default, "oti", "synthetic", "tiny", "dcb93fcef5") == {
+        "steps": 150, "num_pseudo_tokens": 1, "template": "a photo of {}", "learning_rate": 0.02,
+        "weight_decay": 0.01, "seed": 0}
+
+
+# --------------------------------------------------------------------------- rule params
+def test_model_spec_is_only_what_loading_reads(default):
+    assert plan.model_spec(default, "tiny") == {
+        "backend": "open_clip", "architecture": "crossgap-tiny", "pretrained": "data/models/tiny/checkpoint.pt"}
+
+
+def test_dataset_spec_leaves_out_planning_keys(default):
+    cfg = _edit(default, "datasets.synthetic.sizes", {"test": 3})
+    assert plan.dataset_spec(cfg, "synthetic") == {"adapter": "synthetic", "dataroot": "data/raw"}
+
+
+# --------------------------------------------------------------------------- shards
+def test_shards_follow_the_planned_set_size(default):
+    # the default: 256 test images / shard_size 128
+    assert plan.num_shards(default, "synthetic", "oti", "test") == 2
+    assert plan.shard_files(default, "synthetic", "tiny", "oti", "dcb93fcef5", "test") == [
+        "data/inversion/synthetic/tiny/oti-dcb93fcef5/test.shards/2x128/0.safetensors",
+        "data/inversion/synthetic/tiny/oti-dcb93fcef5/test.shards/2x128/1.safetensors"]
+    assert plan.num_shards(default, "synthetic", "ovi", "queries") == 2  # one query caption per test image
+    assert plan.num_shards(default, "synthetic", "ovi", "prompts") == 1  # size unknown statically
+    assert plan.num_shards(_edit(default, "inversion.shard_size", 100), "synthetic", "oti", "test") == 3
+    assert plan.num_shards(_edit(default, "inversion.shard_size", 4096), "synthetic", "oti", "test") == 1
+
+
+def test_paper_imagenet_val_is_split_by_shard_size():
+    paper = load_params(REPO / "params/paper.yaml")
+    assert paper["inversion"]["shard_size"] == 4096
+    assert plan.num_shards(paper, "imagenet", "oti", "val") == 13  # ceil(50,000 / 4,096)
+    assert plan.num_shards(paper, "sop", "oti", "test") == 15  # ceil(60,502 / 4,096)
+
+
+def test_sizes_in_the_entry_override_published_ones(default):
+    cfg = _edit(default, "datasets.synthetic.sizes", {"test": 1000, "train": 10})
+    assert plan.num_shards(cfg, "synthetic", "oti", "test") == 8  # ceil(1000 / 128)
+
+
+def test_runtime_settings_come_from_the_config(default):
+    assert InversionRuntime.from_config(default) == InversionRuntime(batch_size=64, shard_size=128, checkpoint_every=1)
+
+
+# --------------------------------------------------------------------------- files
 def test_result_files_carry_the_tags_of_inverted_methods():
-    cfg = {"adapter": "synthetic"}
-    files = plan.result_files("synthetic", "tiny", cfg, {}, {"oti": "a" * 10, "ovi": "b" * 10})
-    assert "data/results/synthetic/tiny/image_retrieval/image.json" in files
-    assert "data/results/synthetic/tiny/image_retrieval/oti-aaaaaaaaaa.json" in files
-    assert "data/results/synthetic/tiny/text_retrieval/ovi-bbbbbbbbbb.json" in files
-    assert "data/results/synthetic/tiny/zero_shot/standard.json" in files
-    assert {f.rsplit("/", 1)[1] for f in files if "/zero_shot/" in f} == {
-        "standard.json",
-        "oti-aaaaaaaaaa.json",
-        "ovi-bbbbbbbbbb.json",
-    }
+    files = plan.result_files("synthetic", "tiny", {"adapter": "synthetic"}, {}, {"oti": "a" * 10, "ovi": "b" * 10})
+    assert files == [
+        "data/results/synthetic/tiny/image_retrieval/image.json",
+        "data/results/synthetic/tiny/image_retrieval/oti-aaaaaaaaaa.json",
+        "data/results/synthetic/tiny/text_retrieval/text.json",
+        "data/results/synthetic/tiny/text_retrieval/ovi-bbbbbbbbbb.json",
+        "data/results/synthetic/tiny/zero_shot/standard.json",
+        "data/results/synthetic/tiny/zero_shot/oti-aaaaaaaaaa.json",
+        "data/results/synthetic/tiny/zero_shot/ovi-bbbbbbbbbb.json",
+    ]
+
+
+def test_evaluation_inputs_per_method(default):
+    assert plan.retrieval_inputs(default, "image_retrieval", "synthetic", "tiny", "oti-dcb93fcef5") == {
+        "manifest": "data/manifests/synthetic.parquet",
+        "query": "data/inversion/synthetic/tiny/oti-dcb93fcef5/test.safetensors",
+        "gallery": "data/features/synthetic/tiny/image_train.safetensors"}
+    assert plan.retrieval_inputs(default, "text_retrieval", "synthetic", "tiny", "text")["query"] == (
+        "data/features/synthetic/tiny/text_test.safetensors")
+    assert plan.retrieval_inputs(default, "text_retrieval", "synthetic", "tiny", "ovi-fd57292494")["query"] == (
+        "data/inversion/synthetic/tiny/ovi-fd57292494/queries.safetensors")
+    assert plan.zero_shot_inputs(default, "synthetic", "tiny", "ovi-fd57292494") == {
+        "manifest": "data/manifests/synthetic.parquet",
+        "images": "data/features/synthetic/tiny/image_test.safetensors",
+        "prompts": "data/inversion/synthetic/tiny/ovi-fd57292494/prompts.safetensors"}
+    assert plan.zero_shot_inputs(default, "synthetic", "tiny", "oti-dcb93fcef5")["images"] == (
+        "data/inversion/synthetic/tiny/oti-dcb93fcef5/test.safetensors")
+
+
+def test_gap_pairs_zero_shot_images_with_query_texts(default):
+    assert plan.gap_inputs(default, "synthetic", "tiny") == {
+        "manifest": "data/manifests/synthetic.parquet",
+        "prompts": "data/features/synthetic/tiny/prompts.safetensors",
+        "images": "data/features/synthetic/tiny/image_test.safetensors",
+        "texts": "data/features/synthetic/tiny/text_test.safetensors"}
+    only_retrieval = _edit(default, "evaluation.tasks", ["image_retrieval"])
+    assert plan.gap_inputs(only_retrieval, "synthetic", "tiny")["images"] == (
+        "data/features/synthetic/tiny/image_test.safetensors")
+    assert "texts" not in plan.gap_inputs(only_retrieval, "synthetic", "tiny")
+
+
+# --------------------------------------------------------------------------- config validation
+@pytest.mark.parametrize("key, value, named", [
+    ("inversion.shard_size", 0, "inversion.shard_size"),
+    ("inversion.checkpoint_every", -1, "inversion.checkpoint_every"),
+    ("inversion.shards", 2, "'shards' was unexpected"),
+    ("inversion.oti.stepz", 3, "'stepz' was unexpected"),
+])
+def test_bad_values_are_refused_naming_the_key(key, value, named):
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    *parents, last = key.split(".")
+    node = raw
+    for part in parents:
+        node = node[part]
+    node[last] = value
+    with pytest.raises(ConfigError, match=named):
+        load_params(raw)
+
+
+def test_defaults_are_filled_from_the_schema():
+    cfg = load_params({"models": {"m": {"architecture": "ViT-B-32"}}, "datasets": {"d": {"adapter": "synthetic",
+                                                                                      "dataroot": "x"}}})
+    assert cfg["inversion"]["shard_size"] == 4096 and cfg["inversion"]["checkpoint_every"] == 1
+    assert cfg["inversion"]["oti"]["steps"] == 150 and cfg["inversion"]["ovi"]["steps"] == 1000
+    assert cfg["pretrain"]["epochs"] == 10 and cfg["evaluation"]["chunk_size"] == 1024
+
+
+def test_training_defaults_agree_with_the_schema():
+    import inspect
+
+    from crossgap.training import train_tiny_clip
+
+    schema = yaml.safe_load((REPO / "workflow/schemas/params.schema.yaml").read_text())
+    pretrain = schema["properties"]["pretrain"]["properties"]
+    signature = inspect.signature(train_tiny_clip).parameters
+    for key, arg in (("epochs", "epochs"), ("batch_size", "batch_size"), ("learning_rate", "lr"),
+                     ("weight_decay", "weight_decay"), ("intramodal_weight", "intramodal_weight"), ("seed", "seed")):
+        assert signature[arg].default == pretrain[key]["default"], key
+
+
+def test_planning_imports_no_torch():
+    code = "import sys, crossgap.plan, crossgap.config; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"

@@ -31,12 +31,10 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import io
 import json
 import logging
 import math
 import os
-import pickle
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +45,7 @@ import pandas as pd
 from crossgap.datasets.errors import DatasetError
 from crossgap.datasets.manifest import read_manifest, write_manifest
 from crossgap.datasets.text_base import strip_split
+from crossgap.safe_pickle import UnsafePickleError, restricted_loads
 
 log = logging.getLogger(__name__)
 
@@ -130,14 +129,6 @@ def fit_words(text: str, budget: int, counter: TokenCounter) -> str:
 # --------------------------------------------------------------------------- summaries files
 
 
-def _plain_unpickle(data: bytes, path: Path) -> Any:
-    class Plain(pickle.Unpickler):
-        def find_class(self, module: str, name: str) -> Any:
-            raise pickle.UnpicklingError(f"{path}: only a plain dict of strings is accepted (found {module}.{name})")
-
-    return Plain(io.BytesIO(data)).load()
-
-
 def load_summaries(path: str | os.PathLike) -> dict[str, str]:
     """Read a summaries file (by suffix: ``.json``, ``.jsonl``, ``.csv``, ``.pkl``/``.pickle``)."""
     path = Path(path)
@@ -161,10 +152,10 @@ def load_summaries(path: str | os.PathLike) -> dict[str, str]:
                 raise LongTextError(f"{path}: expected columns 'id' and 'summary', found {list(table.columns)}")
             data = dict(zip(table["id"], table["summary"]))
         elif suffix in (".pkl", ".pickle"):
-            data = _plain_unpickle(path.read_bytes(), path)
+            data = restricted_loads(path.read_bytes(), path, allowed=())
         else:
             raise LongTextError(f"{path}: unknown summaries format {suffix!r}; use .json, .jsonl, .csv or .pkl")
-    except (json.JSONDecodeError, pickle.UnpicklingError, pd.errors.ParserError, UnicodeDecodeError, EOFError) as exc:
+    except (json.JSONDecodeError, UnsafePickleError, pd.errors.ParserError, UnicodeDecodeError, EOFError) as exc:
         raise LongTextError(f"{path}: cannot read summaries ({type(exc).__name__}: {exc})") from exc
     if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
         raise LongTextError(f"{path}: expected a mapping of row id -> summary text")

@@ -22,9 +22,7 @@ strings and numpy arrays, so a tampered file cannot run code.
 
 from __future__ import annotations
 
-import io
 import logging
-import pickle
 from pathlib import Path
 from typing import Any
 
@@ -33,40 +31,23 @@ import pandas as pd
 from crossgap.datasets.base import Row, image_row
 from crossgap.datasets.errors import DatasetLayoutError
 from crossgap.datasets.registry import register
+from crossgap.safe_pickle import UnsafePickleError, restricted_load
 from crossgap.datasets.text_base import ExtendedAdapter
 
 log = logging.getLogger(__name__)
 
-#: (module, name) globals a gnd pickle may reference: numpy array reconstruction only.
-_ALLOWED_GLOBALS: frozenset[tuple[str, str]] = frozenset(
-    {
-        ("numpy.core.multiarray", "_reconstruct"),
-        ("numpy._core.multiarray", "_reconstruct"),
-        ("numpy.core.multiarray", "scalar"),
-        ("numpy._core.multiarray", "scalar"),
-        ("numpy", "ndarray"),
-        ("numpy", "dtype"),
-    }
-)
 SIZES: dict[str, dict[str, int]] = {
     "roxford5k": {"query": 70, "database": 4993},
     "rparis6k": {"query": 70, "database": 6322},
 }
 
 
-class _RestrictedUnpickler(pickle.Unpickler):
-    def find_class(self, module: str, name: str) -> Any:
-        if (module, name) in _ALLOWED_GLOBALS:
-            return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"global {module}.{name} is not allowed in a ground-truth file")
-
-
 def load_plain_pickle(path: Path) -> Any:
     """Unpickle ``path`` allowing only plain data and numpy arrays."""
     try:
-        return _RestrictedUnpickler(io.BytesIO(path.read_bytes()), encoding="latin1").load()
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, ImportError) as exc:
-        raise DatasetLayoutError(f"{path}: not a readable ground-truth pickle ({type(exc).__name__}: {exc})") from exc
+        return restricted_load(path)
+    except UnsafePickleError as exc:
+        raise DatasetLayoutError(f"{path}: not a readable ground-truth pickle ({exc})") from exc
 
 
 def _index_list(value: Any, n: int, where: str) -> list[int]:

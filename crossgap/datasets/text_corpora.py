@@ -22,7 +22,6 @@ from __future__ import annotations
 import codecs
 import logging
 import os
-import pickle
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +32,7 @@ from crossgap.datasets.base import Row
 from crossgap.datasets.errors import DatasetLayoutError, DatasetNotFoundError, FileProblem
 from crossgap.datasets.registry import register_dataset
 from crossgap.datasets.text_base import TextDatasetAdapter, plain_text_row, read_text_file, require_columns
+from crossgap.safe_pickle import restricted_loads
 
 log = logging.getLogger(__name__)
 
@@ -190,7 +190,7 @@ class NewsgroupTextAdapter(TextDatasetAdapter):
                 f"20news-bydate.tar.gz into {folder / '20news_home'}"
             ) from exc
         try:
-            cache = pickle.loads(codecs.decode(path.read_bytes(), "zlib_codec"))
+            cache = restricted_loads(codecs.decode(path.read_bytes(), "zlib_codec"), path)
             test = cache["test"]
             return list(test.target_names), list(test.data), [int(t) for t in test.target]
         except Exception as exc:  # noqa: BLE001 - any failure means the cache is unusable

@@ -38,16 +38,12 @@ import os
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+from crossgap.methods import TASK_METHODS
 from crossgap.utils import write_json
 
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
-TASK_METHODS: dict[str, tuple[str, ...]] = {
-    "image_retrieval": ("image", "oti"),
-    "text_retrieval": ("text", "ovi"),
-    "zero_shot": ("standard", "oti", "ovi"),
-}
 REQUIRED_KEYS: tuple[str, ...] = (
     "schema_version",
     "task",

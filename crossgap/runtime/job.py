@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 
 from crossgap.runtime.gpu import GpuSlot, acquire_gpu_slot
@@ -19,6 +20,7 @@ def job_setup(log_file: str | None, threads: int, *, gpu: bool = False) -> GpuSl
     """
     setup_logging(log_file)
     _log_uncaught_exceptions()
+    _exit_cleanly_on_sigterm()
     slot = acquire_gpu_slot() if gpu else None
     import torch
 
@@ -37,3 +39,18 @@ def _log_uncaught_exceptions() -> None:
         previous(exc_type, exc, tb)
 
     sys.excepthook = hook
+
+
+def _exit_cleanly_on_sigterm() -> None:
+    """SIGTERM (``scancel``, ``timeout``, Snakemake stopping its jobs) becomes ``SystemExit(143)``.
+
+    Python's default for SIGTERM ends the process at once; as an exception it unwinds, so
+    temporary files (``crossgap.utils.atomic_path``) are removed and the log says where the job
+    stopped.  Finished batches are already in the shard's resume file.
+    """
+
+    def handler(signum, frame):
+        logging.getLogger("crossgap.job").warning("received signal %d: stopping", signum)
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, handler)

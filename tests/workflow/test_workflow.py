@@ -5,37 +5,45 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
 
-from crossgap import plan
-from crossgap.metrics.results import TASK_METHODS
 from workflow_helpers import BIN, REPO, copy_repo, job_stats, read_summary, run, test_params
 
 
-def expected_jobs(config: dict) -> dict[str, int]:
-    """Job counts derived independently from the config and the adapters' protocols."""
-    evaluation, shards = config.get("evaluation", {}), config["inversion"]["shards"]
-    counts = {"prepare_manifest": len(config["datasets"]), "aggregate": 1, "plots": 1, "default": 1}
+#: jobs of the reduced default (tests/workflow/params.test.yaml), counted by hand: 24 test / 160 train
+#: images, shard_size 12 -> OTI on the 24 test images in 2 shards; OVI on the 24 query captions in
+#: 2 shards and on the class prompts in 1 (size not known statically); features image/text x
+#: train/test; image retrieval image + oti, text retrieval text + ovi, zero-shot standard + oti + ovi.
+REDUCED_JOBS = {
+    "generate_synthetic": 1, "pretrain_tiny": 1, "prepare_manifest": 1, "extract_features": 4,
+    "prompt_features": 1, "oti_shard": 2, "gather_oti": 1, "ovi_shard": 3, "gather_ovi": 2,
+    "evaluate_image_retrieval": 2, "evaluate_text_retrieval": 2, "evaluate_zero_shot": 3, "modality_gap": 1,
+    "aggregate": 1, "plots": 1, "default": 1,
+}
+#: ImageNet's jobs in the paper grid (7 models), counted by hand: image features of val and train,
+#: prompts; OTI on the 50,000 val images in ceil(50,000 / 4,096) = 13 shards; OVI on the prompts in
+#: 1; image retrieval image + oti; zero-shot standard + oti + ovi; the modality gap.
+PAPER_IMAGENET_JOBS = {
+    "prepare_manifest": 1, "extract_features": 7 * 2, "prompt_features": 7, "oti_shard": 7 * 13, "gather_oti": 7,
+    "ovi_shard": 7, "gather_ovi": 7, "evaluate_image_retrieval": 7 * 2, "evaluate_zero_shot": 7 * 3,
+    "modality_gap": 7,
+}
+#: today's tags of the reduced configuration (OTI 8 steps, OVI 8 steps, P = 1), pinned
+TAGS = {"oti": "2429c346c6", "ovi": "ec7effc6ab"}
 
-    def add(rule, n):
-        if n:
-            counts[rule] = counts.get(rule, 0) + n
 
-    for d, cfg in config["datasets"].items():
-        tasks = plan.tasks(cfg, evaluation)
-        for m in config["models"]:
-            add("extract_features", len(plan.feature_files(d, m, cfg, evaluation)))
-            add("prompt_features", int("zero_shot" in tasks))
-            add("oti_shard", shards * len(plan.oti_splits(cfg, evaluation)))
-            add("gather_oti", len(plan.oti_splits(cfg, evaluation)))
-            add("ovi_shard", shards * len(plan.ovi_sets(cfg, evaluation)))
-            add("gather_ovi", len(plan.ovi_sets(cfg, evaluation)))
-            for task in tasks:
-                add(f"evaluate_{task}", len(TASK_METHODS[task]))
-            add("modality_gap", int(plan.has_modality_gap(cfg, evaluation)))
+def jobs_of_dataset(output: str, dataset: str) -> dict[str, int]:
+    """{rule: count} of a dry run's jobs whose first output belongs to ``dataset``."""
+    counts: dict[str, int] = {}
+    for block in output.split("\n\n"):
+        rule = re.search(r"^(?:local)?rule (\w+):", block, re.M)
+        out = re.search(r"output: (\S+)", block)
+        if rule and out and (f"/{dataset}/" in out.group(1) or out.group(1).startswith(f"data/manifests/{dataset}.")):
+            counts[rule.group(1)] = counts.get(rule.group(1), 0) + 1
     return counts
 
 
@@ -55,7 +63,8 @@ def test_paper_grid_dry_run_builds_the_full_dag_without_data(tmp_path):
     stats = job_stats(proc.stdout)
     config = yaml.safe_load((REPO / "params/paper.yaml").read_text())
     assert len(config["models"]) == 7 and len(config["datasets"]) >= 31
-    assert stats == expected_jobs(config)
+    assert jobs_of_dataset(proc.stdout, "imagenet") == PAPER_IMAGENET_JOBS
+    assert stats["prepare_manifest"] == len(config["datasets"]) and stats["aggregate"] == 1
     # the embedded default is not merged into the grid
     assert "pretrain_tiny" not in stats and "generate_synthetic" not in stats
     print("paper grid dry run:", stats)
@@ -64,8 +73,21 @@ def test_paper_grid_dry_run_builds_the_full_dag_without_data(tmp_path):
 def test_default_dry_run_counts(tmp_path):
     root = copy_repo(tmp_path)
     stats = job_stats(run([str(BIN / "snakemake"), "-n"], cwd=root, timeout=300).stdout)
-    expected = expected_jobs(test_params()) | {"generate_synthetic": 1, "pretrain_tiny": 1}
-    assert stats == expected
+    assert stats == REDUCED_JOBS
+
+
+def test_copies_do_not_see_what_a_run_left_in_the_source_tree(tmp_path):
+    """``make run`` then ``make test``: outputs in data/, logs/, .snakemake/ of the tree are not copied."""
+    from workflow_helpers import committable_files
+
+    src = tmp_path / "src"
+    subprocess.run(["git", "init", "-q", str(src)], check=True)
+    (src / "Snakefile").write_text("rule all:\n")
+    for rel in ("data/metrics/summary.json", "data/plots/comparison.csv", "logs/aggregate.log",
+                ".snakemake/metadata/x", "dvc_plots/index.html", "crossgap/new_module.py"):
+        (src / rel).parent.mkdir(parents=True, exist_ok=True)
+        (src / rel).write_text("{}")
+    assert sorted(committable_files(src)) == ["Snakefile", "crossgap/new_module.py"]
 
 
 @pytest.mark.parametrize(
@@ -85,30 +107,18 @@ def test_invalid_params_name_the_key(tmp_path, edit, message):
     assert message in proc.stdout + proc.stderr
 
 
-def current_tags(params: dict) -> dict[str, str]:
-    """The inversion tags of the default model, computed here from the parameters."""
-    inv = params["inversion"]
-    common = {"batch_size": inv["batch_size"], "seed": inv["seed"]}
-    ovi = dict(inv["ovi"], **common, num_pseudo_tokens=params["models"]["tiny"].get("ovi_tokens", 1))
-    return {"oti": plan.inversion_tag(dict(inv["oti"], **common)), "ovi": plan.inversion_tag(ovi)}
-
-
 def test_inversions_are_addressed_by_their_parameters(tmp_path):
     params = test_params()
-    tags = current_tags(params)
+    tags = TAGS
     root = copy_repo(tmp_path, params)
     out = run([str(BIN / "snakemake"), "-n"], cwd=root, timeout=300).stdout
     assert f"data/inversion/synthetic/tiny/oti-{tags['oti']}/test.safetensors" in out
     assert f"data/results/synthetic/tiny/zero_shot/ovi-{tags['ovi']}.json" in out
-    # another OTI parameter set gets another address; OVI's stays
-    params["inversion"]["oti"]["steps"] += 1
-    changed = current_tags(params)
-    assert changed["oti"] != tags["oti"] and changed["ovi"] == tags["ovi"]
     # a file of another parameter set is never recomputed under the current parameters
-    stale = f"data/inversion/synthetic/tiny/oti-{changed['oti']}/test.safetensors"
+    stale = "data/inversion/synthetic/tiny/oti-0123456789/test.safetensors"
     proc = run([str(BIN / "snakemake"), "-n", stale], cwd=root, timeout=300, check=False)
     assert proc.returncode != 0
-    assert f"oti-{changed['oti']} (synthetic/tiny) belongs to another parameter set" in proc.stdout + proc.stderr
+    assert "oti-0123456789 (synthetic/tiny) belongs to another parameter set" in proc.stdout + proc.stderr
     assert f"have tag {tags['oti']}" in proc.stdout + proc.stderr
 
 
@@ -129,9 +139,9 @@ def test_default_run_end_to_end(local_run):
         assert (local_run / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # every job logged and benchmarked; the GPU jobs say where they ran
     logs = list((local_run / "logs").rglob("*.log"))
-    assert len(logs) >= 27 and len(list((local_run / "logs/bench").rglob("*.tsv"))) >= 27
+    assert len(logs) == 26 and len(list((local_run / "logs/bench").rglob("*.tsv"))) == 26  # all 27 jobs but the target
     assert "GPU slot: no GPU visible, running on the CPU" in (
-        local_run / f"logs/inversion/synthetic/tiny/oti-{current_tags(test_params())['oti']}/test_0.log").read_text()
+        local_run / f"logs/inversion/synthetic/tiny/oti-{TAGS['oti']}/test_0of2x12.log").read_text()
     # nothing left to do, and no temporary files left behind
     assert "Nothing to be done" in run([str(BIN / "snakemake"), "-n"], cwd=local_run).stdout
     assert not [p for p in (local_run / "data").rglob("*.tmp")]
@@ -143,14 +153,15 @@ def test_shards_are_gathered_in_manifest_order(local_run):
     from crossgap.storage import load_feature_set
 
     df, _ = read_manifest(local_run / "data/manifests/synthetic.parquet")
-    oti_dir = local_run / f"data/inversion/synthetic/tiny/oti-{current_tags(test_params())['oti']}"
+    oti_dir = local_run / f"data/inversion/synthetic/tiny/oti-{TAGS['oti']}"
     gathered = load_feature_set(oti_dir / "test.safetensors")
     assert gathered.ids == select(df, "image", {"split": "test"})["id"].tolist()
-    shards = [load_feature_set(p) for p in sorted((oti_dir / "test.shards").glob("*.safetensors"))]
-    assert len(shards) == test_params()["inversion"]["shards"]
-    assert sum(len(s.ids) for s in shards) == len(gathered.ids)
-    assert gathered.extras["pseudo_tokens"].shape[:2] == (len(gathered.ids), 1)
-    assert gathered.extras["losses"].shape == (len(gathered.ids), test_params()["inversion"]["oti"]["steps"])
+    assert gathered.meta["num_shards"] == 2 and gathered.meta["num_targets"] == 24
+    assert gathered.extras["pseudo_tokens"].shape[:2] == (24, 1)
+    assert gathered.extras["losses"].shape == (24, 8)
+    # shards are temp(): gone once gathered, and no resume file is left behind
+    assert not list(oti_dir.glob("test.shards/*/*.safetensors"))
+    assert not list((local_run / "data").rglob("*.resume.safetensors"))
 
 
 @pytest.mark.slow
@@ -162,3 +173,50 @@ def test_html_report_includes_the_plots(local_run):
     assert any(n.endswith("comparison.png") for n in names)
     assert any(n.endswith("inversion_losses.png") for n in names)
     assert any(n.endswith("report.html") for n in names)
+
+
+# --------------------------------------------------------------------------- what a change reruns
+#: (parameter edit, jobs a dry run then proposes), written out by hand for the reduced default
+OVI_WORK = {"ovi_shard": 3, "gather_ovi": 2, "evaluate_text_retrieval": 1, "evaluate_zero_shot": 1}
+OTI_WORK = {"oti_shard": 2, "gather_oti": 1, "evaluate_image_retrieval": 1, "evaluate_zero_shot": 1}
+REPORT = {"aggregate": 1, "plots": 1, "default": 1}
+RERUNS = [
+    ("models.tiny.ovi_tokens", 2, OVI_WORK | REPORT),
+    ("inversion.ovi.steps", 9, OVI_WORK | REPORT),
+    ("inversion.ovi.learning_rate", 0.01, OVI_WORK | REPORT),
+    ("inversion.oti.steps", 9, OTI_WORK | REPORT),
+    ("inversion.oti.template", "a picture of {}", OTI_WORK | REPORT),
+    ("inversion.oti.num_pseudo_tokens", 2, OTI_WORK | REPORT),
+    ("inversion.seed", 1, {"oti_shard": 2, "gather_oti": 1, "ovi_shard": 3, "gather_ovi": 2,
+                           "evaluate_image_retrieval": 1, "evaluate_text_retrieval": 1, "evaluate_zero_shot": 2}
+     | REPORT),
+    ("evaluation.tasks", ["image_retrieval", "zero_shot"], {"modality_gap": 1} | REPORT),
+    ("pretrain.epochs", 2, {"pretrain_tiny": 1, "extract_features": 4, "prompt_features": 1, "oti_shard": 2,
+                            "gather_oti": 1, "ovi_shard": 3, "gather_ovi": 2, "evaluate_image_retrieval": 2,
+                            "evaluate_text_retrieval": 2, "evaluate_zero_shot": 3, "modality_gap": 1} | REPORT),
+    # runtime settings: memory, speed, bookkeeping -> nothing
+    ("inversion.batch_size", 5, {}),
+    ("inversion.shard_size", 5, {}),
+    ("inversion.checkpoint_every", 3, {}),
+    ("features.batch_size", 7, {}),
+    ("features.num_workers", 1, {}),
+    ("evaluation.chunk_size", 3, {}),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("key, value, expected", RERUNS, ids=[r[0] for r in RERUNS])
+def test_a_parameter_reruns_only_what_it_affects(local_run, tmp_path, key, value, expected):
+    import shutil
+
+    root = tmp_path / "run"
+    shutil.copytree(local_run, root, symlinks=True)  # copy2: mtimes kept, so finished jobs stay finished
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    *parents, last = key.split(".")
+    node = params
+    for part in parents:
+        node = node[part]
+    node[last] = value
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    out = run([str(BIN / "snakemake"), "-n"], cwd=root, timeout=300).stdout
+    assert job_stats(out) == expected, out[-3000:]

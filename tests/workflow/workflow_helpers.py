@@ -55,11 +55,23 @@ def run(cmd: list[str], cwd: Path, timeout: float = 900, check: bool = True) -> 
     return proc
 
 
-def copy_repo(dest: Path, params: dict[str, Any] | None = None) -> Path:
-    """Copy the repository's committable files to ``dest`` and write the reduced ``params.yaml``."""
-    listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"], cwd=REPO,
+#: what running the pipeline writes into a working tree (``make run``, ``dvc repro``, ``--report``):
+#: never copied, tracked or not, so the tests see the tree as a fresh clone would whatever the
+#: user has run in it
+RUN_OUTPUTS = ("data/", "logs/", ".snakemake/", "dvc_plots/", "report.zip", "report.html", "results/", ".dvc/cache/",
+               ".dvc/tmp/")
+
+
+def committable_files(repo: Path = REPO) -> list[str]:
+    """Tracked and untracked-not-ignored files of ``repo``, less the pipeline's run outputs."""
+    listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"], cwd=repo,
                             capture_output=True, text=True, check=True).stdout.split("\0")
-    for rel in filter(None, listed):
+    return [rel for rel in listed if rel and not rel.startswith(RUN_OUTPUTS)]
+
+
+def copy_repo(dest: Path, params: dict[str, Any] | None = None) -> Path:
+    """Copy the repository's source files to ``dest`` and write the reduced ``params.yaml``."""
+    for rel in committable_files():
         src = REPO / rel
         if src.is_file():
             (dest / rel).parent.mkdir(parents=True, exist_ok=True)

@@ -5,9 +5,9 @@ rule generate_synthetic:
     output:
         # the files that downstream rules read; the images sit beside them. (Not a directory()
         # output: DVC relinks the files inside, which would change a directory's mtime.)
-        split=f"{synthetic_root()}/synthetic/split_zhou_Synthetic.json",
-        captions=f"{synthetic_root()}/synthetic/captions.json",
-        classnames=f"{synthetic_root()}/synthetic/classnames.txt",
+        split=f"{plan.synthetic_root(config)}/synthetic/split_zhou_Synthetic.json",
+        captions=f"{plan.synthetic_root(config)}/synthetic/captions.json",
+        classnames=f"{plan.synthetic_root(config)}/synthetic/classnames.txt",
     log:
         "logs/generate_synthetic.log",
     benchmark:
@@ -19,14 +19,14 @@ rule generate_synthetic:
         mem_mb=2000,
         runtime=30,
     params:
-        synthetic=config.get("synthetic", {}),
+        synthetic=config["synthetic"],
     script:
         "../scripts/generate_synthetic.py"
 
 
 rule pretrain_tiny:
     input:
-        data=f"{synthetic_root()}/synthetic/split_zhou_Synthetic.json",
+        data=f"{plan.synthetic_root(config)}/synthetic/split_zhou_Synthetic.json",
     output:
         checkpoint="data/models/{model}/checkpoint.pt",
         summary="data/models/{model}/pretrain.json",
@@ -43,15 +43,15 @@ rule pretrain_tiny:
         mem_mb=4000,
         runtime=60,
     params:
-        model=model_spec,
-        pretrain=config.get("pretrain", {}),
+        architecture=get_architecture,
+        pretrain=config["pretrain"],
     script:
         "../scripts/pretrain.py"
 
 
 rule prepare_manifest:
     input:
-        generated=generated_dataset,
+        generated=get_generated_split_file,
     output:
         manifest="data/manifests/{dataset}.parquet",
         skipped="data/manifests/{dataset}.skipped.json",
@@ -66,7 +66,7 @@ rule prepare_manifest:
         mem_mb=4000,
         runtime=120,
     params:
-        dataset=dataset_cfg,
-        prepare=config.get("prepare", {}),
+        dataset=get_dataset_spec,
+        prepare=config["prepare"],
     script:
         "../scripts/prepare_manifest.py"

@@ -3,7 +3,7 @@
 
 rule evaluate_image_retrieval:
     input:
-        unpack(image_retrieval_inputs),
+        unpack(get_image_retrieval_inputs),
     output:
         result="data/results/{dataset}/{model}/image_retrieval/{method}.json",
     log:
@@ -20,16 +20,15 @@ rule evaluate_image_retrieval:
         runtime=60,
     params:
         task="image_retrieval",
-        method=method_name,
-        inversion=method_params,
-        chunk_size=EVALUATION.get("chunk_size", 1024),
+        method=get_method_name,
+        inversion=get_method_params,
     script:
         "../scripts/evaluate_retrieval.py"
 
 
 rule evaluate_text_retrieval:
     input:
-        unpack(text_retrieval_inputs),
+        unpack(get_text_retrieval_inputs),
     output:
         result="data/results/{dataset}/{model}/text_retrieval/{method}.json",
     log:
@@ -46,16 +45,15 @@ rule evaluate_text_retrieval:
         runtime=60,
     params:
         task="text_retrieval",
-        method=method_name,
-        inversion=method_params,
-        chunk_size=EVALUATION.get("chunk_size", 1024),
+        method=get_method_name,
+        inversion=get_method_params,
     script:
         "../scripts/evaluate_retrieval.py"
 
 
 rule evaluate_zero_shot:
     input:
-        unpack(zero_shot_inputs),
+        unpack(get_zero_shot_inputs),
     output:
         result="data/results/{dataset}/{model}/zero_shot/{method}.json",
     log:
@@ -71,15 +69,15 @@ rule evaluate_zero_shot:
         mem_mb=4000,
         runtime=30,
     params:
-        method=method_name,
-        inversion=method_params,
+        method=get_method_name,
+        inversion=get_method_params,
     script:
         "../scripts/evaluate_zero_shot.py"
 
 
 rule modality_gap:
     input:
-        unpack(gap_inputs),
+        unpack(get_gap_inputs),
     output:
         gap="data/results/{dataset}/{model}/modality_gap.json",
     log:
@@ -92,5 +90,7 @@ rule modality_gap:
     resources:
         mem_mb=4000,
         runtime=10,
+    params:
+        sources=get_gap_sources,
     script:
         "../scripts/modality_gap.py"

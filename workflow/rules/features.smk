@@ -3,8 +3,8 @@
 
 rule extract_features:
     input:
-        manifest=manifest,
-        checkpoint=model_checkpoint,
+        manifest=get_manifest,
+        checkpoint=get_model_checkpoint,
     output:
         features="data/features/{dataset}/{model}/{modality}_{split}.safetensors",
     log:
@@ -19,16 +19,15 @@ rule extract_features:
         mem_mb=8000,
         runtime=240,
     params:
-        model=model_spec,
-        features=config.get("features", {}),
+        model=get_model_spec,
     script:
         "../scripts/extract_features.py"
 
 
 rule prompt_features:
     input:
-        manifest=manifest,
-        checkpoint=model_checkpoint,
+        manifest=get_manifest,
+        checkpoint=get_model_checkpoint,
     output:
         features="data/features/{dataset}/{model}/prompts.safetensors",
     log:
@@ -43,6 +42,6 @@ rule prompt_features:
         mem_mb=4000,
         runtime=30,
     params:
-        model=model_spec,
+        model=get_model_spec,
     script:
         "../scripts/prompt_features.py"

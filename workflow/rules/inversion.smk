@@ -1,19 +1,25 @@
-# Phase 3: OTI on query/zero-shot images and OVI on query texts and class prompts, sharded;
-# a gather rule merges the shards in manifest order. Interrupted runs resume per shard.
+# Phase 3: OTI on query/zero-shot images and OVI on query texts and class prompts, in shards of
+# inversion.shard_size targets; a gather rule merges the shards in manifest order (shards are temp:
+# the gathered file holds everything). A killed shard resumes from its last saved batch: the
+# resume file <shard>.resume.safetensors beside it is not an output, so it survives a failed job.
+# The shard geometry is in the path ({num_shards}x{shard_size}/), not in params: a finished gather
+# never reruns because shard_size changed, and shards cut another way are never mixed.
 # Outputs are addressed by the parameters' tag ({oti,ovi}-{tag}, common.smk: inversion_tags), so
 # each parameter set keeps its own finished inversions.
 
 
 rule oti_shard:
     input:
-        features=oti_query_features,
-        checkpoint=model_checkpoint,
+        unpack(get_oti_targets),
+        checkpoint=get_model_checkpoint,
     output:
-        shard="data/inversion/{dataset}/{model}/oti-{tag}/{split}.shards/{shard}.safetensors",
+        shard=temp(
+            "data/inversion/{dataset}/{model}/oti-{tag}/{split}.shards/{num_shards}x{shard_size}/{shard}.safetensors"
+        ),
     log:
-        "logs/inversion/{dataset}/{model}/oti-{tag}/{split}_{shard}.log",
+        "logs/inversion/{dataset}/{model}/oti-{tag}/{split}_{shard}of{num_shards}x{shard_size}.log",
     benchmark:
-        "logs/bench/inversion/{dataset}/{model}/oti-{tag}/{split}_{shard}.tsv"
+        "logs/bench/inversion/{dataset}/{model}/oti-{tag}/{split}_{shard}of{num_shards}x{shard_size}.tsv"
     conda:
         "../envs/crossgap.yaml"
     threads: 1
@@ -22,24 +28,24 @@ rule oti_shard:
         mem_mb=8000,
         runtime=720,
     params:
-        model=model_spec,
-        oti=oti_job_params,
-        shards=config["inversion"]["shards"],
+        model=get_model_spec,
+        oti=get_oti_params,
     script:
         "../scripts/invert_shard.py"
 
 
 rule ovi_shard:
     input:
-        features=ovi_targets,
-        manifest=manifest,
-        checkpoint=model_checkpoint,
+        unpack(get_ovi_targets),
+        checkpoint=get_model_checkpoint,
     output:
-        shard="data/inversion/{dataset}/{model}/ovi-{tag}/{ovi_set}.shards/{shard}.safetensors",
+        shard=temp(
+            "data/inversion/{dataset}/{model}/ovi-{tag}/{ovi_set}.shards/{num_shards}x{shard_size}/{shard}.safetensors"
+        ),
     log:
-        "logs/inversion/{dataset}/{model}/ovi-{tag}/{ovi_set}_{shard}.log",
+        "logs/inversion/{dataset}/{model}/ovi-{tag}/{ovi_set}_{shard}of{num_shards}x{shard_size}.log",
     benchmark:
-        "logs/bench/inversion/{dataset}/{model}/ovi-{tag}/{ovi_set}_{shard}.tsv"
+        "logs/bench/inversion/{dataset}/{model}/ovi-{tag}/{ovi_set}_{shard}of{num_shards}x{shard_size}.tsv"
     conda:
         "../envs/crossgap.yaml"
     threads: 1
@@ -48,17 +54,16 @@ rule ovi_shard:
         mem_mb=8000,
         runtime=720,
     params:
-        model=model_spec,
-        ovi=ovi_job_params,
-        task=ovi_task,
-        shards=config["inversion"]["shards"],
+        model=get_model_spec,
+        ovi=get_ovi_params,
+        task=get_ovi_task,
     script:
         "../scripts/invert_shard.py"
 
 
 rule gather_oti:
     input:
-        shards=oti_shards,
+        shards=get_oti_shards,
     output:
         inverted="data/inversion/{dataset}/{model}/oti-{tag}/{split}.safetensors",
         losses="data/plots/losses/{dataset}/{model}/oti-{tag}/{split}.csv",
@@ -78,7 +83,7 @@ rule gather_oti:
 
 rule gather_ovi:
     input:
-        shards=ovi_shards,
+        shards=get_ovi_shards,
     output:
         inverted="data/inversion/{dataset}/{model}/ovi-{tag}/{ovi_set}.safetensors",
         losses="data/plots/losses/{dataset}/{model}/ovi-{tag}/{ovi_set}.csv",

@@ -10,8 +10,8 @@ localrules:
 
 rule aggregate:
     input:
-        results=all_result_files(),
-        gaps=all_gap_files(),
+        results=plan.all_result_files(config),
+        gaps=plan.all_gap_files(config),
     output:
         summary="data/metrics/summary.json",
         table_csv=report(
@@ -29,6 +29,9 @@ rule aggregate:
     resources:
         mem_mb=1000,
         runtime=5,
+    params:
+        # the set of results is part of the summary (the input trigger is off: profiles/default)
+        results=plan.all_result_files(config),
     script:
         "../scripts/aggregate.py"
 
@@ -36,7 +39,7 @@ rule aggregate:
 rule plots:
     input:
         table="data/metrics/table.csv",
-        losses=all_loss_curves(),
+        losses=plan.all_loss_curves(config),
     output:
         comparison=report(
             "data/plots/comparison.png",
@@ -58,5 +61,7 @@ rule plots:
     resources:
         mem_mb=1000,
         runtime=5,
+    params:
+        curves=plan.all_loss_curves(config),
     script:
         "../scripts/plots.py"

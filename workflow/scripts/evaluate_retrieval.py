@@ -1,5 +1,6 @@
 """Rules evaluate_image_retrieval / evaluate_text_retrieval."""
 
+from crossgap.config import EvaluationRuntime
 from crossgap.evaluation import retrieval_step
 from crossgap.runtime import job_setup
 
@@ -12,7 +13,7 @@ retrieval_step(
     gallery=snakemake.input.gallery,
     out=snakemake.output.result,
     model_slug=snakemake.wildcards.model,
-    chunk_size=snakemake.params.chunk_size,
+    chunk_size=EvaluationRuntime.from_config(snakemake.config).chunk_size,
     params=snakemake.params.inversion,
     reference_compat=snakemake.params.get("reference_compat", False),
 )

@@ -1,10 +1,12 @@
 """Rule extract_features: native image or text features of one split."""
 
+from crossgap.config import FeatureRuntime
 from crossgap.runtime import job_setup
 
 job_setup(snakemake.log[0], snakemake.threads, gpu=True)
 from crossgap.pipeline import extract_step  # noqa: E402  (after the GPU slot is chosen)
 
+runtime = FeatureRuntime.from_config(snakemake.config)
 extract_step(
     manifest=snakemake.input.manifest,
     model_slug=snakemake.wildcards.model,
@@ -12,6 +14,6 @@ extract_step(
     split=snakemake.wildcards.split,
     modality=snakemake.wildcards.modality,
     out=snakemake.output.features,
-    batch_size=snakemake.params.features.get("batch_size", 256),
-    num_workers=snakemake.params.features.get("num_workers", 0),
+    batch_size=runtime.batch_size,
+    num_workers=runtime.num_workers,
 )

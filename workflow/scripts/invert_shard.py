@@ -1,11 +1,13 @@
-"""Rules oti_shard / ovi_shard: invert one shard of the target features."""
+"""Rules oti_shard / ovi_shard: invert one shard of the target features (resumable mid-shard)."""
 
 from crossgap.runtime import job_setup
 
 job_setup(snakemake.log[0], snakemake.threads, gpu=True)
+from crossgap.config import InversionRuntime  # noqa: E402
 from crossgap.pipeline import invert_shard_step  # noqa: E402
 
 method = "oti" if snakemake.rule == "oti_shard" else "ovi"
+runtime = InversionRuntime.from_config(snakemake.config)
 invert_shard_step(
     method=method,
     features=snakemake.input.features,
@@ -15,6 +17,9 @@ invert_shard_step(
     model_slug=snakemake.wildcards.model,
     model_spec=snakemake.params.model,
     shard=int(snakemake.wildcards.shard),
-    num_shards=snakemake.params.shards,
+    num_shards=int(snakemake.wildcards.num_shards),
+    shard_size=int(snakemake.wildcards.shard_size),
     params=snakemake.params[method],
+    batch_size=runtime.batch_size,
+    checkpoint_every=runtime.checkpoint_every,
 )

@@ -1,0 +1,198 @@
+"""Typed, frozen settings built once from the validated ``params.yaml``.
+
+Inversion parameters come in two kinds, and the distinction is what keeps finished GPU work
+addressable:
+
+* **result fields** change what an inversion computes (steps, learning rate, template, seed, ...).
+  They are hashed into the inversion's tag (``oti-<tag>``/``ovi-<tag>`` folders) and passed to
+  the inversion rules as ``params:``, so a change re-addresses and reruns exactly that inversion.
+* **runtime fields** change only memory, speed or bookkeeping (``batch_size``, ``shard_size``,
+  ``checkpoint_every``): never hashed, never Snakemake ``params:``, so changing them reruns
+  nothing that is finished.
+
+Tags have a *canonical form* that stays stable as crossgap grows: the fields that existed when
+tags were introduced (:data:`V1_FIELDS`) are always hashed, together with the batch size those
+tags recorded (frozen at :data:`V1_BATCH_SIZE`: results do not depend on it); every field added
+later is hashed only when its value differs from its default.  So adding a result field whose
+default reproduces today's behaviour leaves every existing tag valid.
+
+Defaults live in ``workflow/schemas/params.schema.yaml`` (Snakemake fills them in when it
+validates the config); :func:`load_params` does the same for library and test use.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+#: the configuration schema (descriptions and the one default of every key)
+SCHEMA_PATH = Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "params.schema.yaml"
+
+METHODS = ("oti", "ovi")
+
+#: result fields hashed since tags were introduced, per inversion method (always in the hash)
+V1_FIELDS: dict[str, tuple[str, ...]] = {
+    "oti": ("steps", "num_pseudo_tokens", "template", "learning_rate", "weight_decay", "seed"),
+    "ovi": ("steps", "num_pseudo_tokens", "learning_rate", "weight_decay", "seed"),
+}
+#: the batch size every v1 tag recorded; kept in the canonical form so v1 tags stay valid
+V1_BATCH_SIZE = 64
+
+#: result fields added after v1, with the default that reproduces v1 behaviour: hashed only when
+#: a config sets another value.  (Add new result fields here, with their schema entry.)
+LATER_FIELDS: dict[str, dict[str, Any]] = {"oti": {}, "ovi": {}}
+
+#: inversion keys that never change results (not hashed, not rule params)
+RUNTIME_FIELDS = ("batch_size", "shard_size", "checkpoint_every")
+
+
+class ConfigError(ValueError):
+    """A configuration that does not match the schema; the message names the key."""
+
+
+def _schema() -> dict[str, Any]:
+    if not SCHEMA_PATH.is_file():
+        raise ConfigError(f"{SCHEMA_PATH}: configuration schema not found (crossgap runs from a repository checkout)")
+    return yaml.safe_load(SCHEMA_PATH.read_text())
+
+
+def load_params(params: Mapping[str, Any] | str | Path) -> dict[str, Any]:
+    """Validate ``params`` (a dict or a YAML file) against the schema and fill in defaults, as Snakemake does."""
+    import jsonschema
+
+    data = yaml.safe_load(Path(params).read_text()) if isinstance(params, (str, Path)) else copy.deepcopy(dict(params))
+    base = jsonschema.Draft202012Validator
+    validate_properties = base.VALIDATORS["properties"]
+
+    def set_defaults(validator, properties, instance, schema):
+        if isinstance(instance, dict):
+            for name, sub in properties.items():
+                if "default" in sub:
+                    instance.setdefault(name, copy.deepcopy(sub["default"]))
+        yield from validate_properties(validator, properties, instance, schema)
+
+    validator = jsonschema.validators.extend(base, {"properties": set_defaults})(_schema())
+    errors = sorted(validator.iter_errors(data), key=lambda e: list(e.absolute_path))
+    if errors:
+        first = errors[0]
+        where = ".".join(str(p) for p in first.absolute_path) or "<top level>"
+        raise ConfigError(f"params: {where}: {first.message}")
+    return data
+
+
+@dataclass(frozen=True)
+class InversionParams:
+    """The result fields of one inversion (OTI or OVI) of one model: what its tag addresses."""
+
+    method: str
+    fields: tuple[tuple[str, Any], ...]
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.fields)
+
+    def canonical(self) -> dict[str, Any]:
+        """The hashed form: v1 fields (+ the v1 batch size), later fields only when non-default."""
+        values = self.as_dict()
+        out = {name: values[name] for name in V1_FIELDS[self.method]}
+        out["batch_size"] = V1_BATCH_SIZE
+        for name, default in LATER_FIELDS[self.method].items():
+            if values.get(name, default) != default:
+                out[name] = values[name]
+        return out
+
+    @property
+    def tag(self) -> str:
+        """10 hex digits of a SHA-256 of the canonical JSON (the ``oti-<tag>`` / ``ovi-<tag>`` address)."""
+        return canonical_tag(self.canonical())
+
+
+def canonical_tag(canonical: Mapping[str, Any]) -> str:
+    """SHA-256 (10 hex digits) of the sorted, compact JSON of ``canonical``."""
+    text = json.dumps(dict(canonical), sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:10]
+
+
+def inversion_params(config: Mapping[str, Any], method: str, model: str) -> InversionParams:
+    """Result fields of ``method`` for ``model`` from a validated config (defaults filled in).
+
+    OTI: ``inversion.oti`` + ``inversion.seed``.  OVI: ``inversion.ovi`` + ``inversion.seed`` +
+    the model's pseudo-patch count ``models.<model>.ovi_tokens`` (P differs per backbone).
+    """
+    if method not in METHODS:
+        raise ConfigError(f"unknown inversion method {method!r}; expected one of {METHODS}")
+    inv = config["inversion"]
+    values = dict(inv[method], seed=inv["seed"])
+    if method == "ovi":
+        values["num_pseudo_tokens"] = config["models"][model].get("ovi_tokens", 1)
+    wanted = (*V1_FIELDS[method], *LATER_FIELDS[method])
+    missing = [name for name in V1_FIELDS[method] if name not in values]
+    if missing:
+        raise ConfigError(f"params: inversion.{method}: missing {missing} (validate the config first)")
+    return InversionParams(method, tuple((name, values[name]) for name in wanted if name in values))
+
+
+@dataclass(frozen=True)
+class InversionRuntime:
+    """Runtime settings of the inversion jobs: memory and bookkeeping only, never results.
+
+    ``batch_size``: targets optimised together (results do not depend on it: the loss is a sum of
+    per-sample losses and AdamW is element-wise).  ``shard_size``: targets per job.
+    ``checkpoint_every``: finished batches between two saves of a shard's resume file.
+    """
+
+    batch_size: int
+    shard_size: int
+    checkpoint_every: int
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> "InversionRuntime":
+        inv = config["inversion"]
+        return cls(**{name: int(inv[name]) for name in RUNTIME_FIELDS})
+
+
+@dataclass(frozen=True)
+class FeatureRuntime:
+    """Runtime settings of feature extraction (memory and loader workers, never results)."""
+
+    batch_size: int
+    num_workers: int
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> "FeatureRuntime":
+        feats = config["features"]
+        return cls(batch_size=int(feats["batch_size"]), num_workers=int(feats["num_workers"]))
+
+
+#: the keys of a ``models:`` entry that loading a model reads (feature extraction, inversion)
+MODEL_LOAD_KEYS = ("backend", "architecture", "pretrained")
+
+
+def model_load_spec(model_cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """The part of a ``models:`` entry that loading the model uses (not ``ovi_tokens`` nor ``pretrain``)."""
+    return {key: model_cfg.get(key) for key in MODEL_LOAD_KEYS}
+
+
+#: keys of a ``datasets:`` entry that only plan the DAG and never reach the manifest
+DATASET_PLAN_KEYS = ("generate", "sizes")
+
+
+def dataset_source(dataset_cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """The part of a ``datasets:`` entry that preparing the manifest reads."""
+    return {key: value for key, value in dataset_cfg.items() if key not in DATASET_PLAN_KEYS}
+
+
+@dataclass(frozen=True)
+class EvaluationRuntime:
+    """Runtime settings of the evaluation jobs: ``chunk_size`` queries per similarity block (memory only)."""
+
+    chunk_size: int
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> "EvaluationRuntime":
+        return cls(chunk_size=int(config["evaluation"]["chunk_size"]))
