@@ -1,0 +1,278 @@
+"""Pre-projection features and the final linear projections of CLIP-like towers (for IsoCLIP).
+
+Each tower of a CLIP-like model ends in a linear map from its width ``W`` to the shared space
+``D``: ``features = pre @ weight (+ bias)`` with ``pre`` ``[N, W]`` the pooled, normalised
+output of the transformer and ``weight`` ``[W, D]``.  :func:`encode_with_preprojection` returns
+``features`` **and** ``pre`` from one forward pass; :func:`projection_matrices` returns the
+matrices.
+
+**Bias.**  A projection with a bias (an ``nn.Linear(bias=True)``: open_clip ``TextTransformer``
+with ``proj_bias``, timm heads) is *augmented*: the matrix is ``[W + 1, D]`` with the bias as
+its last row, and ``pre`` gets a trailing column of ones (``[N, W + 1]``), so that
+``features == pre @ matrix`` holds for every tower.  This is how IsoCLIP handles the SigLIP-v2
+image head (``simomagi/IsoCLIP: src/retrieval.py`` appends a column of ones to the features,
+``src/encode_no_projection.py:get_projection_layers`` a bias row to the matrix).  Without a
+bias the shapes are the plain ``[N, W]`` / ``[W, D]``.
+
+**How ``pre`` is captured.**  Nothing in the model is changed and ``features`` is the model's
+own ``encode_image`` / ``encode_text`` output (bit-identical to the features crossgap extracts
+otherwise).  A projection that is a module (``nn.Linear``, SLIP's ``MatrixProjection``) is
+observed with a forward pre-hook; a projection that is a bare parameter applied as
+``pre @ proj`` (OpenAI CLIP ``visual.proj`` / ``text_projection``, open_clip ``visual.proj`` /
+``text_projection``) is observed with a :class:`~torch.overrides.TorchFunctionMode` that records
+the left operand of the one matmul whose right operand *is* that parameter.  Exactly one capture
+per forward is required, and the result is checked against ``pre @ matrix``.
+
+Supported (the towers :func:`crossgap.load_clip` builds): OpenAI CLIP ViT; open_clip
+``VisionTransformer`` with ``proj``; open_clip ``TimmModel`` with a linear ``head.proj`` or a
+linear trunk classifier head (Perception-Encoder style); SLIP; open_clip text towers with a
+parameter or ``nn.Linear`` projection.  Anything else (ResNet attention pools, MLP heads,
+SigLIP's attention-pool head without projection, ``proj`` set to None) raises
+:class:`NoLinearProjectionError`.  IsoCLIP itself linearises SigLIP-v2's MLP head (GELU slope
+1/2); crossgap does not approximate.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import nn
+from torch.overrides import TorchFunctionMode
+
+log = logging.getLogger(__name__)
+
+MODALITIES: tuple[str, ...] = ("image", "text")
+
+
+class NoLinearProjectionError(TypeError):
+    """The tower does not end in one linear projection that crossgap can separate."""
+
+
+@dataclass(frozen=True)
+class LinearProjection:
+    """The last linear map of one tower: ``features = pre @ weight (+ bias)``.
+
+    Attributes:
+        weight: ``[W, D]``.
+        bias: ``[D]`` or None.
+        site: where ``pre`` is observed: a module whose forward input is ``pre``, or the
+            parameter ``weight`` itself as the right operand of ``pre @ weight``.
+        where: a readable name of the site (for error messages).
+    """
+
+    weight: torch.Tensor
+    bias: torch.Tensor | None
+    site: nn.Module | torch.Tensor
+    where: str
+
+    def matrix(self) -> torch.Tensor:
+        """``[W, D]``, or ``[W + 1, D]`` with the bias as the last row (module docstring)."""
+        w = self.weight.detach()
+        if self.bias is None:
+            return w
+        return torch.cat([w, self.bias.detach().reshape(1, -1).to(w.dtype)], dim=0)
+
+
+def _inner(model: nn.Module) -> nn.Module:
+    """The third-party model of a :class:`~crossgap.models.base.CLIPWrapper`, or ``model`` itself."""
+    from crossgap.models.base import CLIPWrapper
+
+    return model.model if isinstance(model, CLIPWrapper) else model
+
+
+def _name(obj: object) -> str:
+    return f"{type(obj).__module__}.{type(obj).__name__}"
+
+
+def _from_linear(layer: nn.Linear, where: str) -> LinearProjection:
+    return LinearProjection(layer.weight.T, layer.bias, layer, where)
+
+
+def _from_parameter(holder: nn.Module, attr: str, where: str) -> LinearProjection:
+    proj = getattr(holder, attr, None)
+    if proj is None:
+        raise NoLinearProjectionError(f"{where} is None: the {_name(holder)} tower has no final projection")
+    if isinstance(proj, nn.Linear):
+        return _from_linear(proj, where)
+    if not isinstance(proj, torch.Tensor) or proj.ndim != 2:
+        raise NoLinearProjectionError(f"{where} is a {_name(proj)}, expected a [W, D] matrix or an nn.Linear")
+    return LinearProjection(proj, None, proj, where)
+
+
+def _timm_projection(visual: nn.Module) -> LinearProjection:
+    """open_clip ``TimmModel``: ``head.proj`` (linear) or the trunk's own linear classifier head."""
+    head = dict(visual.head.named_children())
+    others = sorted(set(head) - {"drop", "proj"})
+    if others:
+        raise NoLinearProjectionError(
+            f"the timm vision tower ends in head layer(s) {others} (attention pool or MLP), not one linear projection"
+        )
+    trunk_head = getattr(visual.trunk, "head", None)
+    if "proj" in head:
+        if not isinstance(head["proj"], nn.Linear) or isinstance(trunk_head, nn.Linear):
+            raise NoLinearProjectionError("the timm vision tower has a non-linear or a second projection")
+        return _from_linear(head["proj"], "visual.head.proj")
+    if isinstance(trunk_head, nn.Linear):
+        return _from_linear(trunk_head, "visual.trunk.head")
+    raise NoLinearProjectionError(
+        f"the timm vision tower {_name(visual.trunk)} has no linear projection (SigLIP-style: its features are the "
+        "output of the attention-pool head's MLP); IsoCLIP linearises that MLP, crossgap does not"
+    )
+
+
+def _visual_projection(m: nn.Module) -> LinearProjection:
+    visual = getattr(m, "visual", None)
+    if visual is None:
+        raise NoLinearProjectionError(f"{_name(m)} has no `visual` tower")
+    try:
+        import clip.model as clip_model
+    except ImportError:  # pragma: no cover - openai-clip is a pinned dependency
+        clip_model = None
+    from open_clip import timm_model, transformer
+    from crossgap.models.slip import SLIPVisual
+
+    if clip_model is not None and isinstance(visual, clip_model.VisionTransformer):
+        return _from_parameter(visual, "proj", "visual.proj")
+    if isinstance(visual, transformer.VisionTransformer):
+        return _from_parameter(visual, "proj", "visual.proj")
+    if isinstance(visual, timm_model.TimmModel):
+        return _timm_projection(visual)
+    if isinstance(visual, SLIPVisual):
+        return LinearProjection(visual.head.weight, None, visual.head, "visual.head (SLIP image_projection)")
+    raise NoLinearProjectionError(
+        f"the vision tower {_name(visual)} has no separable linear projection (ResNet towers project inside their "
+        "attention pool)"
+    )
+
+
+def _text_projection(m: nn.Module) -> LinearProjection:
+    from open_clip import model as oc_model
+    from open_clip import transformer
+
+    if isinstance(m, oc_model.CustomTextCLIP):
+        if not isinstance(m.text, transformer.TextTransformer):
+            raise NoLinearProjectionError(
+                f"the text tower {_name(m.text)} (e.g. a Hugging Face model) is not an open_clip TextTransformer"
+            )
+        return _from_parameter(m.text, "text_projection", "text.text_projection")
+    if getattr(m, "cls_emb", None) is not None:
+        raise NoLinearProjectionError("open_clip text towers with an appended CLS embedding (CoCa) are not supported")
+    if not hasattr(m, "text_projection"):
+        raise NoLinearProjectionError(f"{_name(m)} has no `text_projection`")
+    # OpenAI CLIP, SLIP and open_clip CLIP keep the text tower's fields on the model
+    return _from_parameter(m, "text_projection", "text_projection")
+
+
+def linear_projection(model: nn.Module, modality: str) -> LinearProjection:
+    """The final :class:`LinearProjection` of ``model``'s ``modality`` tower ("image" or "text").
+
+    Args:
+        model: a :class:`~crossgap.models.base.CLIPWrapper` (from :func:`crossgap.load_clip`) or
+            the third-party model itself.
+
+    Raises:
+        NoLinearProjectionError: the tower does not end in one separable linear map.
+    """
+    if modality not in MODALITIES:
+        raise ValueError(f"modality must be one of {MODALITIES}, got {modality!r}")
+    m = _inner(model)
+    return _visual_projection(m) if modality == "image" else _text_projection(m)
+
+
+def projection_matrices(model: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(W_image [W_v(+1), D], W_text [W_t(+1), D])``: ``features == pre @ W`` for each tower.
+
+    A bias becomes the last row (``+1``; module docstring), matching the ones column that
+    :func:`encode_with_preprojection` appends to ``pre``.  Detached float32 CPU copies.
+    """
+    return tuple(  # type: ignore[return-value]
+        linear_projection(model, modality).matrix().float().cpu().clone() for modality in MODALITIES
+    )
+
+
+class _MatmulInputs(TorchFunctionMode):
+    """Records the left operand of every matmul whose right operand is ``weight`` (the object)."""
+
+    _FUNCS = frozenset({torch.Tensor.__matmul__, torch.matmul, torch.Tensor.matmul, torch.mm, torch.Tensor.mm})
+
+    def __init__(self, weight: torch.Tensor, sink: list[torch.Tensor]) -> None:
+        super().__init__()
+        self.weight = weight
+        self.sink = sink
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001 - torch's protocol
+        if func in self._FUNCS and len(args) >= 2 and args[1] is self.weight:
+            self.sink.append(args[0])
+        return func(*args, **(kwargs or {}))
+
+
+def _encoder(model: nn.Module, modality: str) -> Callable[[torch.Tensor], torch.Tensor]:
+    if hasattr(model, "encode_image"):
+        return model.encode_image if modality == "image" else model.encode_text
+    m = _inner(model)
+    return m.encode_image if modality == "image" else m.encode_text
+
+
+@torch.no_grad()
+def encode_with_preprojection(
+    model: nn.Module, images_or_tokens: torch.Tensor, modality: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(projected [N, D], pre [N, W(+1)])`` of one batch, from ONE forward pass.
+
+    Args:
+        model: a :class:`~crossgap.models.base.CLIPWrapper` or the third-party model.
+        images_or_tokens: preprocessed images ``[N, 3, H, W]`` (``modality="image"``) or token
+            ids ``[N, L]`` (``"text"``), on the model's device.
+        modality: "image" or "text".
+
+    Returns:
+        ``projected``: the model's own ``encode_image`` / ``encode_text`` output (unnormalised).
+        ``pre``: the projection's input, with a trailing column of ones when the projection has a
+        bias, so that ``projected == pre @ W`` for ``W`` of :func:`projection_matrices`.
+
+    Raises:
+        NoLinearProjectionError: the tower has no separable linear projection.
+        RuntimeError: the projection was not applied exactly once, or its output is not the
+            tower's output (an unsupported layout).
+    """
+    proj = linear_projection(model, modality)
+    captured: list[torch.Tensor] = []
+    encode = _encoder(model, modality)
+    if isinstance(proj.site, nn.Module):
+        handle = proj.site.register_forward_pre_hook(lambda _module, args: captured.append(args[0]))
+        try:
+            projected = encode(images_or_tokens)
+        finally:
+            handle.remove()
+    else:
+        with _MatmulInputs(proj.site, captured):
+            projected = encode(images_or_tokens)
+    if len(captured) != 1:
+        raise RuntimeError(
+            f"{proj.where} was applied {len(captured)} times in one {modality} forward pass, expected once "
+            "(an unsupported tower layout)"
+        )
+    pre = captured[0]
+    if proj.bias is not None:
+        pre = torch.cat([pre, pre.new_ones(pre.shape[0], 1)], dim=1)
+    _check_consistent(projected, pre, proj, modality)
+    return projected, pre
+
+
+def _check_consistent(projected: torch.Tensor, pre: torch.Tensor, proj: LinearProjection, modality: str) -> None:
+    """``projected ≈ pre @ matrix`` (loose: autocast may run the tower in half precision)."""
+    if pre.ndim != 2 or pre.shape[0] != projected.shape[0]:
+        raise RuntimeError(
+            f"{modality} pre-projection features have shape {tuple(pre.shape)}, expected [{projected.shape[0]}, W]"
+        )
+    w = proj.matrix().to(device=pre.device, dtype=torch.float32)
+    recomputed = pre.float() @ w
+    err = float((recomputed - projected.float()).norm() / projected.float().norm().clamp_min(1e-12))
+    if err > 1e-2:
+        raise RuntimeError(
+            f"{modality} features differ from pre @ {proj.where} (relative error {err:.2e}): something follows the "
+            "projection in this tower"
+        )
