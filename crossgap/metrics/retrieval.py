@@ -391,16 +391,43 @@ def evaluate_retrieval(
         ``num_queries_evaluated`` (int), ``num_queries_without_relevant`` (int),
         ``queries_without_relevant`` (list of their query indices), ``gallery_size`` (G, int).
     """
+    return summarize_retrieval(evaluation_per_query(
+        query_features, gallery_features, query_labels, gallery_labels, exclude_self=exclude_self,
+        chunk_size=chunk_size, device=device, relevance=relevance, query_groups=query_groups,
+        gallery_groups=gallery_groups, reference_compat=reference_compat, fp16_similarities=fp16_similarities))
+
+
+def evaluation_per_query(
+    query_features: ArrayLike,
+    gallery_features: ArrayLike,
+    query_labels: ArrayLike | None = None,
+    gallery_labels: ArrayLike | None = None,
+    *,
+    exclude_self: bool = False,
+    chunk_size: int = 1024,
+    device: str | torch.device | None = None,
+    relevance: ArrayLike | None = None,
+    query_groups: ArrayLike | None = None,
+    gallery_groups: ArrayLike | None = None,
+    reference_compat: bool = False,
+    fp16_similarities: bool = False,
+) -> RetrievalPerQuery:
+    """The per-query values :func:`evaluate_retrieval` averages (same arguments, same definitions).
+
+    ``summarize_retrieval(evaluation_per_query(...)) == evaluate_retrieval(...)``; per-query
+    scores for confidence intervals come from the same call
+    (:func:`crossgap.metrics.scores.retrieval_scores`).
+    """
     if fp16_similarities and not reference_compat:
         raise ValueError("fp16_similarities is the reference's ImageNet ranking: it needs reference_compat=True")
     if reference_compat:
         from crossgap.metrics.reference_compat import reference_per_query
 
-        return summarize_retrieval(reference_per_query(
+        return reference_per_query(
             query_features, gallery_features, query_labels, gallery_labels, exclude_self=exclude_self,
             chunk_size=chunk_size, device=device, relevance=relevance, query_groups=query_groups,
-            gallery_groups=gallery_groups, fp16_similarities=fp16_similarities))
-    per_query = retrieval_per_query(
+            gallery_groups=gallery_groups, fp16_similarities=fp16_similarities)
+    return retrieval_per_query(
         query_features,
         gallery_features,
         query_labels,
@@ -412,4 +439,3 @@ def evaluate_retrieval(
         query_groups=query_groups,
         gallery_groups=gallery_groups,
     )
-    return summarize_retrieval(per_query)

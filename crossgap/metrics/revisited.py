@@ -191,6 +191,13 @@ def evaluate_revisited(
     per = revisited_per_query(
         query_features, gallery_features, gnd, kappas=kappas, chunk_size=chunk_size, device=device
     )
+    return summarize_revisited(per, len(gallery_features), kappas=kappas)
+
+
+def summarize_revisited(
+    per: Mapping[str, Mapping[str, torch.Tensor]], gallery_size: int, *, kappas: Sequence[int] = DEFAULT_KAPPAS
+) -> dict[str, float | int]:
+    """:func:`evaluate_revisited`'s summary of :func:`revisited_per_query` output (``gallery_size``: G)."""
     out: dict[str, float | int] = {}
     counts: dict[str, int] = {}
     for s in SETUPS:
@@ -209,6 +216,6 @@ def evaluate_revisited(
             out[f"mP@{k}_{s}"] = mean(per[s][f"p{k}"])
         counts[f"num_queries_without_positive_{s}"] = valid.numel() - n_valid
     out["num_queries"] = int(per[SETUPS[0]]["n_pos"].numel())
-    out["gallery_size"] = len(gallery_features)
+    out["gallery_size"] = gallery_size
     out.update(counts)
     return out

@@ -102,6 +102,24 @@ def evaluate_zero_shot(
         ``num_classes`` (C), ``num_classes_evaluated`` (classes present in ``labels``),
         ``top1_correct``, ``top5_correct``.
     """
+    ranks, y, c = zero_shot_ranks(features, classifier, labels, chunk_size=chunk_size, device=device)
+    return summarize_zero_shot(ranks, y, c)
+
+
+@torch.no_grad()
+def zero_shot_ranks(
+    features: ArrayLike,
+    classifier: ArrayLike,
+    labels: ArrayLike,
+    *,
+    chunk_size: int = 8192,
+    device: str | torch.device | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """``(ranks [N], labels [N], C)``: the 0-based rank of each sample's true class (:func:`true_class_rank`).
+
+    Arguments and checks as :func:`evaluate_zero_shot`; sample ``i`` is top-``k`` correct iff
+    ``ranks[i] < k``.
+    """
     dev = resolve_device(device)
     x = as_tensor(features, dev)
     w = as_tensor(classifier, dev)
@@ -118,12 +136,18 @@ def evaluate_zero_shot(
         raise ValueError("features or classifier contain NaN or inf")
     dtype = torch.float64 if (x.dtype == torch.float64 and w.dtype == torch.float64) else torch.float32
     x, w = F.normalize(x.to(dtype), dim=1), F.normalize(w.to(dtype), dim=1)
-    k5 = min(5, c)
     ranks = torch.empty(0, dtype=torch.long, device=dev)
     if n:
         ranks = torch.cat(
             [true_class_rank(x[s : s + chunk_size] @ w.T, y[s : s + chunk_size]) for s in range(0, n, chunk_size)]
         )
+    return ranks, y, c
+
+
+def summarize_zero_shot(ranks: torch.Tensor, y: torch.Tensor, c: int) -> dict[str, float | int]:
+    """:func:`evaluate_zero_shot`'s metrics from :func:`zero_shot_ranks` output."""
+    n = int(ranks.numel())
+    k5 = min(5, c)
     top1 = ranks == 0
     top5 = ranks < k5
     per_class_total = torch.bincount(y, minlength=c)
