@@ -13,6 +13,8 @@ Currently::
                             [--strict]
     crossgap datasets prepare NAME --dataroot DIR --out manifest.parquet [--skip-corrupt] [--no-check-images]
                               [--truncated-images load|skip|fail]
+    crossgap datasets check|prepare NAME --params params.yaml ...   (a datasets: entry, options included)
+    crossgap datasets init {imagefolder,captions,wds} PATH [--name NAME] [--set KEY=VALUE] [--append params.yaml]
     crossgap datasets prepare-text MANIFEST --out OUT [--strategy truncate|summaries|llm] [...]
     crossgap import-reference RUN_DIR --dataset D --model M (--tag TAG | --out FILE) [--set S] [...]
 """
@@ -61,20 +63,41 @@ def _truncated_mode(args: argparse.Namespace) -> str:
     return truncated_policy(args.truncated_images or DEFAULT_TRUNCATED_IMAGES).name
 
 
+def _targets(args: argparse.Namespace, names: Sequence[str] | None) -> list[tuple[str, object, str]]:
+    """``(name, configured adapter, dataroot)`` of the ``datasets:`` entries of ``--params`` (all, or ``names``)."""
+    import yaml
+
+    from crossgap.datasets import DatasetError, adapter_for
+
+    try:
+        entries = (yaml.safe_load(open(args.params, encoding="utf-8")) or {}).get("datasets") or {}
+    except (OSError, yaml.YAMLError, AttributeError) as exc:
+        raise DatasetError(f"{args.params}: cannot read its 'datasets:' mapping ({exc})") from exc
+    unknown = [n for n in names or [] if n not in entries]
+    if unknown:
+        raise DatasetError(f"{args.params}: no datasets entry {unknown}; entries: {sorted(entries)}")
+    return [(n, adapter_for(entries[n], n), entries[n]["dataroot"]) for n in (names or entries)]
+
+
 def _datasets_check(args: argparse.Namespace) -> int:
     from crossgap.datasets import DatasetError, check_dataset, get_adapter, list_datasets
 
+    if not (args.params or args.dataroot):
+        log.error("give --dataroot DIR (registered datasets) or --params params.yaml (its datasets: entries)")
+        return 2
+
     try:
-        adapters = [get_adapter(n) for n in (args.names or list_datasets())]
+        targets = _targets(args, args.names or None) if args.params else [
+            (n, get_adapter(n), args.dataroot) for n in (args.names or list_datasets())]
         args.truncated_images = _truncated_mode(args)
     except (DatasetError, ValueError) as exc:
         log.error("%s", exc)
         return 2
-    reports = [
-        check_dataset(a, args.dataroot, check_images=args.check_images, workers=args.workers,
-                      truncated_images=args.truncated_images)
-        for a in adapters
-    ]
+    reports = []
+    for name, adapter, dataroot in targets:
+        reports.append(check_dataset(adapter, dataroot, check_images=args.check_images, workers=args.workers,
+                                     truncated_images=args.truncated_images))
+        reports[-1].dataset = name
     if args.json:
         print(json.dumps([r.to_json() for r in reports], indent=2))
     else:
@@ -96,18 +119,29 @@ def _datasets_prepare(args: argparse.Namespace) -> int:
 
     try:
         args.truncated_images = _truncated_mode(args)
-    except ValueError as exc:
+        entry = {"adapter": args.name, "dataroot": args.dataroot}
+        if args.params:
+            import yaml
+
+            entry = ((yaml.safe_load(open(args.params, encoding="utf-8")) or {}).get("datasets") or {}).get(args.name)
+            if not isinstance(entry, dict):
+                raise DatasetError(f"{args.params}: no datasets entry {args.name!r}")
+        if not entry.get("dataroot"):
+            raise DatasetError("give --dataroot DIR (a registered dataset) or --params params.yaml (its entry NAME)")
+    except (DatasetError, OSError, ValueError) as exc:
         log.error("%s", exc)
         return 2
     try:
         df, meta = prepare_manifest(
-            args.name,
-            args.dataroot,
+            entry["adapter"],
+            entry["dataroot"],
             args.out,
             skip_corrupt=args.skip_corrupt,
             check_images=args.check_images,
             workers=args.workers,
             truncated_images=args.truncated_images,
+            options=entry.get("options"),
+            name=args.name if args.params else None,
         )
     except DatasetIntegrityError as exc:
         log.error("%s: %d missing or unreadable file(s); manifest not written", exc.dataset, len(exc.problems))
@@ -131,6 +165,45 @@ def _datasets_prepare(args: argparse.Namespace) -> int:
     if meta["skipped"]:
         print(f"skipped {len(meta['skipped'])} row(s); listed in {skipped_sidecar_path(args.out)}")
     return 0
+
+
+def _datasets_init(args: argparse.Namespace) -> int:
+    from crossgap.datasets import DatasetError
+    from crossgap.datasets.init import append_entry, entry_yaml, parse_overrides, propose_entry
+
+    try:
+        proposal = propose_entry(args.adapter, args.path, name=args.name, overrides=parse_overrides(args.set),
+                                 check_images=args.check_images, workers=args.workers,
+                                 truncated_images=_truncated_mode(args))
+    except (DatasetError, ValueError) as exc:
+        log.error("%s", exc)
+        return 1
+    print(proposal.report.format())
+    if not proposal.report.ok:
+        log.error("%s: the data has problems (above); no entry written", proposal.name)
+        return 1
+    print("\ndatasets:\n" + entry_yaml(proposal.name, proposal.entry))
+    if args.append:
+        try:
+            append_entry(args.append, proposal.name, proposal.entry)
+        except (DatasetError, OSError) as exc:
+            log.error("%s", exc)
+            return 1
+        print(f"appended datasets.{proposal.name} to {args.append}")
+    print("next: snakemake --cores 8 --resources gpu=2   (or: crossgap datasets check --params params.yaml "
+          f"{proposal.name})")
+    return 0
+
+
+def _configure_init(p: argparse.ArgumentParser) -> None:
+    p.add_argument("adapter", choices=["imagefolder", "captions", "wds"], help="format of your data")
+    p.add_argument("path", help="imagefolder / wds: the dataset folder; captions: the table (csv, tsv, jsonl, parquet)")
+    p.add_argument("--name", default=None, help="dataset name in params.yaml (default: from the folder/file name)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="set an option (YAML value), e.g. "
+                   "--set caption_columns=[caption_1,caption_2] --set gallery_split=null; repeatable")
+    p.add_argument("--append", default=None, metavar="PARAMS", help="append the entry to this params.yaml")
+    _add_image_options(p)
+    p.set_defaults(func=_datasets_init)
 
 
 def _datasets_prepare_text(args: argparse.Namespace) -> int:
@@ -209,7 +282,13 @@ def _configure_prepare_text(p: argparse.ArgumentParser) -> None:
 
 
 def _add_check_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--dataroot", required=True, help="folder holding one sub-folder per dataset")
+    p.add_argument("--dataroot", default=None, help="folder holding one sub-folder per dataset")
+    p.add_argument("--params", default=None, help="read adapter, dataroot and options of the named dataset(s) "
+                   "from the datasets: entries of this params.yaml instead (your own data)")
+    _add_image_options(p)
+
+
+def _add_image_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--no-check-images",
         dest="check_images",
@@ -227,7 +306,7 @@ def _add_check_options(p: argparse.ArgumentParser) -> None:
 
 
 def _configure_datasets(parser: argparse.ArgumentParser) -> None:
-    sub = parser.add_subparsers(dest="datasets_command", metavar="{list,check,prepare,prepare-text}", required=True)
+    sub = parser.add_subparsers(dest="datasets_command", metavar="{list,check,prepare,init,prepare-text}", required=True)
 
     p = sub.add_parser("list", help="list registered datasets")
     p.set_defaults(func=_datasets_list)
@@ -250,6 +329,8 @@ def _configure_datasets(parser: argparse.ArgumentParser) -> None:
         "and in <out stem>.skipped.json",
     )
     p.set_defaults(func=_datasets_prepare)
+
+    _configure_init(sub.add_parser("init", help="check your own data and print (or append) its params.yaml entry"))
 
     _configure_prepare_text(
         sub.add_parser("prepare-text", help="fit long texts of a manifest to a text tower's context")

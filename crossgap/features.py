@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_info
 from tqdm.auto import tqdm
 
 from crossgap.datasets.images import DEFAULT_TRUNCATED_IMAGES, open_rgb, truncated_policy
+from crossgap.datasets.tarshards import NamedBytes, iter_members, parse_member_ref
 from crossgap.utils import autocast_context
 
 if TYPE_CHECKING:
@@ -27,7 +28,7 @@ Box = tuple[float, float, float, float]
 
 
 class _ImageFiles(Dataset):
-    """Preprocessed images ``[3, H, W]`` read from ``paths`` (PIL, converted to RGB).
+    """``(position, preprocessed image [3, H, W])`` for each image file of ``paths`` (PIL, converted to RGB).
 
     ``load_truncated``: decode images that PIL reads only with ``LOAD_TRUNCATED_IMAGES`` (a manifest
     prepared with ``truncated_images: load``); otherwise such an image raises ``OSError``.
@@ -43,10 +44,60 @@ class _ImageFiles(Dataset):
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, index: int) -> torch.Tensor:
+    def __getitem__(self, index: int) -> tuple[int, torch.Tensor]:
         img = open_rgb(self.paths[index], load_truncated=self.load_truncated)
         box = self.boxes[index]
-        return self.preprocess(img.crop(box) if box is not None else img)
+        return index, self.preprocess(img.crop(box) if box is not None else img)
+
+
+class _TarMembers(IterableDataset):
+    """``(position, preprocessed image)`` for members of tar shards (paths ``"<shard>.tar#<member>"``).
+
+    Each shard is read once, front to back, without unpacking (:func:`crossgap.datasets.tarshards.iter_members`);
+    with DataLoader workers, worker ``w`` of ``W`` reads shards ``w, w + W, ...`` (the order of first
+    appearance in ``paths``). Positions come with the images, so the caller restores the input order.
+    """
+
+    def __init__(self, refs: Sequence[tuple[Path, str]], preprocess: Callable,
+                 boxes: Sequence[Box | None] | None = None, load_truncated: bool = False) -> None:
+        self.shards: dict[Path, dict[str, list[int]]] = {}
+        for i, (tar, member) in enumerate(refs):
+            self.shards.setdefault(tar, {}).setdefault(member, []).append(i)
+        self.preprocess = preprocess
+        self.boxes = list(boxes) if boxes is not None else [None] * len(refs)
+        self.load_truncated = load_truncated
+
+    def __iter__(self) -> Iterator[tuple[int, torch.Tensor]]:
+        info = get_worker_info()
+        shards = list(self.shards.items())[info.id :: info.num_workers] if info else self.shards.items()
+        for tar, wanted in shards:
+            found = set()
+            for name, data in iter_members(tar, lambda name: name in wanted):
+                if name not in wanted:
+                    continue
+                found.add(name)
+                img = open_rgb(NamedBytes(data or b"", f"{tar}#{name}"), load_truncated=self.load_truncated)
+                for i in wanted[name]:
+                    box = self.boxes[i]
+                    yield i, self.preprocess(img.crop(box) if box is not None else img)
+            missing = sorted(set(wanted) - found)
+            if missing:
+                raise FileNotFoundError(f"{tar}: no member(s) {missing[:5]} ({len(missing)} missing) in this shard")
+
+
+def image_dataset(paths: Sequence[str | Path], preprocess: Callable, boxes: Sequence[Box | None] | None = None,
+                  load_truncated: bool = False) -> Dataset:
+    """The reader of ``paths``: image files, or members of tar shards when every path is ``"<x>.tar#<member>"``.
+
+    Either dataset yields ``(position in paths, preprocessed image)``.
+    """
+    refs = [parse_member_ref(p) for p in paths]
+    tar_refs = [r for r in refs if r is not None]
+    if not tar_refs:
+        return _ImageFiles(paths, preprocess, boxes, load_truncated)
+    if len(tar_refs) < len(refs):
+        raise ValueError("image paths mix files and tar members (<shard>.tar#<member>); expected one kind")
+    return _TarMembers(tar_refs, preprocess, boxes, load_truncated)
 
 
 @torch.no_grad()
@@ -61,19 +112,30 @@ def encode_images(
     boxes: Sequence[Box | None] | None = None,
     truncated_images: str = DEFAULT_TRUNCATED_IMAGES,
 ) -> torch.Tensor:
-    """Image features ``[N, D]`` of the image files at ``paths``, each cropped to ``boxes[i]`` when given.
+    """Image features ``[N, D]`` of the images at ``paths``, each cropped to ``boxes[i]`` when given.
 
-    ``truncated_images``: the manifest's mode (:func:`crossgap.datasets.images.manifest_truncated_mode`);
-    ``load`` decodes truncated images as the reference does, any other mode refuses them.
+    A path is an image file or a member of a tar shard (``"<shard>.tar#<member>"``, see
+    :func:`image_dataset`). ``truncated_images``: the manifest's mode
+    (:func:`crossgap.datasets.images.manifest_truncated_mode`); ``load`` decodes truncated images as
+    the reference does, any other mode refuses them.
     """
     load_truncated = truncated_policy(truncated_images).keep
-    loader = DataLoader(_ImageFiles(paths, preprocess, boxes, load_truncated), batch_size=batch_size,
-                        num_workers=num_workers)
-    out = []
-    for batch in tqdm(loader, desc="image features", disable=not progress, dynamic_ncols=True):
-        with autocast_context(model.device):
-            out.append(model.encode_image(batch.to(model.device)).float().cpu())
-    return torch.cat(out) if out else torch.empty(0, 0)
+    dataset = image_dataset(paths, preprocess, boxes, load_truncated)
+    loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers)
+    out: torch.Tensor | None = None
+    done = torch.zeros(len(paths), dtype=torch.bool)
+    with tqdm(total=len(paths), desc="image features", unit="img", disable=not progress, dynamic_ncols=True) as bar:
+        for index, batch in loader:
+            with autocast_context(model.device):
+                feats = model.encode_image(batch.to(model.device)).float().cpu()
+            out = torch.empty(len(paths), feats.shape[1]) if out is None else out
+            out[index], done[index] = feats, True
+            bar.update(len(index))
+    if out is None:
+        return torch.empty(0, 0)
+    if not bool(done.all()):
+        raise RuntimeError(f"image features: {int((~done).sum())} of {len(paths)} images were never read")
+    return out
 
 
 @torch.no_grad()

@@ -9,6 +9,7 @@ from __future__ import annotations
 from crossgap.datasets import coop, fgvc_aircraft, imagenet, synthetic  # noqa: F401  (register adapters)
 from crossgap.datasets import captions, cub, imagenet_variants, nanobeir, revisited, sop, text_corpora  # noqa: F401
 from crossgap.datasets import revisited_r1m  # noqa: F401  (after revisited: its variants reuse the adapter)
+from crossgap.datasets import imagefolder, table, wds  # noqa: F401  (your own data: options from params)
 from crossgap.datasets.base import DatasetAdapter, Inspection
 from crossgap.datasets.checks import DatasetReport, check_dataset
 from crossgap.datasets.errors import (
@@ -73,3 +74,14 @@ __all__ = [
 from crossgap.datasets.manifest import qrels_pairs, query_boxes, revisited_ground_truth  # noqa: E402
 
 __all__ += ["qrels_pairs", "query_boxes", "revisited_ground_truth"]
+
+# your own data: adapters configured by the ``options`` of a params.yaml entry, protocols from params alone
+from crossgap.datasets.options import (  # noqa: E402
+    ConfigurableAdapter,
+    DatasetOptionsError,
+    adapter_for,
+    configured_adapter,
+    dataset_protocol,
+)
+
+__all__ += ["ConfigurableAdapter", "DatasetOptionsError", "adapter_for", "configured_adapter", "dataset_protocol"]

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any
+from typing import Any, Mapping
 
 import pandas as pd
 
 from crossgap.datasets.images import DEFAULT_TRUNCATED_IMAGES
 from crossgap.datasets.manifest import write_manifest
-from crossgap.datasets.registry import get_adapter
+from crossgap.datasets.options import configured_adapter
 
 log = logging.getLogger(__name__)
 
@@ -24,14 +24,20 @@ def prepare_manifest(
     check_images: bool = True,
     workers: int | None = None,
     truncated_images: str = DEFAULT_TRUNCATED_IMAGES,
+    options: Mapping[str, Any] | None = None,
+    name: str | None = None,
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Build the manifest of registered ``dataset`` under ``dataroot`` and write it to ``out``.
+
+    ``options``: the entry's ``options`` mapping, for adapters configured from params
+    (:mod:`crossgap.datasets.options`); the paper's adapters take none. ``name``: the entry's
+    name in params, recorded as the manifest's ``dataset`` by those adapters.
 
     Raises :class:`~crossgap.datasets.errors.DatasetError` subclasses on a missing
     dataset, a malformed index file, (without ``skip_corrupt``) bad image files, or (with
     ``truncated_images="fail"``) images that decode only with truncated loading.
     """
-    df, meta = get_adapter(dataset).build(
+    df, meta = configured_adapter(dataset, options, name=name).build(
         dataroot, skip_corrupt=skip_corrupt, check_images=check_images, workers=workers,
         truncated_images=truncated_images,
     )

@@ -13,4 +13,6 @@ prepare_manifest(
     check_images=prep.get("check_images", True),
     workers=snakemake.threads,
     truncated_images=prep.get("truncated_images", "fail"),
+    options=cfg.get("options"),
+    name=snakemake.wildcards.dataset,
 )

@@ -1,0 +1,353 @@
+"""``wds``: CLIP_benchmark's WebDataset layout, read from the tar shards without unpacking.
+
+Layout, as ``build_wds_dataset`` in CLIP_benchmark's ``clip_benchmark/datasets/builder.py``
+reads it and ``clip_benchmark.webdataset_builder.convert_dataset`` writes it (the data root
+*is* this folder)::
+
+    <dataroot>/
+      <split>/nshards.txt                        number of shards N (mandatory)
+      <split>/0.tar ... <split>/{N-1}.tar        samples s0000000.webp + s0000000.cls, ...
+      classnames.txt                             class names, line i = label i (classification)
+      zeroshot_classification_templates.txt      one template per line, "{c}" = the class name
+      dataset_type.txt                           "retrieval" for caption shards; absent = classification
+
+A sample's image is its first ``webp``, ``png``, ``jpg`` or ``jpeg`` member (the builder's
+order); a classification sample has a ``.cls`` (the integer label), a retrieval sample a
+``.txt`` (captions, one per line). Every template of the template file is kept, so the
+zero-shot classifier averages them all, as CLIP_benchmark does (``{c}`` becomes ``{}``).
+
+Options state what the protocol needs without reading data: ``dataset_type`` (checked
+against ``dataset_type.txt`` when the manifest is built), ``split`` (queries, zero-shot
+images) and ``gallery_split`` (classification: the image-retrieval gallery; ``null``: the
+split against itself, leave-one-out). Classification: image retrieval (same label) and
+zero-shot; retrieval: text retrieval (first caption vs the other captions of the split,
+relevant = same image) and the modality gap (images with their first caption).
+
+Manifest image paths point into the shards (``"test/0.tar#s0000000.webp"``, see
+:mod:`crossgap.datasets.tarshards`); ``crossgap.features`` streams them shard by shard.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from PIL import Image
+
+from crossgap.datasets.base import Inspection, Row, frame_from_rows, text_rows
+from crossgap.datasets.checks import default_workers
+from crossgap.datasets.errors import DatasetLayoutError, DatasetNotFoundError, FileProblem
+from crossgap.datasets.images import TRUNCATED, truncated_loading
+from crossgap.datasets.manifest import validate_frame
+from crossgap.datasets.options import DEFAULT_TEMPLATES, ConfigurableAdapter, DatasetOptionsError, check_split_name
+from crossgap.datasets.registry import register_dataset
+from crossgap.datasets.tarshards import (
+    NamedBytes,
+    TarReadError,
+    iter_samples,
+    key_and_ext,
+    member_ref,
+    parse_member_ref,
+    read_member,
+)
+from crossgap.datasets.text_base import ExtendedAdapter
+
+log = logging.getLogger(__name__)
+
+#: Image extensions in the order the builder tries them (``to_tuple(["webp", "png", "jpg", "jpeg"], ...)``).
+IMAGE_EXTENSIONS: tuple[str, ...] = ("webp", "png", "jpg", "jpeg")
+DATASET_TYPES: tuple[str, ...] = ("classification", "retrieval")
+CLASSNAMES, TEMPLATES, TYPE_FILE, NSHARDS = (
+    "classnames.txt", "zeroshot_classification_templates.txt", "dataset_type.txt", "nshards.txt")
+LAYOUT = (
+    "<dataroot>/<split>/nshards.txt   number of shards N\n"
+    "<dataroot>/<split>/0.tar ... {N-1}.tar   samples <key>.webp|png|jpg|jpeg + <key>.cls (or <key>.txt)\n"
+    f"<dataroot>/{CLASSNAMES}   class names, line i = label i (classification)\n"
+    f"<dataroot>/{TEMPLATES}   (optional) one template per line with {{c}}\n"
+    f"<dataroot>/{TYPE_FILE}   (optional) 'retrieval' for caption shards"
+)
+
+
+@dataclass(frozen=True)
+class WdsOptions:
+    """Options of a ``wds`` dataset (``datasets.<name>.options``)."""
+
+    #: classification (.cls labels) or retrieval (.txt captions); must agree with dataset_type.txt
+    dataset_type: str = "classification"
+    #: split read for queries and zero-shot (a folder with nshards.txt)
+    split: str = "test"
+    #: classification: image-retrieval gallery split; null: ``split`` against itself (leave-one-out)
+    gallery_split: str | None = None
+    #: zero-shot templates with ``{}``; null: zeroshot_classification_templates.txt (else "a photo of a {}.")
+    templates: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.dataset_type not in DATASET_TYPES:
+            raise DatasetOptionsError(f"dataset_type: expected one of {list(DATASET_TYPES)}, got {self.dataset_type!r}")
+        check_split_name(self.split, "split")
+        if self.gallery_split is not None:
+            check_split_name(self.gallery_split, "gallery_split")
+            if self.dataset_type == "retrieval":
+                raise DatasetOptionsError("gallery_split: retrieval shards have no labels for image retrieval; use null")
+
+    @property
+    def splits(self) -> tuple[str, ...]:
+        """Splits read, in manifest order (gallery first)."""
+        g = self.gallery_split
+        return (g, self.split) if g and g != self.split else (self.split,)
+
+
+def read_lines(path: Path) -> list[str]:
+    """Stripped lines (as the builder reads them) without trailing blank lines."""
+    lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+    while lines and not lines[-1]:
+        lines.pop()
+    return lines
+
+
+def read_dataset_type(folder: Path) -> str:
+    """``dataset_type.txt`` stripped and lower-cased; ``classification`` when absent (as the builder)."""
+    path = folder / TYPE_FILE
+    return path.read_text(encoding="utf-8").strip().lower() if path.is_file() else "classification"
+
+
+def verify_bytes(data: bytes, ref: str = "<member>") -> str | None:
+    """``None`` if ``data`` decodes completely as an image (under PIL's current setting), else why not."""
+    try:
+        with Image.open(NamedBytes(data, ref)) as im:
+            im.load()
+    except Exception as exc:  # noqa: BLE001 - any decoder failure means "unreadable"
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+def reclassify_truncated_members(problems: list[FileProblem]) -> list[FileProblem]:
+    """Corrupt image members that decode with PIL's truncated loading become ``truncated`` problems
+    (as :func:`crossgap.datasets.images.reclassify_truncated` does for files)."""
+    out = []
+    with truncated_loading(True):
+        for p in problems:
+            ref = parse_member_ref(p.path)
+            if p.kind == "corrupt" and ref is not None:
+                try:
+                    ok = verify_bytes(read_member(*ref), p.path) is None
+                except TarReadError:
+                    ok = False
+                if ok:
+                    p = FileProblem(p.id, p.path, TRUNCATED, f"decodes only with LOAD_TRUNCATED_IMAGES ({p.reason})")
+            out.append(p)
+    return out
+
+
+@register_dataset
+class WdsAdapter(ConfigurableAdapter, ExtendedAdapter):
+    """CLIP_benchmark WebDataset shards (classification or retrieval)."""
+
+    slug = "wds"
+    options_type = WdsOptions
+    options: WdsOptions
+
+    def __init__(self, options: WdsOptions | None = None, name: str | None = None) -> None:
+        super().__init__(options, name)
+        self.required = tuple(f"{s}/{NSHARDS}" for s in self.options.splits)
+        self.layout = LAYOUT
+
+    @classmethod
+    def options_protocol(cls, options: WdsOptions) -> dict[str, Any]:
+        """Classification: image retrieval + zero-shot; retrieval: text retrieval + the modality gap."""
+        s = options.split
+        if options.dataset_type == "retrieval":
+            return {
+                "image_retrieval": None,
+                "text_retrieval": {
+                    "query": {"split": s, "select": "first_per_group"},
+                    "gallery": {"split": s, "select": "rest_per_group"},
+                    "relevance": "group",
+                },
+                "zero_shot": None,
+                "modality_gap": {"split": s},
+            }
+        return {
+            "image_retrieval": {
+                "query": {"split": s, "select": "all"},
+                "gallery": {"split": options.gallery_split or s, "select": "all"},
+                "relevance": "label",
+            },
+            "text_retrieval": None,
+            "zero_shot": {"split": s, "select": "all"},
+        }
+
+    # ------------------------------------------------------------------ metadata files
+    def check_type(self, folder: Path) -> str:
+        """``dataset_type.txt`` must agree with ``options.dataset_type`` (the DAG was planned from it)."""
+        found = read_dataset_type(folder)
+        if found not in DATASET_TYPES:
+            raise DatasetLayoutError(
+                f"{folder / TYPE_FILE}: dataset type {found!r} is not supported; expected one of {list(DATASET_TYPES)}"
+            )
+        if found != self.options.dataset_type:
+            raise DatasetOptionsError(
+                f"{folder / TYPE_FILE}: the shards are {found!r} but options.dataset_type is "
+                f"{self.options.dataset_type!r}; set dataset_type: {found} in the dataset's options"
+            )
+        return found
+
+    def classnames(self, folder: Path) -> list[str]:
+        """``classnames.txt`` (line i = label i); retrieval shards have no classes."""
+        if self.options.dataset_type == "retrieval":
+            return []
+        path = folder / CLASSNAMES
+        if not path.is_file():
+            raise DatasetNotFoundError(
+                f"{path}: missing; classification shards need class names (line i = label i); "
+                f"a {TYPE_FILE} saying 'retrieval' marks caption shards"
+            )
+        names = read_lines(path)
+        empty = [n for n, name in enumerate(names, 1) if not name]
+        if not names or empty:
+            raise DatasetLayoutError(f"{path}: expected one class name per line, line i = label i; empty line(s) {empty}")
+        if len(set(names)) < len(names):
+            log.warning("%s: some class names repeat; their prompts will be identical", path)
+        return names
+
+    def read_templates(self, folder: Path) -> list[str]:
+        """Zero-shot templates: the options', else every line of the template file (``{c}`` -> ``{}``)."""
+        if self.options.dataset_type == "retrieval":
+            return []
+        if self.options.templates:
+            return list(self.options.templates)
+        path = folder / TEMPLATES
+        if not path.is_file():
+            log.warning("%s: no %s; using %s", self.slug, path, list(DEFAULT_TEMPLATES))
+            return list(DEFAULT_TEMPLATES)
+        out = []
+        for n, line in enumerate(read_lines(path), 1):
+            template = line.replace("{c}", "{}")
+            if line and template.count("{}") != 1:
+                raise DatasetLayoutError(f"{path}: line {n}: expected a template with one '{{c}}', got {line!r}")
+            out += [template] if line else []
+        if not out:
+            raise DatasetLayoutError(f"{path}: no templates; expected one template per line with '{{c}}'")
+        return out
+
+    def shards(self, folder: Path, split: str) -> list[Path]:
+        """``<split>/0.tar ... <split>/{N-1}.tar`` with N from ``<split>/nshards.txt``."""
+        path = folder / split / NSHARDS
+        text = path.read_text(encoding="utf-8").strip()
+        if not text.isdigit() or int(text) < 1:
+            raise DatasetLayoutError(f"{path}: expected the number of shards (a positive integer), got {text!r}")
+        tars = [folder / split / f"{i}.tar" for i in range(int(text))]
+        missing = [str(t) for t in tars if not t.is_file()]
+        if missing:
+            raise DatasetNotFoundError(f"{path} says {text} shard(s), but {', '.join(missing[:5])} do(es) not exist")
+        extra = {p.name for p in (folder / split).glob("*.tar")} - {t.name for t in tars}
+        if extra:
+            log.warning("%s: %s not counted by %s; ignored", self.slug, sorted(extra)[:5], path)
+        return tars
+
+    # ------------------------------------------------------------------ samples
+    def read_shard(self, folder: Path, split: str, tar: Path, n_classes: int, check_images: bool
+                   ) -> tuple[list[Row], list[Row], list[FileProblem]]:
+        """Image rows, caption rows and problems of one shard (samples after a truncation are lost)."""
+        rel = tar.relative_to(folder).as_posix()
+        retrieval = self.options.dataset_type == "retrieval"
+        want = {"txt"} if retrieval else {"cls"}
+        images: list[Row] = []
+        texts: list[Row] = []
+        problems: list[FileProblem] = []
+        try:
+            for sample in iter_samples(tar, lambda ext: ext in want or (check_images and ext in IMAGE_EXTENSIONS)):
+                ext = sample.first(IMAGE_EXTENSIONS)
+                label_ext = next(iter(want))
+                if ext is None or label_ext not in sample.members:
+                    raise DatasetLayoutError(
+                        f"{tar}: sample {sample.key!r} has members {sorted(sample.members)}; expected an image "
+                        f"({' or '.join(IMAGE_EXTENSIONS)}) and a .{label_ext} member"
+                    )
+                name, data = sample.members[ext]
+                value = sample.members[label_ext][1] or b""
+                row = {"id": f"{split}/{sample.key}", "split": split, "modality": "image",
+                       "path": member_ref(rel, name), "text": None, "label": -1, "classname": None, "group": None}
+                where = f"{tar}#{sample.members[label_ext][0]}"
+                if retrieval:
+                    captions = [c.strip() for c in value.decode("utf-8").splitlines() if c.strip()]
+                    texts += text_rows(row, captions)
+                else:
+                    row["label"] = self._label(value, where, n_classes)
+                images.append(row)
+                if check_images and (reason := verify_bytes(data or b"", f"{tar}#{name}")):
+                    problems.append(FileProblem(row["id"], f"{tar}#{name}", "corrupt", reason))
+        except TarReadError as exc:  # the sample being read and all after it in this shard are lost
+            parts = key_and_ext(exc.member) if exc.member else None
+            problems.append(FileProblem(f"{split}/{parts[0]}" if parts else rel,
+                                        f"{tar}#{exc.member}" if exc.member else str(tar), "corrupt",
+                                        f"{exc}; the samples from there to the end of the shard are missing"))
+        return images, texts, problems
+
+    @staticmethod
+    def _label(value: bytes, where: str, n_classes: int) -> int:
+        text = value.decode("utf-8", "replace").strip()
+        if not text.isdigit() or int(text) >= n_classes:
+            raise DatasetLayoutError(f"{where}: expected a class index in 0..{n_classes - 1} "
+                                     f"({CLASSNAMES} has {n_classes} names), got {text!r}")
+        return int(text)
+
+    def read(self, folder: Path, classnames: list[str], check_images: bool, workers: int | None
+             ) -> tuple[list[Row], list[FileProblem]]:
+        """Rows (images of every split, then captions) and problems, reading shards in parallel."""
+        jobs = [(split, tar) for split in self.options.splits for tar in self.shards(folder, split)]
+        with truncated_loading(False), ThreadPoolExecutor(max_workers=workers or default_workers()) as pool:
+            parts = list(pool.map(lambda job: self.read_shard(folder, *job, len(classnames), check_images), jobs))
+        images = [r for p in parts for r in p[0]]
+        seen: dict[str, str] = {}
+        for row in images:
+            if (other := seen.setdefault(row["id"], row["path"])) != row["path"]:
+                raise DatasetLayoutError(f"{folder}: sample key {row['id']!r} is in both {other} and {row['path']}")
+        problems = [f for p in parts for f in p[2]]
+        return images + [r for p in parts for r in p[1]], reclassify_truncated_members(problems)
+
+    def rows(self, folder: Path, classnames: list[str]) -> list[Row]:
+        """All manifest rows (images are not decoded)."""
+        return self.read(folder, classnames, False, None)[0]
+
+    def inspect(self, dataroot: str | os.PathLike, *, check_images: bool = True, workers: int | None = None
+                ) -> Inspection:
+        """Locate, check the type, stream every shard once (decoding images when ``check_images``)."""
+        folder = self.locate(dataroot)
+        self.check_type(folder)
+        names = self.classnames(folder)
+        rows, problems = self.read(folder, names, check_images, workers)
+        df = frame_from_rows(rows)
+        validate_frame(df, f"{self.slug} adapter output")
+        images = df[df["modality"] == "image"]
+        counts = {str(k): int(v) for k, v in images["split"].value_counts(sort=False).items()}
+        warnings = [f"{self.slug}: split {s!r} has no complete sample" for s in self.options.splits if s not in counts]
+        for message in warnings:
+            log.warning(message)
+        log.info("%s: %s samples (%d classes) in %s; %d problem(s)", self.slug, counts, len(names), folder,
+                 len(problems))
+        return Inspection(folder, folder, names, df, counts, warnings, problems)
+
+    def extra_meta(self, folder: Path, df: pd.DataFrame) -> dict[str, Any]:
+        """The templates of the shards' template file, the dataset type and the shard counts."""
+        return {"templates": self.read_templates(folder), "dataset_type": self.options.dataset_type,
+                "shards": {s: len(self.shards(folder, s)) for s in self.options.splits}}
+
+    # ------------------------------------------------------------------ init
+    @classmethod
+    def detect(cls, path: Path) -> tuple[Path, dict[str, Any]]:
+        """Type from ``dataset_type.txt``; ``test`` (else the only split) queried; ``train`` as gallery."""
+        if not path.is_dir():
+            raise DatasetLayoutError(f"{path}: not a folder; expected <split>/{NSHARDS} and <split>/0.tar ...")
+        splits = sorted(p.parent.name for p in path.glob(f"*/{NSHARDS}"))
+        if not splits:
+            raise DatasetNotFoundError(f"{path}: no <split>/{NSHARDS}; expected the layout of {cls.__module__}")
+        kind = read_dataset_type(path)
+        split = "test" if "test" in splits else splits[-1]
+        gallery = "train" if kind == "classification" and "train" in splits and split != "train" else None
+        return path, {"dataset_type": kind, "split": split, "gallery_split": gallery}
