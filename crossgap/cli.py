@@ -385,8 +385,8 @@ def _configure_import_reference(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="the model's slug in params (output path, model entry)")
     p.add_argument("--manifest", default=None,
                    help="the dataset's manifest (default <data-dir>/manifests/<dataset>.parquet)")
-    p.add_argument("--set", default=None, help="inverted set: a split for OTI, queries|prompts for OVI (default: "
-                   "OTI the image-retrieval query split, OVI prompts if the run used class names)")
+    p.add_argument("--set", default=None, help="inverted set: a split for OTI, queries|classnames for OVI (default: "
+                   "OTI the image-retrieval query split, OVI classnames if the run used class names)")
     where = p.add_mutually_exclusive_group(required=True)
     where.add_argument("--tag",
                        help="file under <data-dir>/inversion/<dataset>/<model>/<method>-<tag>/<set>.safetensors")

@@ -7,8 +7,8 @@ addressable:
   They are hashed into the inversion's tag (``oti-<tag>``/``ovi-<tag>`` folders) and passed to
   the inversion rules as ``params:``, so a change re-addresses and reruns exactly that inversion.
 * **runtime fields** change only memory, speed or bookkeeping (``batch_size``, ``shard_size``,
-  ``checkpoint_every``): never hashed, never Snakemake ``params:``, so changing them reruns
-  nothing that is finished.
+  ``checkpoint_every``, ``deterministic``): never hashed, never Snakemake ``params:``, so changing
+  them reruns nothing that is finished.
 
 Tags have a *canonical form* that stays stable as crossgap grows: the fields that existed when
 tags were introduced (:data:`V1_FIELDS`) are always hashed, together with the batch size those
@@ -23,6 +23,7 @@ validates the config); :func:`load_params` does the same for library and test us
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import json
 from dataclasses import dataclass
@@ -46,16 +47,28 @@ V1_BATCH_SIZE = 64
 
 #: result fields added after v1, with the default that reproduces v1 behaviour: hashed only when
 #: a config sets another value.  (Add new result fields here, with their schema entry.)
-LATER_FIELDS: dict[str, dict[str, Any]] = {"oti": {}, "ovi": {}}
+#: ``precision``: autocast of the optimisation on CUDA (``inversion.precision``; v1 ran fp16 with a
+#: GradScaler on GPUs without bf16 and fp32 on the CPU, which stays fp32 whatever is set).
+#: ``template`` (OVI): the sentence each class name fills for the OVI zero-shot targets.
+LATER_FIELDS: dict[str, dict[str, Any]] = {
+    "oti": {"precision": "fp16"},
+    "ovi": {"template": "a photo of {}", "precision": "fp16"},
+}
+#: result fields set once under ``inversion:`` for both methods (the rest live under ``inversion.<method>``)
+SHARED_FIELDS = ("seed", "precision")
 
 #: inversion keys that never change results (not hashed, not rule params)
-RUNTIME_FIELDS = ("batch_size", "shard_size", "checkpoint_every")
+RUNTIME_FIELDS = ("batch_size", "shard_size", "checkpoint_every", "deterministic")
+
+#: feature-extraction keys that change results (rule params when non-default; the rest is runtime)
+FEATURE_RESULT_FIELDS = ("precision",)
 
 
 class ConfigError(ValueError):
     """A configuration that does not match the schema; the message names the key."""
 
 
+@functools.lru_cache(maxsize=1)
 def _schema() -> dict[str, Any]:
     if not SCHEMA_PATH.is_file():
         raise ConfigError(f"{SCHEMA_PATH}: configuration schema not found (crossgap runs from a repository checkout)")
@@ -111,6 +124,18 @@ class InversionParams:
         """10 hex digits of a SHA-256 of the canonical JSON (the ``oti-<tag>`` / ``ovi-<tag>`` address)."""
         return canonical_tag(self.canonical())
 
+    def rule_params(self) -> dict[str, Any]:
+        """What the rules receive as ``params:``: v1 fields, later fields only when non-default.
+
+        A later field at its default is absent, so adding it changes no finished job's params;
+        jobs fill it in again with :func:`complete_params`.
+        """
+        values = self.as_dict()
+        out = {name: values[name] for name in V1_FIELDS[self.method]}
+        out.update({name: values[name] for name, default in LATER_FIELDS[self.method].items()
+                    if values.get(name, default) != default})
+        return out
+
 
 def canonical_tag(canonical: Mapping[str, Any]) -> str:
     """SHA-256 (10 hex digits) of the sorted, compact JSON of ``canonical``."""
@@ -127,7 +152,10 @@ def inversion_params(config: Mapping[str, Any], method: str, model: str) -> Inve
     if method not in METHODS:
         raise ConfigError(f"unknown inversion method {method!r}; expected one of {METHODS}")
     inv = config["inversion"]
-    values = dict(inv[method], seed=inv["seed"])
+    values = dict(inv[method])
+    for name in SHARED_FIELDS:
+        if name in inv:
+            values[name] = inv[name]
     if method == "ovi":
         values["num_pseudo_tokens"] = config["models"][model].get("ovi_tokens", 1)
     wanted = (*V1_FIELDS[method], *LATER_FIELDS[method])
@@ -137,23 +165,34 @@ def inversion_params(config: Mapping[str, Any], method: str, model: str) -> Inve
     return InversionParams(method, tuple((name, values[name]) for name in wanted if name in values))
 
 
+def complete_params(method: str, params: Mapping[str, Any]) -> dict[str, Any]:
+    """Rule params (:meth:`InversionParams.rule_params`) with the later fields' defaults filled in."""
+    if method not in METHODS:
+        raise ConfigError(f"unknown inversion method {method!r}; expected one of {METHODS}")
+    return {**LATER_FIELDS[method], **dict(params)}
+
+
 @dataclass(frozen=True)
 class InversionRuntime:
-    """Runtime settings of the inversion jobs: memory and bookkeeping only, never results.
+    """Runtime settings of the inversion jobs: memory, bookkeeping and reproducibility, never hashed.
 
     ``batch_size``: targets optimised together (results do not depend on it: the loss is a sum of
     per-sample losses and AdamW is element-wise).  ``shard_size``: targets per job.
     ``checkpoint_every``: finished batches between two saves of a shard's resume file.
+    ``deterministic``: ``torch.use_deterministic_algorithms(True)`` and
+    ``CUBLAS_WORKSPACE_CONFIG=:4096:8``, set by :func:`crossgap.runtime.job_setup` before CUDA starts.
     """
 
     batch_size: int
     shard_size: int
     checkpoint_every: int
+    deterministic: bool = False
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> "InversionRuntime":
         inv = config["inversion"]
-        return cls(**{name: int(inv[name]) for name in RUNTIME_FIELDS})
+        return cls(batch_size=int(inv["batch_size"]), shard_size=int(inv["shard_size"]),
+                   checkpoint_every=int(inv["checkpoint_every"]), deterministic=bool(inv.get("deterministic", False)))
 
 
 @dataclass(frozen=True)
@@ -196,3 +235,33 @@ class EvaluationRuntime:
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> "EvaluationRuntime":
         return cls(chunk_size=int(config["evaluation"]["chunk_size"]))
+
+
+# --------------------------------------------------------------------------- rule params without defaults
+def section_defaults(section: str) -> dict[str, Any]:
+    """The schema's defaults of the top-level ``section`` (e.g. ``prepare``, ``features``)."""
+    props = _schema()["properties"][section].get("properties", {})
+    return {key: copy.deepcopy(spec["default"]) for key, spec in props.items() if "default" in spec}
+
+
+def non_default(config: Mapping[str, Any], section: str, keys: tuple[str, ...] | None = None) -> dict[str, Any]:
+    """The values of ``config[section]`` (restricted to ``keys``) that differ from their schema defaults.
+
+    Rules receive these as ``params:``, so a key added later at its default leaves the params of
+    every finished job unchanged (no rerun); the job rebuilds the full section with
+    :func:`with_defaults`.
+    """
+    defaults = section_defaults(section)
+    values = config.get(section, {})
+    wanted = keys if keys is not None else tuple(values)
+    return {key: values[key] for key in wanted if key in values and values[key] != defaults.get(key, object())}
+
+
+def with_defaults(section: str, values: Mapping[str, Any]) -> dict[str, Any]:
+    """``values`` (from :func:`non_default`) completed with the schema's defaults of ``section``."""
+    return {**section_defaults(section), **dict(values)}
+
+
+def feature_result_options(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The feature rules' result settings (``features.precision``) that differ from their defaults."""
+    return non_default(config, "features", FEATURE_RESULT_FIELDS)

@@ -111,13 +111,15 @@ def encode_images(
     progress: bool = True,
     boxes: Sequence[Box | None] | None = None,
     truncated_images: str = DEFAULT_TRUNCATED_IMAGES,
+    precision: str = "fp32",
 ) -> torch.Tensor:
     """Image features ``[N, D]`` of the images at ``paths``, each cropped to ``boxes[i]`` when given.
 
     A path is an image file or a member of a tar shard (``"<shard>.tar#<member>"``, see
     :func:`image_dataset`). ``truncated_images``: the manifest's mode
     (:func:`crossgap.datasets.images.manifest_truncated_mode`); ``load`` decodes truncated images as
-    the reference does, any other mode refuses them.
+    the reference does, any other mode refuses them. ``precision``: ``fp32`` (the reference's
+    choice), ``fp16`` or ``bf16`` autocast on CUDA; the CPU computes fp32 always.
     """
     load_truncated = truncated_policy(truncated_images).keep
     dataset = image_dataset(paths, preprocess, boxes, load_truncated)
@@ -126,7 +128,7 @@ def encode_images(
     done = torch.zeros(len(paths), dtype=torch.bool)
     with tqdm(total=len(paths), desc="image features", unit="img", disable=not progress, dynamic_ncols=True) as bar:
         for index, batch in loader:
-            with autocast_context(model.device):
+            with autocast_context(model.device, precision):
                 feats = model.encode_image(batch.to(model.device)).float().cpu()
             out = torch.empty(len(paths), feats.shape[1]) if out is None else out
             out[index], done[index] = feats, True
@@ -140,14 +142,18 @@ def encode_images(
 
 @torch.no_grad()
 def encode_texts(
-    model: "CLIPWrapper", texts: Sequence[str], *, batch_size: int = 256, progress: bool = True
+    model: "CLIPWrapper", texts: Sequence[str], *, batch_size: int = 256, progress: bool = True,
+    precision: str = "fp32",
 ) -> torch.Tensor:
-    """Text features ``[N, D]`` of ``texts`` (tokenised with the model's tokenizer, truncated to its context)."""
+    """Text features ``[N, D]`` of ``texts`` (tokenised with the model's tokenizer, truncated to its context).
+
+    ``precision``: as for :func:`encode_images` (fp32 by default; the CPU is fp32 always).
+    """
     out = []
     starts = range(0, len(texts), batch_size)
     for start in tqdm(starts, desc="text features", disable=not progress, dynamic_ncols=True):
         ids = model.tokenizer(list(texts[start : start + batch_size])).to(model.device)
-        with autocast_context(model.device):
+        with autocast_context(model.device, precision):
             out.append(model.encode_text(ids).float().cpu())
     return torch.cat(out) if out else torch.empty(0, 0)
 

@@ -144,6 +144,12 @@ def _ovi_queries(df: pd.DataFrame, meta: Mapping[str, Any], inverted: str) -> Ta
     return _rows_targets(query_gallery(df, meta, "text_retrieval")[0], Path(meta["root"]))
 
 
+def _ovi_classnames(df: pd.DataFrame, meta: Mapping[str, Any], inverted: str) -> Targets:
+    # one class sentence per class, ids as crossgap.pipeline.class_sentences_step names them
+    names = list(meta["classnames"])
+    return Targets([f"class{c}" for c in range(len(names))], [None] * len(names), names)
+
+
 def _ovi_prompts(df: pd.DataFrame, meta: Mapping[str, Any], inverted: str) -> Targets:
     # one prompt per class, class-major ids as crossgap.pipeline.prompts_step names them (one template)
     names = list(meta["classnames"])
@@ -154,7 +160,8 @@ def _ovi_prompts(df: pd.DataFrame, meta: Mapping[str, Any], inverted: str) -> Ta
 TARGET_SETS: dict[str, Callable[[pd.DataFrame, Mapping[str, Any], str], Targets]] = {
     "oti": _oti_split,
     "ovi:queries": _ovi_queries,
-    "ovi:prompts": _ovi_prompts,
+    "ovi:classnames": _ovi_classnames,  # the pipeline's OVI zero-shot set (use_class_names runs)
+    "ovi:prompts": _ovi_prompts,  # the earlier name of that set (CoOp prompt ids, one template)
 }
 
 
@@ -163,7 +170,7 @@ def targets_for(method: str, inverted: str, df: pd.DataFrame, meta: Mapping[str,
     key = method if method == "oti" else f"{method}:{inverted}"
     if key not in TARGET_SETS:
         raise ReferenceImportError(f"unknown inverted set {inverted!r} for {method}; expected a split for oti, "
-                                   "'queries' or 'prompts' for ovi")
+                                   "'queries', 'classnames' or 'prompts' for ovi")
     return TARGET_SETS[key](df, meta, inverted)
 
 
@@ -278,9 +285,9 @@ def inversion_path(data_dir: str | Path, dataset: str, model: str, method: str, 
 
 
 def default_set(run: ReferenceRun, meta: Mapping[str, Any]) -> str:
-    """OTI: the image-retrieval query split (else the zero-shot split); OVI: prompts or queries."""
+    """OTI: the image-retrieval query split (else the zero-shot split); OVI: classnames or queries."""
     if run.method == "ovi":
-        return "prompts" if run.hyperparameters.get("use_class_names") else "queries"
+        return "classnames" if run.hyperparameters.get("use_class_names") else "queries"
     for task, role in (("image_retrieval", "query"), ("zero_shot", None)):
         spec = (meta.get("protocol") or {}).get(task)
         if spec:
@@ -310,7 +317,7 @@ def import_reference(
         manifest: the crossgap manifest of the dataset the run inverted.
         dataset, model_slug: the params slugs (output path and metadata).
         model_spec: the ``models:`` entry that loads the run's model (features are re-encoded with it).
-        inverted: the set: a split token for OTI, ``queries`` / ``prompts`` for OVI (default: :func:`default_set`).
+        inverted: the set: a split token for OTI, ``queries`` / ``classnames`` for OVI (default: :func:`default_set`).
         tag: the inversion tag to file it under (:func:`inversion_path`); or ``out``, an explicit path.
         naming, names_map: how reference names map to manifest rows (:func:`match_names`).
         model: an already loaded :class:`~crossgap.models.base.CLIPWrapper` (else loaded from ``model_spec``).

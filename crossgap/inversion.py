@@ -41,6 +41,7 @@ def _optimise(
     steps: int,
     learning_rate: float,
     weight_decay: float,
+    precision: str = "fp16",
     desc: str,
     progress: bool,
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -53,12 +54,12 @@ def _optimise(
     targets = F.normalize(targets.float(), dim=-1)
     tokens = torch.nn.Parameter(tokens.to(device=device, dtype=torch.float32))
     optimizer = torch.optim.AdamW([tokens], lr=learning_rate, weight_decay=weight_decay)
-    amp_dtype = autocast_dtype(device)
+    amp_dtype = autocast_dtype(device, precision)  # None (fp32) on the CPU whatever precision says
     scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
     losses = torch.empty(targets.shape[0], steps)
     bar = tqdm(range(steps), desc=desc, disable=not progress, leave=False, dynamic_ncols=True)
     for step in bar:
-        with autocast_context(device):
+        with autocast_context(device, precision):
             encoded = encode(tokens)
         per_sample = 1.0 - (F.normalize(encoded.float(), dim=-1) * targets).sum(dim=-1)
         loss = per_sample.sum()
@@ -86,6 +87,7 @@ def _batched_inversion(
     steps: int,
     learning_rate: float,
     weight_decay: float,
+    precision: str = "fp16",
     seed: int | None,
     batch_size: int | None,
     desc: str,
@@ -115,6 +117,7 @@ def _batched_inversion(
             steps=steps,
             learning_rate=learning_rate,
             weight_decay=weight_decay,
+            precision=precision,
             desc=f"{desc} {i + 1}/{len(starts)}",
             progress=progress,
         )
@@ -133,6 +136,7 @@ def oti(
     learning_rate: float = 2e-2,
     weight_decay: float = 0.01,
     seed: int | None = None,
+    precision: str = "fp16",
     batch_size: int | None = None,
     progress: bool = True,
     init: torch.Tensor | None = None,
@@ -143,6 +147,8 @@ def oti(
         image_features: ``[B, D]`` target image features (normalised inside).
         clip_model: a frozen wrapper from :func:`crossgap.load_clip`.
         template_sentence: text with one ``{}``, replaced by ``num_pseudo_tokens`` placeholders.
+        precision: autocast of the optimisation on CUDA: ``fp16`` with a GradScaler (the reference's
+            choice), ``bf16`` (no scaler) or ``fp32``; the CPU optimises in fp32 always.
         batch_size: samples optimised together (memory only; results do not depend on it).
         init: initial tokens ``[B, R, W_text]`` instead of draws from ``seed`` (e.g. a shard's
             slice of :func:`initial_tokens` for the whole set, so sharding cannot change results).
@@ -167,6 +173,7 @@ def oti(
         learning_rate=learning_rate,
         weight_decay=weight_decay,
         seed=seed,
+        precision=precision,
         batch_size=batch_size,
         desc="OTI",
         progress=progress,
@@ -183,6 +190,7 @@ def ovi(
     learning_rate: float = 2e-2,
     weight_decay: float = 0.01,
     seed: int | None = None,
+    precision: str = "fp16",
     batch_size: int | None = None,
     progress: bool = True,
     init: torch.Tensor | None = None,
@@ -193,6 +201,7 @@ def ovi(
         text_features: ``[B, D]`` target text features (normalised inside).
         num_pseudo_tokens: P pseudo patches, repeated over all patch positions.
         init: initial tokens ``[B, P, W_vis]`` instead of draws from ``seed``.
+        precision: as for :func:`oti` (``fp16`` + GradScaler on CUDA by default; fp32 on the CPU).
 
     Returns:
         ``(pseudo_tokens [B, P, W_vis], losses [B, steps])``.
@@ -208,6 +217,7 @@ def ovi(
         learning_rate=learning_rate,
         weight_decay=weight_decay,
         seed=seed,
+        precision=precision,
         batch_size=batch_size,
         desc="OVI",
         progress=progress,

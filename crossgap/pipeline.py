@@ -20,6 +20,7 @@ import torch
 
 from crossgap.datasets.images import manifest_truncated_mode
 from crossgap.datasets.manifest import query_boxes, query_gallery, read_manifest, select
+from crossgap.config import complete_params
 from crossgap.plan import split_spec
 from crossgap.storage import FeatureSet, load_feature_set, save_feature_set, take
 from crossgap.utils import atomic_path
@@ -45,6 +46,13 @@ def _runtime_meta() -> dict[str, Any]:
         meta["gpu"] = torch.cuda.get_device_name(0)
         meta["cuda_visible_devices"] = os.environ.get("CUDA_VISIBLE_DEVICES")
     return meta
+
+
+def _precision_meta(device: torch.device, precision: str) -> dict[str, str]:
+    """``precision`` (what ran: fp32 on the CPU whatever was asked) and ``precision_requested``."""
+    from crossgap.utils import effective_precision
+
+    return {"precision": effective_precision(device, precision), "precision_requested": precision}
 
 
 # --------------------------------------------------------------------------------------------
@@ -73,8 +81,13 @@ def extract_step(
     batch_size: int = 128,
     num_workers: int = 0,
     progress: bool = True,
+    precision: str = "fp32",
 ) -> None:
-    """Features of every ``modality`` row of ``split`` (manifest order) → ``out``."""
+    """Features of every ``modality`` row of ``split`` (manifest order) → ``out``.
+
+    ``precision``: ``features.precision`` (fp32 by default, as the reference; fp16/bf16 autocast on
+    CUDA only), recorded in the metadata.
+    """
     df, meta = read_manifest(manifest)
     rows = select(df, modality, {"split": split_spec(split)})
     if rows.empty:
@@ -87,28 +100,59 @@ def extract_step(
         paths = [Path(meta["root"]) / p for p in rows["path"]]
         feats = encode_images(model, preprocess, paths, batch_size=batch_size, num_workers=num_workers,
                               progress=progress, boxes=query_crops(df, meta, rows),
-                              truncated_images=manifest_truncated_mode(meta))
+                              truncated_images=manifest_truncated_mode(meta), precision=precision)
     else:
-        feats = encode_texts(model, rows["text"].tolist(), batch_size=batch_size, progress=progress)
+        feats = encode_texts(model, rows["text"].tolist(), batch_size=batch_size, progress=progress,
+                             precision=precision)
     seconds = time.perf_counter() - start
     log.info("%s %s/%s: %d features in %.1f s", model_slug, split, modality, len(rows), seconds)
     save_feature_set(out, FeatureSet(feats, rows["id"].tolist(), meta={
         "kind": "features", "dataset": meta["dataset"], "model": model_slug, "model_spec": dict(model_spec),
-        "split": split, "modality": modality, "seconds": seconds, **_runtime_meta()}))
+        "split": split, "modality": modality, "seconds": seconds, **_precision_meta(model.device, precision),
+        **_runtime_meta()}))
 
 
-def prompts_step(*, manifest: str, model_slug: str, model_spec: Mapping[str, Any], out: str) -> None:
+def prompts_step(*, manifest: str, model_slug: str, model_spec: Mapping[str, Any], out: str,
+                 precision: str = "fp32") -> None:
     """Text features of the zero-shot prompts, class-major (``[C*T, D]``) → ``out``."""
     from crossgap.features import class_prompts, encode_texts
 
     _, meta = read_manifest(manifest)
     classnames, templates = meta["classnames"], meta["templates"]
     model, _ = load_model(model_spec)
-    feats = encode_texts(model, class_prompts(classnames, templates))
+    feats = encode_texts(model, class_prompts(classnames, templates), precision=precision)
     ids = [f"class{c}/template{t}" for c in range(len(classnames)) for t in range(len(templates))]
     save_feature_set(out, FeatureSet(feats, ids, meta={
         "kind": "prompts", "dataset": meta["dataset"], "model": model_slug, "num_classes": len(classnames),
-        "num_templates": len(templates), "templates": templates, **_runtime_meta()}))
+        "num_templates": len(templates), "templates": templates, **_precision_meta(model.device, precision),
+        **_runtime_meta()}))
+
+
+def class_sentences(classnames: Sequence[str], template: str) -> list[str]:
+    """``template`` filled with each class name, ``_`` read as a space (the reference's ``use_class_names``
+    with its ``template_sentence``: miccunifi/Cross-the-Gap ``src/ovi.py``)."""
+    if template.count("{}") != 1:
+        raise ValueError(f"inversion.ovi.template: expected exactly one '{{}}', got {template!r}")
+    return [template.format(str(name).replace("_", " ")) for name in classnames]
+
+
+def class_sentences_step(*, manifest: str, model_slug: str, model_spec: Mapping[str, Any], template: str,
+                         out: str, precision: str = "fp32") -> None:
+    """Text features ``[C, D]`` of :func:`class_sentences` (one per class, ids ``class{c}``) → ``out``.
+
+    The OVI zero-shot targets: OVI inverts each into pseudo patches, and zero-shot classification
+    ranks the classes by the similarity of a native image to each inverted sentence.
+    """
+    from crossgap.features import encode_texts
+
+    _, meta = read_manifest(manifest)
+    sentences = class_sentences(meta["classnames"], template)
+    model, _ = load_model(model_spec)
+    feats = encode_texts(model, sentences, progress=False, precision=precision)
+    save_feature_set(out, FeatureSet(feats, [f"class{c}" for c in range(len(sentences))], meta={
+        "kind": "class_sentences", "dataset": meta["dataset"], "model": model_slug, "template": template,
+        "sentences": sentences, "num_classes": len(sentences), **_precision_meta(model.device, precision),
+        **_runtime_meta()}))
 
 
 # --------------------------------------------------------------------------------------------
@@ -161,8 +205,10 @@ def invert_shard_step(
     """OTI or OVI on one shard of the targets; writes re-encoded features, tokens and losses.
 
     ``params``: the result fields (``steps``, ``learning_rate``, ``weight_decay``,
-    ``num_pseudo_tokens``, ``seed`` and, for OTI, ``template``).  ``batch_size`` and
-    ``checkpoint_every`` are runtime settings.  Initial tokens are drawn for the whole target set
+    ``num_pseudo_tokens``, ``seed``, for OTI ``template``; the later fields ``precision`` and, for
+    OVI, ``template`` default as in :data:`crossgap.config.LATER_FIELDS`).  ``batch_size`` and
+    ``checkpoint_every`` are runtime settings.  The metadata records ``precision`` (what ran: fp32
+    on the CPU), ``precision_requested`` and ``deterministic`` (``inversion.deterministic``).  Initial tokens are drawn for the whole target set
     from ``seed`` and sliced, so results do not depend on the shard size.  Finished batches are
     saved to ``<out>.resume.safetensors`` (:mod:`crossgap.resume`) every ``checkpoint_every``
     batches; a rerun after a kill continues from there, bit-identically on the CPU.
@@ -172,6 +218,7 @@ def invert_shard_step(
 
     if method not in ("oti", "ovi"):
         raise ValueError(f"unknown inversion method {method!r}; expected 'oti' or 'ovi'")
+    params = complete_params(method, params)  # later fields (precision, OVI template) at their defaults
     targets, ids = inversion_targets(features, manifest, task)
     start, stop = shard_bounds(len(ids), shard, num_shards, shard_size)
     if shard == num_shards - 1 and stop - start > 2 * shard_size:
@@ -184,6 +231,7 @@ def invert_shard_step(
     resume = ShardResume(resume_path(out), fingerprint(params, ids[start:stop], init), checkpoint_every)
     common = dict(num_pseudo_tokens=params["num_pseudo_tokens"], steps=params["steps"],
                   learning_rate=params["learning_rate"], weight_decay=params["weight_decay"],
+                  precision=params["precision"],
                   batch_size=batch_size, init=init, progress=progress, resume=resume)
     begin = time.perf_counter()
     if stop == start:
@@ -205,7 +253,10 @@ def invert_shard_step(
                                      meta={"kind": method, "model": model_slug, "shard": shard,
                                            "num_shards": num_shards, "rows": [start, stop],
                                            "num_targets": len(ids), "params": dict(params),
-                                           "batch_size": batch_size, "seconds": seconds, **_runtime_meta()}))
+                                           "batch_size": batch_size, "seconds": seconds,
+                                           "deterministic": torch.are_deterministic_algorithms_enabled(),
+                                           **_precision_meta(model.device, params["precision"]),
+                                           **_runtime_meta()}))
     resume.discard()
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from typing import Any, Mapping
 
-from crossgap.config import dataset_source, inversion_params, model_load_spec
+from crossgap.config import dataset_source, feature_result_options, inversion_params, model_load_spec
 from crossgap.datasets import get_adapter
 from crossgap.methods import TASKS, get_method, task_methods
 
@@ -81,6 +81,11 @@ def prompts_path(dataset: str, model: str) -> str:
     return f"data/features/{dataset}/{model}/prompts.safetensors"
 
 
+def class_sentences_path(dataset: str, model: str) -> str:
+    """Text features ``[C, D]`` of ``inversion.ovi.template`` filled with each class name: the OVI zero-shot targets."""
+    return f"data/features/{dataset}/{model}/class_sentences.safetensors"
+
+
 def manifest_path(dataset: str) -> str:
     return f"data/manifests/{dataset}.parquet"
 
@@ -110,13 +115,17 @@ def oti_splits(dataset_cfg: Mapping[str, Any], evaluation: Mapping[str, Any]) ->
 
 
 def ovi_sets(dataset_cfg: Mapping[str, Any], evaluation: Mapping[str, Any]) -> list[str]:
-    """Text sets inverted with OVI: ``queries`` (text-retrieval queries) and ``prompts`` (zero-shot)."""
+    """Text sets inverted with OVI: ``queries`` (text-retrieval queries) and ``classnames`` (zero-shot).
+
+    ``classnames``: one sentence per class, ``inversion.ovi.template`` filled with the class name (the
+    reference's ``use_class_names``); it replaced the CoOp ``prompts`` set, whose files are left alone.
+    """
     enabled = tasks(dataset_cfg, evaluation)
-    return [name for name, task in (("prompts", "zero_shot"), ("queries", "text_retrieval")) if task in enabled]
+    return [name for name, task in (("classnames", "zero_shot"), ("queries", "text_retrieval")) if task in enabled]
 
 
 def inverted_sets(config: Config, dataset: str, method: str) -> list[str]:
-    """What ``method`` inverts for ``dataset``: OTI image splits, OVI ``queries``/``prompts``."""
+    """What ``method`` inverts for ``dataset``: OTI image splits, OVI ``queries``/``classnames``."""
     cfg, evaluation = _dataset(config, dataset), config.get("evaluation", {})
     return oti_splits(cfg, evaluation) if method == "oti" else ovi_sets(cfg, evaluation)
 
@@ -157,6 +166,17 @@ def dataset_spec(config: Config, dataset: str) -> dict[str, Any]:
     return dataset_source(_dataset(config, dataset))
 
 
+def feature_options(config: Config) -> dict[str, Any]:
+    """Result options of feature extraction that differ from their defaults (the rule's ``options`` param):
+    ``precision`` when ``features.precision`` is not fp32 (:func:`crossgap.config.feature_result_options`)."""
+    return feature_result_options(config)
+
+
+def text_feature_options(config: Config) -> dict[str, Any]:
+    """The ``options`` param of the prompt and class-sentence rules: ``features.precision`` when not fp32."""
+    return feature_result_options(config)
+
+
 # --------------------------------------------------------------------------- inversion tags
 def tags(config: Config, model: str) -> dict[str, str]:
     """``{"oti": tag, "ovi": tag}`` of ``model``'s current inversion parameters."""
@@ -168,7 +188,11 @@ class StaleTagError(ValueError):
 
 
 def current_params(config: Config, method: str, dataset: str, model: str, tag: str) -> dict[str, Any]:
-    """The result fields of ``method`` (the job's params); refuses to write them under another set's tag."""
+    """The result fields of ``method`` (the job's params); refuses to write them under another set's tag.
+
+    Later fields at their defaults are left out (:meth:`crossgap.config.InversionParams.rule_params`),
+    so adding one reruns no finished job; the jobs fill them in (:func:`crossgap.config.complete_params`).
+    """
     params = inversion_params(config, method, model)
     if tag != params.tag:
         raise StaleTagError(
@@ -176,7 +200,7 @@ def current_params(config: Config, method: str, dataset: str, model: str, tag: s
             f"parameters in the config have tag {params.tag}. Files of other parameter sets are kept and "
             "reused, never recomputed; request the workflow's targets instead."
         )
-    return params.as_dict()
+    return params.rule_params()
 
 
 def method_params(config: Config, dataset: str, model: str, method_file: str) -> dict[str, Any]:
@@ -211,7 +235,7 @@ def planned_targets(config: Config, dataset: str, method: str, inverted: str) ->
     """Planned number of targets of an inverted set; ``None`` when unknown (one job then).
 
     OTI split ``s``: the images of ``s``.  OVI ``queries``: one per item of the text-retrieval
-    query split.  OVI ``prompts``: unknown statically (a few hundred class prompts at most: one job).
+    query split.  OVI ``classnames``: unknown statically (a few hundred classes at most: one job).
     """
     sizes = planned_sizes(config, dataset)
     if method == "ovi":
@@ -248,8 +272,8 @@ def inversion_targets(config: Config, dataset: str, model: str, method: str, inv
     """The target features of an inverted set (and the manifest when a task selects the targets)."""
     if method == "oti":
         return {"features": feature_path(dataset, model, "image", inverted)}
-    if inverted == "prompts":
-        return {"features": prompts_path(dataset, model)}
+    if inverted == "classnames":
+        return {"features": class_sentences_path(dataset, model)}
     split = query_split(_dataset(config, dataset), "text_retrieval")
     return {"features": feature_path(dataset, model, "text", split), "manifest": manifest_path(dataset)}
 
@@ -284,7 +308,8 @@ def zero_shot_inputs(config: Config, dataset: str, model: str, method_file_: str
     inversion = get_method("zero_shot", method_name(method_file_)).inversion
     images = (_inverted_file(dataset, model, method_file_, split) if inversion == "oti"
               else feature_path(dataset, model, "image", split))
-    prompts = (_inverted_file(dataset, model, method_file_, "prompts") if inversion == "ovi"
+    # OVI: one inverted class sentence per class (``classnames``) against native images, as the reference
+    prompts = (_inverted_file(dataset, model, method_file_, "classnames") if inversion == "ovi"
                else prompts_path(dataset, model))
     return {"manifest": manifest_path(dataset), "images": images, "prompts": prompts}
 
@@ -340,7 +365,7 @@ def all_feature_files(config: Config) -> list[str]:
     for d, m in _grid(config):
         files += feature_files(d, m, _dataset(config, d), config.get("evaluation", {}))
         if "zero_shot" in _tasks(config, d):
-            files.append(prompts_path(d, m))
+            files += [prompts_path(d, m), class_sentences_path(d, m)]
     return files
 
 

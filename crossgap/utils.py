@@ -56,20 +56,46 @@ def resolve_device(device: "str | torch.device | None" = None) -> "torch.device"
     return torch.device(device)
 
 
-def autocast_dtype(device: "torch.device") -> "torch.dtype | None":
-    """The autocast dtype used on ``device``: bf16 where supported, else fp16 on CUDA; None on CPU."""
+#: precisions a setting may name (``features.precision``, ``inversion.precision``); ``auto`` (library
+#: callers without a setting, e.g. pretraining the tiny model): bf16 where the GPU supports it, else fp16
+PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "bf16")
+
+
+def autocast_dtype(device: "torch.device", precision: str = "auto") -> "torch.dtype | None":
+    """The autocast dtype of ``precision`` on ``device``; ``None`` means no autocast (fp32).
+
+    The CPU always computes in fp32 (``None``), whatever ``precision`` says. On CUDA: ``fp32`` ->
+    ``None``, ``fp16`` -> float16, ``bf16`` -> bfloat16 (a ``ValueError`` on a GPU without bf16),
+    ``auto`` -> bfloat16 where supported, else float16.
+    """
     import torch
 
-    if device.type != "cuda":
+    if precision not in (*PRECISIONS, "auto"):
+        raise ValueError(f"precision must be one of {PRECISIONS} or 'auto', got {precision!r}")
+    if device.type != "cuda" or precision == "fp32":
         return None
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if precision == "fp16":
+        return torch.float16
+    bf16 = torch.cuda.is_bf16_supported()
+    if precision == "bf16" and not bf16:
+        raise ValueError(f"precision 'bf16': {torch.cuda.get_device_name(device)} does not support bfloat16; "
+                         "use fp16 or fp32")
+    return torch.bfloat16 if bf16 else torch.float16
 
 
-def autocast_context(device: "torch.device") -> contextlib.AbstractContextManager:
-    """``torch.autocast`` with :func:`autocast_dtype` on CUDA; a no-op context on the CPU."""
+def effective_precision(device: "torch.device", precision: str = "auto") -> str:
+    """The precision ``precision`` runs at on ``device``: ``fp32``, ``fp16`` or ``bf16`` (recorded in outputs)."""
     import torch
 
-    dtype = autocast_dtype(device)
+    dtype = autocast_dtype(device, precision)
+    return {None: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}[dtype]
+
+
+def autocast_context(device: "torch.device", precision: str = "auto") -> contextlib.AbstractContextManager:
+    """``torch.autocast`` with :func:`autocast_dtype` on CUDA; a no-op context for fp32 and on the CPU."""
+    import torch
+
+    dtype = autocast_dtype(device, precision)
     if dtype is None:
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=dtype)

@@ -106,7 +106,7 @@ def test_oti_run_imports_in_crossgap_order_and_evaluates(dtd, spec, model, tmp_p
     assert 0.0 <= read_result(tmp_path / "oti.json")["metrics"]["mAP"] <= 100.0
 
 
-def test_ovi_class_name_run_imports_as_prompts_and_classifies(dtd, spec, model, tmp_path):
+def test_ovi_class_name_run_imports_as_classnames_and_classifies(dtd, spec, model, tmp_path):
     root, info, manifest = dtd
     _, meta = read_manifest(manifest)
     classnames = meta["classnames"]
@@ -114,11 +114,11 @@ def test_ovi_class_name_run_imports_as_prompts_and_classifies(dtd, spec, model, 
     tokens = torch.randn(len(names), 2, model.visual_token_embedding_dim, generator=torch.Generator().manual_seed(2))
     run = write_reference_run(tmp_path / "ref", "ovi", "dtd", "test", names, tokens, batch_size=64, steps=4,
                               use_class_names=True)
-    out = tmp_path / "prompts.safetensors"
+    out = tmp_path / "classnames.safetensors"
     path, fs = import_reference(run, manifest=manifest, dataset="dtd", model_slug="tiny", model_spec=spec, out=out,
                                 model=model)
-    assert path == out and fs.ids == ["class0/template0", "class1/template0"]
-    assert fs.meta["imported_from"]["set"] == "prompts" and fs.meta["imported_from"]["naming"] == "classname"
+    assert path == out and fs.ids == ["class0", "class1"]  # as the pipeline's class-sentence targets
+    assert fs.meta["imported_from"]["set"] == "classnames" and fs.meta["imported_from"]["naming"] == "classname"
     torch.testing.assert_close(fs.extras["pseudo_tokens"], tokens.flip(0))
     torch.testing.assert_close(fs.features, ovi_features(tokens.flip(0), model))
     assert "template" not in fs.meta["params"] and fs.meta["params"]["num_pseudo_tokens"] == 2

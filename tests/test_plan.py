@@ -75,13 +75,38 @@ def test_seed_changes_both_tags(default):
 def test_a_later_field_at_its_default_keeps_the_tag_and_another_value_changes_it(default, monkeypatch):
     import crossgap.config as config
 
-    monkeypatch.setitem(config.LATER_FIELDS, "oti", {"precision": "fp32"})
+    monkeypatch.setitem(config.LATER_FIELDS, "oti", {**config.LATER_FIELDS["oti"], "future_knob": 3})
     with_default = dict(default, inversion=dict(default["inversion"], oti=dict(default["inversion"]["oti"],
-                                                                              precision="fp32")))
+                                                                              future_knob=3)))
     assert plan.tags(with_default, "tiny")["oti"] == "dcb93fcef5"
     other = dict(default, inversion=dict(default["inversion"], oti=dict(default["inversion"]["oti"],
-                                                                       precision="bf16")))
+                                                                       future_knob=4)))
     assert plan.tags(other, "tiny")["oti"] != "dcb93fcef5"
+
+
+def test_precision_and_ovi_template_are_later_fields(default):
+    # at their defaults (fp16, "a photo of {}") today's tags and rule params stay as they were
+    assert default["inversion"]["precision"] == "fp16" and default["inversion"]["ovi"]["template"] == "a photo of {}"
+    assert plan.tags(default, "tiny") == {"oti": "dcb93fcef5", "ovi": "fd57292494"}
+    assert "precision" not in plan.current_params(default, "ovi", "synthetic", "tiny", "fd57292494")
+    # another precision re-addresses both inversions and reaches their jobs' params
+    bf16 = _edit(default, "inversion.precision", "bf16")
+    tags = plan.tags(bf16, "tiny")
+    assert tags["oti"] != "dcb93fcef5" and tags["ovi"] != "fd57292494"
+    assert plan.current_params(bf16, "oti", "synthetic", "tiny", tags["oti"])["precision"] == "bf16"
+    # another OVI template re-addresses OVI only
+    sentence = plan.tags(_edit(default, "inversion.ovi.template", "a photo of a {}."), "tiny")
+    assert sentence["oti"] == "dcb93fcef5" and sentence["ovi"] != "fd57292494"
+
+
+def test_jobs_fill_in_later_fields_at_their_defaults():
+    from crossgap.config import complete_params
+
+    v1 = {"steps": 8, "num_pseudo_tokens": 1, "learning_rate": 0.02, "weight_decay": 0.01, "seed": 0}
+    assert complete_params("ovi", v1) == {**v1, "template": "a photo of {}", "precision": "fp16"}
+    assert complete_params("oti", {**v1, "template": "x {}", "precision": "fp32"})["precision"] == "fp32"
+    with pytest.raises(ConfigError, match="unknown inversion method 'xyz'"):
+        complete_params("xyz", v1)
 
 
 def test_stale_tag_is_refused_with_the_current_one(default):
@@ -112,7 +137,7 @@ def test_shards_follow_the_planned_set_size(default):
         "data/inversion/synthetic/tiny/oti-dcb93fcef5/test.shards/2x128/0.safetensors",
         "data/inversion/synthetic/tiny/oti-dcb93fcef5/test.shards/2x128/1.safetensors"]
     assert plan.num_shards(default, "synthetic", "ovi", "queries") == 2  # one query caption per test image
-    assert plan.num_shards(default, "synthetic", "ovi", "prompts") == 1  # size unknown statically
+    assert plan.num_shards(default, "synthetic", "ovi", "classnames") == 1  # size unknown statically
     assert plan.num_shards(_edit(default, "inversion.shard_size", 100), "synthetic", "oti", "test") == 3
     assert plan.num_shards(_edit(default, "inversion.shard_size", 4096), "synthetic", "oti", "test") == 1
 
@@ -130,7 +155,35 @@ def test_sizes_in_the_entry_override_published_ones(default):
 
 
 def test_runtime_settings_come_from_the_config(default):
-    assert InversionRuntime.from_config(default) == InversionRuntime(batch_size=64, shard_size=128, checkpoint_every=1)
+    assert InversionRuntime.from_config(default) == InversionRuntime(batch_size=64, shard_size=128, checkpoint_every=1,
+                                                                     deterministic=False)
+    paper = load_params(REPO / "params/paper.yaml")
+    assert InversionRuntime.from_config(paper).deterministic is True and paper["inversion"]["seed"] == 42
+
+
+@pytest.mark.parametrize("key, value", [("inversion.deterministic", True), ("features.precision", "fp32")])
+def test_determinism_and_default_precision_change_no_tag_nor_param(default, key, value):
+    cfg = _edit(default, key, value)
+    assert plan.tags(cfg, "tiny") == {"oti": "dcb93fcef5", "ovi": "fd57292494"}
+    assert plan.text_feature_options(cfg) == {}
+
+
+def test_feature_precision_reaches_the_feature_rules_only_when_not_fp32(default):
+    cfg = _edit(default, "features.precision", "bf16")
+    assert plan.text_feature_options(cfg) == {"precision": "bf16"}
+    assert plan.feature_options(cfg)["precision"] == "bf16"
+    assert plan.tags(cfg, "tiny") == {"oti": "dcb93fcef5", "ovi": "fd57292494"}
+
+
+def test_ovi_zero_shot_inverts_one_class_sentence_per_class(default):
+    assert plan.ovi_sets(default["datasets"]["synthetic"], default["evaluation"]) == ["classnames", "queries"]
+    assert plan.inversion_targets(default, "synthetic", "tiny", "ovi", "classnames") == {
+        "features": "data/features/synthetic/tiny/class_sentences.safetensors"}
+    assert plan.inversion_task("ovi", "classnames") is None  # every row of the target file
+    feats = plan.all_feature_files(default)
+    assert "data/features/synthetic/tiny/class_sentences.safetensors" in feats
+    assert "data/features/synthetic/tiny/prompts.safetensors" in feats  # the standard classifier's
+    assert "data/inversion/synthetic/tiny/ovi-fd57292494/classnames.safetensors" in plan.all_inversion_files(default)
 
 
 # --------------------------------------------------------------------------- files
@@ -159,7 +212,7 @@ def test_evaluation_inputs_per_method(default):
     assert plan.zero_shot_inputs(default, "synthetic", "tiny", "ovi-fd57292494") == {
         "manifest": "data/manifests/synthetic.parquet",
         "images": "data/features/synthetic/tiny/image_test.safetensors",
-        "prompts": "data/inversion/synthetic/tiny/ovi-fd57292494/prompts.safetensors"}
+        "prompts": "data/inversion/synthetic/tiny/ovi-fd57292494/classnames.safetensors"}
     assert plan.zero_shot_inputs(default, "synthetic", "tiny", "oti-dcb93fcef5")["images"] == (
         "data/inversion/synthetic/tiny/oti-dcb93fcef5/test.safetensors")
 

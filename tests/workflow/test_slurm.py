@@ -26,7 +26,7 @@ from workflow_helpers import BIN, copy_repo, read_summary, run
 
 pytestmark = pytest.mark.slow
 
-GPU_RULES = ("extract_features", "prompt_features", "oti_shard", "ovi_shard")
+GPU_RULES = ("extract_features", "prompt_features", "class_sentence_features", "oti_shard", "ovi_shard")
 EVALUATION_RULES = {"evaluate_image_retrieval", "evaluate_text_retrieval", "evaluate_zero_shot", "modality_gap"}
 LOCAL_RULES = {"aggregate", "plots", "gather_oti", "gather_ovi"}  # localrules in workflow/rules/report.smk
 

@@ -16,17 +16,21 @@ from workflow_helpers import BIN, REPO, copy_repo, job_stats, read_summary, run,
 
 #: jobs of the reduced default (tests/workflow/params.test.yaml), counted by hand: 24 test / 160 train
 #: images, shard_size 12 -> OTI on the 24 test images in 2 shards; OVI on the 24 query captions in
-#: 2 shards and on the class prompts in 1 (size not known statically); features image/text x
-#: train/test; image retrieval image + oti, text retrieval text + ovi, zero-shot standard + oti + ovi.
+#: 2 shards and on the class sentences ("a photo of {classname}", one per class) in 1 (size not known
+#: statically); features image/text x train/test, the CoOp prompts (standard zero-shot) and the class
+#: sentences (OVI zero-shot targets); image retrieval image + oti, text retrieval text + ovi,
+#: zero-shot standard + oti + ovi.
 REDUCED_JOBS = {
     "generate_synthetic": 1, "pretrain_tiny": 1, "prepare_manifest": 1, "extract_features": 4,
-    "prompt_features": 1, "oti_shard": 2, "gather_oti": 1, "ovi_shard": 3, "gather_ovi": 2,
+    "prompt_features": 1, "class_sentence_features": 1, "oti_shard": 2, "gather_oti": 1, "ovi_shard": 3,
+    "gather_ovi": 2,
     "evaluate_image_retrieval": 2, "evaluate_text_retrieval": 2, "evaluate_zero_shot": 3, "modality_gap": 1,
     "aggregate": 1, "plots": 1, "default": 1,
 }
 #: ImageNet's jobs in the paper grid (7 models), counted by hand: image features of val and train,
-#: prompts; OTI on the 50,000 val images in ceil(50,000 / 4,096) = 13 shards; OVI on the prompts in
-#: 1; image retrieval image + oti; zero-shot standard + oti + ovi; the modality gap.
+#: prompts; OTI on the 50,000 val images in ceil(50,000 / 4,096) = 13 shards; OVI on the 1,000 class
+#: sentences in 1; image retrieval image + oti; zero-shot standard + oti + ovi; the gap. (The 7
+#: class_sentence_features jobs print a message instead of their rule block: counted separately.)
 PAPER_IMAGENET_JOBS = {
     "prepare_manifest": 1, "extract_features": 7 * 2, "prompt_features": 7, "oti_shard": 7 * 13, "gather_oti": 7,
     "ovi_shard": 7, "gather_ovi": 7, "evaluate_image_retrieval": 7 * 2, "evaluate_zero_shot": 7 * 3,
@@ -64,6 +68,9 @@ def test_paper_grid_dry_run_builds_the_full_dag_without_data(tmp_path):
     config = yaml.safe_load((REPO / "params/paper.yaml").read_text())
     assert len(config["models"]) == 7 and len(config["datasets"]) >= 31
     assert jobs_of_dataset(proc.stdout, "imagenet") == PAPER_IMAGENET_JOBS
+    # the OVI zero-shot targets: the reference's "a photo of {classname}", one job per model
+    assert proc.stdout.count("OVI zero-shot targets of imagenet/") == 7
+    assert "OVI zero-shot targets of imagenet/clip_b32: each class name in 'a photo of {}'" in proc.stdout
     assert stats["prepare_manifest"] == len(config["datasets"]) and stats["aggregate"] == 1
     # the embedded default is not merged into the grid
     assert "pretrain_tiny" not in stats and "generate_synthetic" not in stats
@@ -139,7 +146,7 @@ def test_default_run_end_to_end(local_run):
         assert (local_run / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # every job logged and benchmarked; the GPU jobs say where they ran
     logs = list((local_run / "logs").rglob("*.log"))
-    assert len(logs) == 26 and len(list((local_run / "logs/bench").rglob("*.tsv"))) == 26  # all 27 jobs but the target
+    assert len(logs) == 27 and len(list((local_run / "logs/bench").rglob("*.tsv"))) == 27  # all 28 jobs but the target
     assert "GPU slot: no GPU visible, running on the CPU" in (
         local_run / f"logs/inversion/synthetic/tiny/oti-{TAGS['oti']}/test_0of2x12.log").read_text()
     # nothing left to do, and no temporary files left behind
@@ -187,17 +194,33 @@ RERUNS = [
     ("inversion.oti.steps", 9, OTI_WORK | REPORT),
     ("inversion.oti.template", "a picture of {}", OTI_WORK | REPORT),
     ("inversion.oti.num_pseudo_tokens", 2, OTI_WORK | REPORT),
+    # the OVI zero-shot sentence: new target features and a new OVI tag (queries too: one tag per method)
+    ("inversion.ovi.template", "a photo of a {}.", {"class_sentence_features": 1} | OVI_WORK | REPORT),
+    ("inversion.precision", "bf16", {"oti_shard": 2, "gather_oti": 1, "ovi_shard": 3, "gather_ovi": 2,
+                                     "evaluate_image_retrieval": 1, "evaluate_text_retrieval": 1,
+                                     "evaluate_zero_shot": 2} | REPORT),
+    # a feature precision is a result of every feature file (the CPU computes fp32 anyway, the params say bf16)
+    ("features.precision", "bf16", {"extract_features": 4, "prompt_features": 1, "class_sentence_features": 1,
+                                    "oti_shard": 2, "gather_oti": 1, "ovi_shard": 3, "gather_ovi": 2,
+                                    "evaluate_image_retrieval": 2, "evaluate_text_retrieval": 2,
+                                    "evaluate_zero_shot": 3, "modality_gap": 1} | REPORT),
     ("inversion.seed", 1, {"oti_shard": 2, "gather_oti": 1, "ovi_shard": 3, "gather_ovi": 2,
                            "evaluate_image_retrieval": 1, "evaluate_text_retrieval": 1, "evaluate_zero_shot": 2}
      | REPORT),
     ("evaluation.tasks", ["image_retrieval", "zero_shot"], {"modality_gap": 1} | REPORT),
-    ("pretrain.epochs", 2, {"pretrain_tiny": 1, "extract_features": 4, "prompt_features": 1, "oti_shard": 2,
+    ("pretrain.epochs", 2, {"pretrain_tiny": 1, "extract_features": 4, "prompt_features": 1,
+                            "class_sentence_features": 1, "oti_shard": 2,
                             "gather_oti": 1, "ovi_shard": 3, "gather_ovi": 2, "evaluate_image_retrieval": 2,
                             "evaluate_text_retrieval": 2, "evaluate_zero_shot": 3, "modality_gap": 1} | REPORT),
     # runtime settings: memory, speed, bookkeeping -> nothing
     ("inversion.batch_size", 5, {}),
     ("inversion.shard_size", 5, {}),
     ("inversion.checkpoint_every", 3, {}),
+    ("inversion.deterministic", True, {}),
+    # a result field written out at its default: nothing
+    ("inversion.precision", "fp16", {}),
+    ("features.precision", "fp32", {}),
+    ("inversion.ovi.template", "a photo of {}", {}),
     ("features.batch_size", 7, {}),
     ("features.num_workers", 1, {}),
     ("evaluation.chunk_size", 3, {}),

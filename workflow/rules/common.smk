@@ -24,7 +24,7 @@ wildcard_constraints:
     shard=r"\d+",
     num_shards=r"\d+",
     shard_size=r"\d+",
-    ovi_set="queries|prompts",
+    ovi_set="queries|classnames",
     tag="[0-9a-f]{10}",
 
 
@@ -43,6 +43,14 @@ def get_model_spec(wildcards):
 
 def get_architecture(wildcards):
     return config["models"][wildcards.model]["architecture"]
+
+
+def get_feature_options(wildcards):
+    return plan.feature_options(config)
+
+
+def get_text_feature_options(wildcards):
+    return plan.text_feature_options(config)
 
 
 def get_model_checkpoint(wildcards):

@@ -1,6 +1,6 @@
 """Rule extract_features: native image or text features of one split."""
 
-from crossgap.config import FeatureRuntime
+from crossgap.config import FeatureRuntime, with_defaults
 from crossgap.runtime import job_setup
 
 job_setup(snakemake.log[0], snakemake.threads, gpu=True)
@@ -16,4 +16,5 @@ extract_step(
     out=snakemake.output.features,
     batch_size=runtime.batch_size,
     num_workers=runtime.num_workers,
+    precision=with_defaults("features", snakemake.params.options)["precision"],
 )

@@ -1,13 +1,14 @@
 """Rules oti_shard / ovi_shard: invert one shard of the target features (resumable mid-shard)."""
 
+from crossgap.config import InversionRuntime
 from crossgap.runtime import job_setup
 
-job_setup(snakemake.log[0], snakemake.threads, gpu=True)
-from crossgap.config import InversionRuntime  # noqa: E402
+# inversion.deterministic is a runtime setting (not a param): read from the config, set before CUDA starts
+runtime = InversionRuntime.from_config(snakemake.config)
+job_setup(snakemake.log[0], snakemake.threads, gpu=True, deterministic=runtime.deterministic)
 from crossgap.pipeline import invert_shard_step  # noqa: E402
 
 method = "oti" if snakemake.rule == "oti_shard" else "ovi"
-runtime = InversionRuntime.from_config(snakemake.config)
 invert_shard_step(
     method=method,
     features=snakemake.input.features,

@@ -3,6 +3,7 @@
 from crossgap.runtime import job_setup
 
 job_setup(snakemake.log[0], snakemake.threads, gpu=True)
+from crossgap.config import with_defaults  # noqa: E402
 from crossgap.pipeline import prompts_step  # noqa: E402
 
 prompts_step(
@@ -10,4 +11,5 @@ prompts_step(
     model_slug=snakemake.wildcards.model,
     model_spec=snakemake.params.model,
     out=snakemake.output.features,
+    precision=with_defaults("features", snakemake.params.options)["precision"],
 )
