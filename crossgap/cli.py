@@ -222,6 +222,7 @@ def _datasets_prepare_text(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             cache=args.cache or str(args.out).removesuffix(".parquet") + ".llm_cache.jsonl",
             device=args.device,
+            seed=args.seed,
             **({"prompt": args.prompt} if args.prompt else {}),
         )
     if args.strategy == "summaries" and not args.summaries:
@@ -273,9 +274,11 @@ def _configure_prepare_text(p: argparse.ArgumentParser) -> None:
     p.add_argument("--count-only", action="store_true", help="truncate: record counts, change no text")
     p.add_argument("--summaries", default=None, help="summaries file: .json, .jsonl, .csv (id,summary) or .pkl")
     p.add_argument("--model", default=None, help="llm: local transformers causal LM folder")
-    p.add_argument("--prompt", default=None, help="llm: user prompt with {text} (and optionally {max_tokens})")
+    p.add_argument("--prompt", default=None, help="llm: user prompt with {text} (and optionally {max_tokens}); "
+                   "default: the reference implementation's")
     p.add_argument("--max-new-tokens", type=int, default=80)
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--batch-size", type=int, default=1, help="llm: documents per generate call (1: the reference's)")
+    p.add_argument("--seed", type=int, default=0, help="llm: seed of each document's sampling")
     p.add_argument("--cache", default=None, help="llm: JSON-lines cache (default <out stem>.llm_cache.jsonl)")
     p.add_argument("--device", default=None, help="llm: torch device (default: cuda if available)")
     p.set_defaults(func=_datasets_prepare_text)

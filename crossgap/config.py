@@ -219,11 +219,37 @@ def model_load_spec(model_cfg: Mapping[str, Any]) -> dict[str, Any]:
 
 #: keys of a ``datasets:`` entry that only plan the DAG and never reach the manifest
 DATASET_PLAN_KEYS = ("generate", "sizes")
+#: the key of a ``datasets:`` entry that the text-preparation step reads (not the source manifest)
+DATASET_TEXT_KEY = "text"
 
 
 def dataset_source(dataset_cfg: Mapping[str, Any]) -> dict[str, Any]:
-    """The part of a ``datasets:`` entry that preparing the manifest reads."""
-    return {key: value for key, value in dataset_cfg.items() if key not in DATASET_PLAN_KEYS}
+    """The part of a ``datasets:`` entry that preparing the (source) manifest reads."""
+    return {key: value for key, value in dataset_cfg.items()
+            if key not in DATASET_PLAN_KEYS and key != DATASET_TEXT_KEY}
+
+
+def text_defaults() -> dict[str, Any]:
+    """The schema's defaults of a ``datasets.<name>.text`` entry (``llm`` included)."""
+    props = _schema()["properties"]["datasets"]["additionalProperties"]["properties"][DATASET_TEXT_KEY]["properties"]
+    out = {key: copy.deepcopy(spec["default"]) for key, spec in props.items() if "default" in spec}
+    out["llm"] = {key: copy.deepcopy(spec["default"]) for key, spec in props["llm"]["properties"].items()}
+    return out
+
+
+def text_settings(values: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A ``text`` entry (or the non-default values of :func:`text_options`) completed with its defaults."""
+    values = dict(values or {})
+    defaults = text_defaults()
+    return {**defaults, **values, "llm": {**defaults["llm"], **dict(values.get("llm") or {})}}
+
+
+def text_options(values: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The values of a ``text`` entry that differ from their defaults (the rule's params; ``llm`` likewise)."""
+    defaults, full = text_defaults(), text_settings(values)
+    out = {key: value for key, value in full.items() if key != "llm" and value != defaults[key]}
+    llm = {key: value for key, value in full["llm"].items() if value != defaults["llm"][key]}
+    return {**out, **({"llm": llm} if llm else {})}
 
 
 @dataclass(frozen=True)

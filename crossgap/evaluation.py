@@ -33,7 +33,8 @@ from crossgap.datasets.manifest import (
 from crossgap.metrics import build_classifier, evaluate_retrieval, evaluate_revisited, evaluate_zero_shot
 from crossgap.metrics.reference_compat import uses_fp16_similarities
 from crossgap.metrics.results import write_result
-from crossgap.storage import load_feature_set, take
+from crossgap.datasets.textprep import texts_summary
+from crossgap.storage import load_feature_set, read_meta, take
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +62,11 @@ def _by_revisited(meta, task, q_rows, g_rows, q_feats, g_feats, exclude_self, ch
 RELEVANCE_EVALUATORS = {"label": _by_label, "group": _by_group, "qrels": _by_qrels, "revisited": _by_revisited}
 """How a protocol's ``relevance`` is evaluated: same label, same group (captions of one image),
 explicit query-document pairs (BEIR qrels), or the revisited Oxford/Paris E/M/H protocol."""
+
+
+def input_precisions(files: Mapping[str, str]) -> dict[str, str | None]:
+    """``{role: precision}`` the input feature files record (``None`` for files written before it was)."""
+    return {role: read_meta(path).get("precision") for role, path in files.items()}
 
 
 def retrieval_step(
@@ -96,6 +102,8 @@ def retrieval_step(
     return write_result(out, task=task, method=method, dataset=meta["dataset"], model=model_slug,
                         metrics=metrics, params=dict(params or {}),
                         extra={"query_file": query, "gallery_file": gallery, "exclude_self": exclude_self,
+               "precision": input_precisions({"query": query, "gallery": gallery}),
+               **({"texts": texts_summary(meta)} if task == "text_retrieval" else {}),
                                "reference_compat": bool(reference_compat), "fp16_similarities": fp16})
 
 
@@ -127,6 +135,7 @@ def zero_shot_step(
     return write_result(out, task="zero_shot", method=method, dataset=meta["dataset"], model=model_slug,
                         metrics=metrics, params=dict(params or {}),
                         extra={"image_file": images, "prompt_file": prompts,
+               "precision": input_precisions({"images": images, "prompts": prompts}),
                                "reference_compat": bool(reference_compat)})
 
 

@@ -10,9 +10,19 @@ these helpers; this module imports neither torch nor Snakemake.
 from __future__ import annotations
 
 import math
+import re
 from typing import Any, Mapping
 
-from crossgap.config import dataset_source, feature_result_options, inversion_params, model_load_spec
+from crossgap.config import (
+    DATASET_TEXT_KEY,
+    ConfigError,
+    dataset_source,
+    feature_result_options,
+    inversion_params,
+    model_load_spec,
+    text_settings,
+)
+from crossgap.config import text_options as text_options_of
 from crossgap.datasets import get_adapter
 from crossgap.methods import TASKS, get_method, task_methods
 
@@ -128,6 +138,52 @@ def inverted_sets(config: Config, dataset: str, method: str) -> list[str]:
     """What ``method`` inverts for ``dataset``: OTI image splits, OVI ``queries``/``classnames``."""
     cfg, evaluation = _dataset(config, dataset), config.get("evaluation", {})
     return oti_splits(cfg, evaluation) if method == "oti" else ovi_sets(cfg, evaluation)
+
+
+# --------------------------------------------------------------------------- text preparation
+def has_text_step(config: Config, dataset: str) -> bool:
+    """Whether ``dataset``'s manifest goes through the text-preparation rule: its adapter has long
+    texts (``long_texts``: IMDB, 20 Newsgroups, NanoBEIR) or its entry has a ``text`` key."""
+    cfg = _dataset(config, dataset)
+    return DATASET_TEXT_KEY in cfg or bool(getattr(get_adapter(cfg["adapter"]), "long_texts", False))
+
+
+def source_manifest_path(dataset: str) -> str:
+    """The adapter's manifest of a dataset with a text step (the step writes :func:`manifest_path`)."""
+    return f"data/manifests/{dataset}.source.parquet"
+
+
+def text_options(config: Config, dataset: str) -> dict[str, Any]:
+    """The ``text`` settings of ``dataset`` that differ from their defaults (the rule's ``text`` param).
+
+    Refuses, naming the key, a strategy without what it needs (``summaries``: ``path``;
+    ``llm``: ``llm.model``), so a dry run fails before any job.
+    """
+    values = _dataset(config, dataset).get(DATASET_TEXT_KEY) or {}
+    full = text_settings(values)
+    where = f"params: datasets.{dataset}.text"
+    if full["strategy"] == "summaries" and not full["path"]:
+        raise ConfigError(f"{where}.path: strategy 'summaries' needs the summaries file (the reference's "
+                          "summarized_text.pkl, or a .json/.jsonl/.csv of id -> summary)")
+    if full["strategy"] == "llm" and not full["llm"]["model"]:
+        raise ConfigError(f"{where}.llm.model: strategy 'llm' needs a local transformers model folder")
+    return text_options_of(values)
+
+
+def text_step_gpus(config: Config, dataset: str) -> int:
+    """GPUs the text step of ``dataset`` asks for: 1 when it generates with an LLM, else 0."""
+    return int(text_settings(_dataset(config, dataset).get(DATASET_TEXT_KEY))["strategy"] == "llm")
+
+
+def dataset_pattern(config: Config, text_step: bool) -> str:
+    """Regex of the datasets with (``text_step=True``) or without a text step: a rule's wildcard constraint.
+
+    ``data/manifests/{dataset}.parquet`` comes from ``prepare_manifest`` for the others and from
+    ``prepare_text`` for these (whose adapter manifest is ``{dataset}.source.parquet``), so each
+    file has exactly one producer.  An empty set gives a pattern that matches nothing.
+    """
+    names = [re.escape(d) for d in sorted(config["datasets"]) if has_text_step(config, d) == text_step]
+    return "|".join(names) if names else "(?!x)x"
 
 
 # --------------------------------------------------------------------------- the embedded default / models

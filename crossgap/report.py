@@ -15,7 +15,7 @@ from typing import Any, Mapping, Sequence
 
 import pandas as pd
 
-from crossgap.metrics.results import aggregate_results
+from crossgap.metrics.results import aggregate_results, read_result
 from crossgap.utils import atomic_path, write_json
 
 log = logging.getLogger(__name__)
@@ -71,6 +71,28 @@ def _markdown(table: pd.DataFrame) -> str:
     return "# crossgap results\n\n" + header + "\n".join(lines) + "\n"
 
 
+def text_preparation_notes(result_paths: Sequence[str]) -> list[str]:
+    """One note per dataset whose long texts reached the encoders truncated rather than summarised.
+
+    Read from the text-retrieval results' ``extra.texts`` (:func:`crossgap.datasets.textprep.texts_summary`
+    of the manifest they were evaluated on); datasets without a text step are not mentioned.
+    """
+    truncated: dict[str, dict[str, Any]] = {}
+    for path in result_paths:
+        record = read_result(path)
+        texts = record["extra"].get("texts") or {}
+        if record["task"] == "text_retrieval" and texts.get("truncated"):
+            truncated.setdefault(record["dataset"], texts)
+    return [f"{dataset}: texts truncated rather than summarised ({t['n_over_budget']:,} of {t['n_texts']:,} texts "
+            f"over {t['token_budget']} tokens, strategy {t['strategy']!r}); the reference encodes LLM summaries "
+            f"(datasets.{dataset}.text.strategy: summaries | llm)" for dataset, t in sorted(truncated.items())]
+
+
+def _notes(notes: Sequence[str]) -> str:
+    """The Markdown section of ``notes`` (nothing when there are none)."""
+    return "\n## Notes\n\n" + "".join(f"- {n}\n" for n in notes) if notes else ""
+
+
 def aggregate_step(
     *,
     results: Sequence[str],
@@ -87,7 +109,7 @@ def aggregate_step(
     with atomic_path(table_csv) as tmp:
         table.to_csv(tmp, index=False)
     with atomic_path(table_md) as tmp:
-        tmp.write_text(_markdown(table))
+        tmp.write_text(_markdown(table) + _notes(text_preparation_notes(results)))
     long = table.assign(label=table["dataset"] + "/" + table["model"] + "/" + table["task"] + "/" + table["method"])
     plot = pd.concat([
         long[["label", "baseline"]].rename(columns={"baseline": "score"}).assign(kind="baseline"),

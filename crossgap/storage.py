@@ -83,6 +83,15 @@ def load_feature_set(path: str | os.PathLike) -> FeatureSet:
     )
 
 
+def read_meta(path: str | os.PathLike) -> dict[str, Any]:
+    """The ``meta`` header of a feature file, without reading its tensors."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return json.loads((f.metadata() or {}).get("meta", "{}"))
+    except (OSError, json.JSONDecodeError, SafetensorError) as exc:
+        raise ValueError(f"{path}: cannot read feature file: {exc}") from exc
+
+
 def take(fs: FeatureSet, ids: Sequence[str], where: str) -> torch.Tensor:
     """Rows of ``fs.features`` for ``ids`` (in that order); KeyError naming ``where`` if one is missing."""
     index = {key: i for i, key in enumerate(fs.ids)}

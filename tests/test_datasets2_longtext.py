@@ -11,7 +11,7 @@ import pytest
 from fixtures_datasets2 import make_imdb, make_nanobeir
 
 from crossgap.datasets import get_adapter, read_manifest, write_manifest
-from crossgap.datasets import longtext
+from crossgap.datasets import llm_summaries, longtext
 from crossgap.datasets.longtext import (
     LLMConfig,
     LongTextError,
@@ -159,7 +159,7 @@ def test_llm_summaries_are_batched_and_cached(tmp_path, monkeypatch):
     def no_model(_config):
         raise AssertionError("model loaded although every summary is cached")
 
-    monkeypatch.setattr(longtext, "_load_llm", no_model)
+    monkeypatch.setattr(llm_summaries, "_load_llm", no_model)
     again, again_meta = prepare_texts(df, meta, "llm", llm=config)
     assert again["text"].tolist() == out["text"].tolist()
     assert again_meta["text_preparation"][-1]["llm"]["hits"] == 4

@@ -182,7 +182,9 @@ def test_nanobeir_qrels(tmp_path, hf_layout, caplog):
     assert meta["counts"] == {"queries": 3, "corpus": 5}
     q, g, _ = query_gallery(df, meta, "text_retrieval")
     assert q["id"].tolist() == ["queries/q1", "queries/q2", "queries/q3"]
-    assert g["text"].tolist()[:3] == ["Title one Document 1 text.", "Document 2 text.", "Document 3 text."]
+    # the text alone, as the reference encodes it; titles in the metadata (textprep prepends them on request)
+    assert g["text"].tolist()[:3] == ["Document 1 text.", "Document 2 text.", "Document 3 text."]
+    assert meta["titles"] == {"corpus/d1": "Title one", "corpus/d4": "Title four", "corpus/d5": "Title five"}
     assert relevance(meta, "text_retrieval") == "qrels"
     assert sorted(map(tuple, meta["qrels"])) == [
         ("queries/q1", "corpus/d2", 1),

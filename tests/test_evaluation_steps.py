@@ -109,7 +109,9 @@ def test_image_retrieval_label_relevance_equals_evaluate_retrieval(synthetic, tm
     assert record["counts"]["num_queries"] == 3 and record["counts"]["gallery_size"] == 6
     assert record["task"] == "image_retrieval" and record["method"] == "image"
     assert record["dataset"] == "synthetic" and record["model"] == "tiny/m" and record["params"] == {"steps": 3}
+    # the test's feature file records no precision (written before features.precision existed: None)
     assert record["extra"] == {"query_file": path, "gallery_file": path, "exclude_self": False,
+                               "precision": {"query": None, "gallery": None},
                                "reference_compat": False, "fp16_similarities": False}
     assert read_result(out) == record
 
@@ -308,7 +310,8 @@ def test_zero_shot_designed_accuracy(synthetic, tmp_path):
     assert record["metrics"]["top1"] == pytest.approx(200 / 3)
     assert record["counts"]["num_samples"] == 3 and record["counts"]["num_classes"] == 3
     assert record["task"] == "zero_shot" and record["method"] == "standard" and record["params"] == {"a": 1}
-    assert record["extra"] == {"image_file": images, "prompt_file": prompts, "reference_compat": False}
+    assert record["extra"] == {"image_file": images, "prompt_file": prompts, "reference_compat": False,
+                               "precision": {"images": None, "prompts": None}}
     assert read_result(out) == record
 
 

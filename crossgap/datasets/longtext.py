@@ -17,10 +17,10 @@ records what it did in the metadata list ``text_preparation`` (one entry per ste
     dict). A key may be the full row id (``corpus/123``) or the dataset's own key (``123``).
     Every chosen row needs one; the error names the missing ids.
 ``llm``
-    Summarise with a local ``transformers`` causal LM (:class:`LLMConfig`), in batches,
-    with greedy decoding. Results are cached in a JSON-lines file keyed by the sha256 of
-    (model path, prompts, text, generation length), so a rerun only generates what is new.
-    ``transformers`` is an optional dependency, imported only here.
+    Summarise with a local ``transformers`` causal LM (:class:`LLMConfig`), by default with the
+    reference implementation's prompts, length and sampling, seeded per document and cached per
+    document so that a rerun (after a kill too) only generates what is missing: see
+    :mod:`crossgap.datasets.llm_summaries`.
 
 By default ``truncate`` handles every text row, while ``summaries`` and ``llm`` handle the
 ``text_retrieval`` gallery rows (as in the paper, queries are short); ``splits`` and
@@ -30,7 +30,6 @@ By default ``truncate`` handles every text row, while ``summaries`` and ``llm`` 
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import logging
 import math
@@ -42,10 +41,16 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import pandas as pd
 
-from crossgap.datasets.errors import DatasetError
+from crossgap.datasets.llm_summaries import (  # noqa: F401  (LLMConfig, build_prompt: public through this module)
+    LLMConfig,
+    LongTextError,
+    build_prompt,
+    import_transformers,
+    llm_summaries,
+)
 from crossgap.datasets.manifest import read_manifest, write_manifest
 from crossgap.datasets.text_base import strip_split
-from crossgap.safe_pickle import UnsafePickleError, restricted_loads
+from crossgap.safe_pickle import UnsafePickleError, restricted_load
 
 log = logging.getLogger(__name__)
 
@@ -53,16 +58,7 @@ STRATEGIES: tuple[str, ...] = ("truncate", "summaries", "llm")
 DEFAULT_CONTEXT_LENGTH = 77
 DEFAULT_SPECIAL_TOKENS = 2  # start and end of text
 DEFAULT_WORDS_PER_TOKEN = 0.75
-DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant that summarizes long texts faithfully and concisely."
-DEFAULT_PROMPT = (
-    "Summarize the following text in fewer than {max_tokens} tokens, keeping its meaning. "
-    "Reply with the summary only.\n\nText: {text}"
-)
 _WORD = re.compile(r"\S+")
-
-
-class LongTextError(DatasetError):
-    """A text-preparation step cannot run (missing summaries, missing model or dependency)."""
 
 
 # --------------------------------------------------------------------------- token counting
@@ -104,7 +100,7 @@ def make_counter(spec: str | None = None, words_per_token: float = DEFAULT_WORDS
         return tokenizer_counter(SimpleTokenizer().encode, "clip")
     if spec.startswith("hf:"):
         path = spec[3:]
-        transformers = _import_transformers("tokenizer 'hf:'")
+        transformers = import_transformers("tokenizer 'hf:'")
         tok = transformers.AutoTokenizer.from_pretrained(path, local_files_only=True)
         return tokenizer_counter(lambda text: tok(text, add_special_tokens=False)["input_ids"], spec)
     raise ValueError(f"unknown tokenizer {spec!r}; use 'words', 'clip' or 'hf:<local path>'")
@@ -152,7 +148,7 @@ def load_summaries(path: str | os.PathLike) -> dict[str, str]:
                 raise LongTextError(f"{path}: expected columns 'id' and 'summary', found {list(table.columns)}")
             data = dict(zip(table["id"], table["summary"]))
         elif suffix in (".pkl", ".pickle"):
-            data = restricted_loads(path.read_bytes(), path, allowed=())
+            data = restricted_load(path, allowed=())  # plain dicts of str only (the reference's pickles)
         else:
             raise LongTextError(f"{path}: unknown summaries format {suffix!r}; use .json, .jsonl, .csv or .pkl")
     except (json.JSONDecodeError, UnsafePickleError, pd.errors.ParserError, UnicodeDecodeError, EOFError) as exc:
@@ -177,150 +173,6 @@ def match_summaries(ids: Iterable[str], summaries: Mapping[str, str], source: st
             "(keys may be full row ids or the part after '<split>/')"
         )
     return out
-
-
-# --------------------------------------------------------------------------- LLM summaries
-
-
-@dataclass
-class LLMConfig:
-    """A local causal LM and how to prompt it. ``prompt`` holds ``{text}`` (and may hold ``{max_tokens}``)."""
-
-    model: str
-    prompt: str = DEFAULT_PROMPT
-    system_prompt: str | None = DEFAULT_SYSTEM_PROMPT
-    max_new_tokens: int = 80
-    target_tokens: int = DEFAULT_CONTEXT_LENGTH
-    batch_size: int = 8
-    cache: str | os.PathLike | None = None
-    device: str | None = None
-
-    def key(self, text: str) -> str:
-        """Cache key of ``text``: sha256 of model path, prompts, generation length and text."""
-        blob = json.dumps(
-            [
-                str(Path(self.model).expanduser().resolve()),
-                self.system_prompt,
-                self.prompt,
-                self.max_new_tokens,
-                self.target_tokens,
-                text,
-            ],
-            ensure_ascii=False,
-        )
-        return hashlib.sha256(blob.encode("utf-8")).hexdigest()
-
-
-class SummaryCache:
-    """Append-only JSON-lines cache ``{"key", "summary"}``; unreadable lines are ignored."""
-
-    def __init__(self, path: str | os.PathLike | None) -> None:
-        self.path = Path(path) if path else None
-        self.items: dict[str, str] = {}
-        if self.path and self.path.is_file():
-            for n, line in enumerate(self.path.read_text(encoding="utf-8").splitlines(), 1):
-                try:
-                    item = json.loads(line)
-                    self.items[item["key"]] = item["summary"]
-                except (json.JSONDecodeError, KeyError, TypeError):
-                    log.warning("%s: line %d is not a cache entry; ignored", self.path, n)
-
-    def add(self, entries: Mapping[str, str]) -> None:
-        """Store ``{key: summary}`` in memory and append them to the file (flushed)."""
-        self.items.update(entries)
-        if self.path and entries:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            with open(self.path, "a", encoding="utf-8") as f:
-                for key, summary in entries.items():
-                    f.write(json.dumps({"key": key, "summary": summary}, ensure_ascii=False) + "\n")
-                f.flush()
-                os.fsync(f.fileno())
-
-
-def _import_transformers(what: str) -> Any:
-    try:
-        import transformers
-    except ImportError as exc:
-        raise LongTextError(
-            f"{what} needs the optional dependency 'transformers' (pip install transformers); it is not installed"
-        ) from exc
-    return transformers
-
-
-def _load_llm(config: LLMConfig) -> tuple[Any, Any, Any]:
-    """``(tokenizer, model, device)`` from the local folder ``config.model``."""
-    transformers = _import_transformers("strategy 'llm'")
-    from crossgap.utils import autocast_dtype, resolve_device
-
-    path = Path(config.model).expanduser()
-    if not (path / "config.json").is_file():
-        raise LongTextError(
-            f"{path}: not a local transformers model folder (expected config.json, weights and tokenizer files "
-            "as written by save_pretrained); models are never downloaded here"
-        )
-    device = resolve_device(config.device)
-    tok = transformers.AutoTokenizer.from_pretrained(path, local_files_only=True)
-    model = transformers.AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype=autocast_dtype(device))
-    model.to(device).eval()
-    tok.padding_side = "left"
-    if tok.pad_token is None:
-        if tok.eos_token is None:
-            raise LongTextError(f"{path}: the tokenizer has neither a pad nor an eos token")
-        tok.pad_token = tok.eos_token
-    return tok, model, device
-
-
-def build_prompt(tok: Any, config: LLMConfig, text: str) -> str:
-    """The prompt for ``text``: the tokenizer's chat template when it has one, else plain text."""
-    user = config.prompt.replace("{max_tokens}", str(config.target_tokens)).replace("{text}", text)
-    if getattr(tok, "chat_template", None):
-        messages = ([{"role": "system", "content": config.system_prompt}] if config.system_prompt else []) + [
-            {"role": "user", "content": user}
-        ]
-        return tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    return (f"{config.system_prompt}\n\n" if config.system_prompt else "") + user + "\n"
-
-
-def llm_summaries(texts: Mapping[str, str], config: LLMConfig) -> tuple[dict[str, str], dict[str, Any]]:
-    """Summaries ``{row id: summary}`` of ``texts`` and stats (``hits``, ``generated``, ``empty``, ``cache``).
-
-    The model is loaded only when something is not cached. An empty generation keeps the
-    original text (counted as ``empty``).
-    """
-    import torch
-
-    cache = SummaryCache(config.cache)
-    keys = {row_id: config.key(text) for row_id, text in texts.items()}
-    todo = [row_id for row_id, key in keys.items() if key not in cache.items]
-    stats: dict[str, Any] = {
-        "hits": len(texts) - len(todo),
-        "generated": len(todo),
-        "empty": 0,
-        "cache": str(cache.path) if cache.path else None,
-    }
-    if todo:
-        tok, model, device = _load_llm(config)
-        log.info("llm: generating %d summaries with %s (%d cached)", len(todo), config.model, stats["hits"])
-        for start in range(0, len(todo), config.batch_size):
-            batch = todo[start : start + config.batch_size]
-            prompts = [build_prompt(tok, config, texts[row_id]) for row_id in batch]
-            chat = bool(getattr(tok, "chat_template", None))  # a chat template adds its own special tokens
-            enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=not chat).to(device)
-            with torch.inference_mode():
-                out = model.generate(
-                    **enc, max_new_tokens=config.max_new_tokens, do_sample=False, pad_token_id=tok.pad_token_id
-                )
-            decoded = tok.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
-            cache.add({keys[row_id]: summary.strip() for row_id, summary in zip(batch, decoded)})
-    out_texts = {}
-    for row_id, text in texts.items():
-        summary = cache.items[keys[row_id]]
-        if not summary:
-            stats["empty"] += 1
-        out_texts[row_id] = summary or text
-    if stats["empty"]:
-        log.warning("llm: %d empty summaries; those rows keep their original text", stats["empty"])
-    return out_texts, stats
 
 
 # --------------------------------------------------------------------------- the step
@@ -357,10 +209,12 @@ def prepare_texts(
     cut: bool = True,
     summaries: str | os.PathLike | Mapping[str, str] | None = None,
     llm: LLMConfig | None = None,
+    generator: Any = None,
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """A copy of ``(df, meta)`` with the chosen texts rewritten by ``strategy`` and the step recorded.
 
-    ``cut=False`` (truncate only) counts without changing any text.
+    ``cut=False`` (truncate only) counts without changing any text.  ``generator``: the ``llm``
+    strategy's :class:`crossgap.datasets.llm_summaries.Generator` (default: ``llm.model`` loaded locally).
     """
     if strategy not in STRATEGIES:
         raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
@@ -414,8 +268,8 @@ def prepare_texts(
         else:
             if llm is None:
                 raise LongTextError("strategy 'llm' needs an LLMConfig (a local model path)")
-            new, stats = llm_summaries(dict(zip(ids, df.loc[mask, "text"])), llm)
-            record.update(source=str(llm.model), llm={"max_new_tokens": llm.max_new_tokens, **stats})
+            new, stats = llm_summaries(dict(zip(ids, df.loc[mask, "text"])), llm, generator)
+            record.update(source=str(llm.model), llm=stats)
         df.loc[mask, "text"] = [new[i] for i in ids]
         still = [i for i in ids if counter.count(new[i]) > budget]
         record.update(n_replaced=len(ids), n_over_budget_after=len(still), over_budget_after_examples=still[:10])

@@ -5,9 +5,12 @@ Layout: ``<dataroot>/NanoBEIR/<Name>/`` with ``corpus.parquet``, ``queries.parqu
 or the bare BEIR name (``ClimateFEVER``). A snapshot of the Hugging Face repository works
 too: each file may instead be a folder of Parquet shards (``corpus/train-00000-of-00001.parquet``).
 
-Fields are BEIR's: corpus and queries have ``_id`` and ``text`` (and optionally ``title``,
-prepended to the text when not empty); qrels have ``query-id``, ``corpus-id`` and optionally
-``score`` (default 1; relevant when > 0). Rows: the queries (split ``queries``, ids
+Fields are BEIR's: corpus and queries have ``_id`` and ``text`` (and optionally ``title``);
+qrels have ``query-id``, ``corpus-id`` and optionally ``score`` (default 1; relevant when > 0).
+The row text is the ``text`` field alone, as the reference implementation encodes it
+(``src/datasets/nano_beir_text.py``); non-empty corpus titles are kept in the metadata key
+``titles`` (``{corpus row id: title}``), and the text-preparation step prepends them on request
+(``datasets.<name>.text.title: true``, :mod:`crossgap.datasets.textprep`). Rows: the queries (split ``queries``, ids
 ``queries/<_id>``) then the corpus (split ``corpus``, ids ``corpus/<_id>``), unlabelled.
 The protocol is ``relevance: "qrels"``: metadata ``qrels`` lists
 ``[query row id, corpus row id, score]`` (see :func:`crossgap.datasets.manifest.qrels_pairs`).
@@ -72,6 +75,8 @@ class NanoBEIRAdapter(TextDatasetAdapter):
 
     folder = "NanoBEIR"
     protocol = NANO_PROTOCOL
+    #: documents longer than a CLIP context: the DAG runs the text-preparation step (crossgap.plan)
+    long_texts = True
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -118,12 +123,11 @@ class NanoBEIRAdapter(TextDatasetAdapter):
         return []
 
     def _texts(self, folder: Path, part: str) -> pd.DataFrame:
+        """``_id``, ``text`` and ``title`` (stripped, ``""`` when absent) of one part."""
         df = read_parquet_part(folder, part)
         require_columns(df, ("_id", "text"), folder / part, "BEIR fields '_id', 'text' (and optionally 'title')")
-        df = df.assign(_id=df["_id"].astype(str), text=df["text"].fillna("").astype(str))
-        if "title" in df.columns:
-            title = df["title"].fillna("").astype(str).str.strip()
-            df = df.assign(text=(title + " " + df["text"].str.strip()).where(title != "", df["text"]))
+        title = df["title"].fillna("").astype(str).str.strip() if "title" in df.columns else ""
+        df = df.assign(_id=df["_id"].astype(str), text=df["text"].fillna("").astype(str), title=title)
         dup = df["_id"][df["_id"].duplicated()]
         if len(dup):
             raise DatasetLayoutError(f"{folder / part}: '_id' must be unique; repeated: {sorted(set(dup))[:10]}")
@@ -165,8 +169,11 @@ class NanoBEIRAdapter(TextDatasetAdapter):
         return out
 
     def extra_meta(self, folder: Path, df: pd.DataFrame) -> dict[str, Any]:
-        """``qrels`` (and ``text_counts``)."""
-        return {**super().extra_meta(folder, df), "qrels": self.qrels(folder)[0]}
+        """``qrels``, ``titles`` of the corpus rows kept (non-empty ones), and ``text_counts``."""
+        corpus = self._texts(folder, "corpus")
+        kept = set(df["id"])
+        titles = {f"corpus/{i}": t for i, t in zip(corpus["_id"], corpus["title"]) if t and f"corpus/{i}" in kept}
+        return {**super().extra_meta(folder, df), "qrels": self.qrels(folder)[0], "titles": titles}
 
 
 for _name in NANO_CORPUS_SIZES:

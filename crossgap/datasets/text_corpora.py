@@ -62,6 +62,7 @@ class IMDBTextAdapter(TextDatasetAdapter):
 
     slug = "imdb_text"
     folder = "IMDB_Reviews"
+    long_texts = True  # reviews longer than a CLIP context: the DAG prepares them (crossgap.plan)
     expected_sizes = {"query": 2, "corpus": 50000}
     num_classes = 2
     protocol = label_protocol("query", "corpus")
@@ -141,6 +142,7 @@ class NewsgroupTextAdapter(TextDatasetAdapter):
 
     slug = "newsgroup_text"
     folder = "scikit_learn_data"
+    long_texts = True  # posts longer than a CLIP context: the DAG prepares them (crossgap.plan)
     expected_sizes = {"query": 20, "test": 7532}
     num_classes = 20
     protocol = label_protocol("query", "test")

@@ -71,7 +71,14 @@ def test_paper_grid_dry_run_builds_the_full_dag_without_data(tmp_path):
     # the OVI zero-shot targets: the reference's "a photo of {classname}", one job per model
     assert proc.stdout.count("OVI zero-shot targets of imagenet/") == 7
     assert "OVI zero-shot targets of imagenet/clip_b32: each class name in 'a photo of {}'" in proc.stdout
-    assert stats["prepare_manifest"] == len(config["datasets"]) and stats["aggregate"] == 1
+    assert stats["aggregate"] == 1
+    # the 9 long-text datasets (IMDB, 20 Newsgroups, 7 NanoBEIR): adapter manifest, then the text step
+    # (the reference's summaries); every other dataset's manifest comes from prepare_manifest
+    assert stats["prepare_text"] == stats["prepare_source_manifest"] == 9
+    assert stats["prepare_manifest"] == len(config["datasets"]) - 9
+    for dataset in ("imdb_text", "newsgroup_text", "nano_scifact"):
+        assert f"output: data/manifests/{dataset}.parquet, data/manifests/{dataset}.skipped.json" in proc.stdout
+        assert f"output: data/manifests/{dataset}.source.parquet" in proc.stdout
     # the embedded default is not merged into the grid
     assert "pretrain_tiny" not in stats and "generate_synthetic" not in stats
     print("paper grid dry run:", stats)

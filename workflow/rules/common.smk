@@ -61,6 +61,18 @@ def get_manifest(wildcards):
     return plan.manifest_path(wildcards.dataset)
 
 
+def get_text_options(wildcards):
+    return plan.text_options(config, wildcards.dataset)
+
+
+def get_text_gpus(wildcards):
+    return plan.text_step_gpus(config, wildcards.dataset)
+
+
+def get_dataroot(wildcards):
+    return config["datasets"][wildcards.dataset]["dataroot"]
+
+
 # ---- inversion --------------------------------------------------------------------------------
 def get_oti_targets(wildcards):
     return plan.inversion_targets(

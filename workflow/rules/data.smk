@@ -59,6 +59,9 @@ rule prepare_manifest:
         "logs/prepare/{dataset}.log",
     benchmark:
         "logs/bench/prepare/{dataset}.tsv"
+    wildcard_constraints:
+        # datasets without a text step; the others' manifest comes from prepare_text below
+        dataset=plan.dataset_pattern(config, text_step=False),
     conda:
         "../envs/crossgap.yaml"
     threads: 2
@@ -70,3 +73,46 @@ rule prepare_manifest:
         prepare=config["prepare"],
     script:
         "../scripts/prepare_manifest.py"
+
+
+# Datasets with long texts (IMDB, 20 Newsgroups, NanoBEIR, or any entry with a text: key): the
+# adapter's manifest is {dataset}.source.parquet, and prepare_text fits its texts to the text
+# towers' context (datasets.<name>.text: truncate | summaries | llm) into {dataset}.parquet, the
+# manifest every later rule reads. The llm strategy's per-document cache (data/text_cache/) is not an
+# output: it survives a killed job, and the rerun generates only what is missing.
+use rule prepare_manifest as prepare_source_manifest with:
+    output:
+        manifest="data/manifests/{dataset}.source.parquet",
+        skipped="data/manifests/{dataset}.source.skipped.json",
+    log:
+        "logs/prepare/{dataset}.source.log",
+    benchmark:
+        "logs/bench/prepare/{dataset}.source.tsv"
+    wildcard_constraints:
+        dataset=plan.dataset_pattern(config, text_step=True),
+
+
+rule prepare_text:
+    input:
+        manifest="data/manifests/{dataset}.source.parquet",
+    output:
+        manifest="data/manifests/{dataset}.parquet",
+        skipped="data/manifests/{dataset}.skipped.json",
+    log:
+        "logs/prepare/{dataset}.text.log",
+    benchmark:
+        "logs/bench/prepare/{dataset}.text.tsv"
+    wildcard_constraints:
+        dataset=plan.dataset_pattern(config, text_step=True),
+    conda:
+        "../envs/crossgap.yaml"
+    threads: 1
+    resources:
+        gpu=get_text_gpus,
+        mem_mb=8000,
+        runtime=240,
+    params:
+        text=get_text_options,
+        dataroot=get_dataroot,
+    script:
+        "../scripts/prepare_text.py"
