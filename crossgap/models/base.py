@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from crossgap.models.prefix import CausalStack, FullTemplateEncoder, PrefixCachedEncoder
+
 log = logging.getLogger(__name__)
 
 PLACEHOLDER = "£"
@@ -49,6 +51,14 @@ class TextTower(nn.Module, abc.ABC):
     def pool_length(self, ids: torch.Tensor) -> int:
         """Number of leading positions needed to encode ``ids`` ``[B, L]`` exactly."""
         return ids.shape[1]
+
+    def causal_stack(self) -> CausalStack | None:
+        """The tower position by position, for the prefix cache of :mod:`crossgap.models.prefix`.
+
+        None (the default) when the tower is not causal or its blocks have an unsupported layout:
+        templates are then encoded by the plain forward.
+        """
+        return None
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         return self.forward_embeddings(self.embed_tokens(ids), ids)
@@ -210,6 +220,30 @@ class CLIPWrapper(nn.Module):
             mask.unsqueeze(-1), pseudo_tokens.to(embeddings.dtype).reshape(-1, width)
         )
         return self.text.forward_embeddings(embeddings, ids)
+
+    def template_encoder(self, tokenized_template: torch.Tensor, num_pseudo_tokens: int) -> nn.Module:
+        """A module: pseudo tokens ``[B, R, W_text]`` → features ``[B, D]`` in one fixed template.
+
+        Equal to :meth:`encode_with_pseudo_tokens` up to float rounding, but for causal towers
+        (``text.causal_stack()`` not None) the positions before the first placeholder are encoded
+        once here and each call runs only the placeholders up to the pooled end-of-text token
+        (:class:`~crossgap.models.prefix.PrefixCachedEncoder`).
+
+        Args:
+            tokenized_template: ids ``[1, L]`` holding ``num_pseudo_tokens`` placeholders
+                (:meth:`tokenize_template`).
+        """
+        ids = tokenized_template.to(self.device)
+        stack = self.text.causal_stack() if self.text.truncatable else None
+        if stack is None:
+            log.debug("%s: no prefix cache for %s", self.name, type(self.text).__name__)
+            if self.text.truncatable:
+                ids = ids[:, : self.text.pool_length(ids)]
+            return FullTemplateEncoder(
+                lambda ids, tokens: self.encode_with_pseudo_tokens(ids, tokens, truncate=False), ids
+            )
+        ids = ids[:, : self.text.pool_length(ids)]
+        return PrefixCachedEncoder(stack, self.text.embed_tokens, ids, self.placeholder_id, num_pseudo_tokens)
 
     def encode_image_with_pseudo_tokens(self, pseudo_tokens: torch.Tensor) -> torch.Tensor:
         """Image features ``[B, D]`` from P pseudo patches ``[B, P, W_vis]``.

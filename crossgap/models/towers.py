@@ -18,6 +18,8 @@ import torch
 from torch import nn
 
 from crossgap.models.base import TextTower, VisionTower
+from crossgap.models.blocks import is_mha_block, run_blocks
+from crossgap.models.prefix import CausalStack
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +98,15 @@ def eot_length(ids: torch.Tensor, pool_type: str, eos_id: int | None) -> int:
     return int(pos.max()) + 1
 
 
+def fast_blocks(blocks: nn.Module) -> list[nn.Module] | None:
+    """``blocks`` as a list when :func:`~crossgap.models.blocks.run_blocks` can run them (unmasked
+    :func:`~crossgap.models.blocks.is_mha_block` blocks), else None (the module's own forward is used)."""
+    blocks = list(blocks)
+    if all(is_mha_block(b) and getattr(b, "attn_mask", None) is None for b in blocks):
+        return blocks
+    return None
+
+
 def _project(x: torch.Tensor, projection: nn.Module | torch.Tensor | None) -> torch.Tensor:
     if projection is None:
         return x
@@ -125,6 +136,16 @@ class OpenAITextTower(TextTower):
     def pool_length(self, ids: torch.Tensor) -> int:
         return eot_length(ids, "argmax", None)
 
+    def causal_stack(self) -> CausalStack | None:
+        blocks = list(self.m.transformer.resblocks)
+        if self.causal_mask is None or not all(is_mha_block(b) for b in blocks):
+            return None
+        return CausalStack(self.m.positional_embedding, blocks, self._finish, self.m.dtype)
+
+    def _finish(self, pooled: torch.Tensor) -> torch.Tensor:
+        """Pooled hidden state ``[B, W]`` → features ``[B, D]``."""
+        return self.m.ln_final(pooled).type(pooled.dtype) @ self.m.text_projection
+
     def forward_embeddings(self, embeddings: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
         length = embeddings.shape[1]
         x = embeddings + self.m.positional_embedding[:length].type(embeddings.dtype)
@@ -146,6 +167,7 @@ class OpenAIVisionTower(VisionTower):
         self.v = visual
         self.width = visual.conv1.out_channels
         self.num_patches = visual.positional_embedding.shape[0] - 1
+        self.blocks = fast_blocks(visual.transformer.resblocks)
 
     def embed_patches(self, images: torch.Tensor) -> torch.Tensor:
         x = self.v.conv1(images.type(self.v.conv1.weight.dtype))
@@ -155,8 +177,11 @@ class OpenAIVisionTower(VisionTower):
         v = self.v
         cls = v.class_embedding.to(patches.dtype).expand(patches.shape[0], 1, -1)
         x = torch.cat([cls, patches], dim=1) + v.positional_embedding.to(patches.dtype)
-        x = v.ln_pre(x).permute(1, 0, 2)
-        x = v.transformer(x).permute(1, 0, 2)
+        x = v.ln_pre(x)
+        if self.blocks is not None:  # batch-first, last block for the class token only
+            x = run_blocks(self.blocks, x, last_rows=slice(0, 1))
+        else:
+            x = v.transformer(x.permute(1, 0, 2)).permute(1, 0, 2)
         x = v.ln_post(x[:, 0, :])
         return x @ v.proj if v.proj is not None else x
 
@@ -217,6 +242,17 @@ class OpenClipTextTower(TextTower):
             mask = pad if mask is None else mask.unsqueeze(0) + pad
         return mask
 
+    def causal_stack(self) -> CausalStack | None:
+        blocks = list(self.h.transformer.resblocks)
+        if not self.truncatable or not all(is_mha_block(b) for b in blocks):
+            return None
+        cast = self.h.transformer.get_cast_dtype()
+        return CausalStack(self.h.positional_embedding, blocks, self._finish, cast)
+
+    def _finish(self, pooled: torch.Tensor) -> torch.Tensor:
+        """Pooled hidden state ``[B, W]`` → features ``[B, D]``."""
+        return _project(self.h.ln_final(pooled), self.h.text_projection)
+
     def forward_embeddings(self, embeddings: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
         length = embeddings.shape[1]
         x = embeddings + self.h.positional_embedding[:length].to(embeddings.dtype)
@@ -234,6 +270,9 @@ class OpenClipVisionTower(VisionTower):
         self.v = visual
         self.width = visual.conv1.out_channels
         self.num_patches = visual.positional_embedding.shape[0] - 1
+        self.blocks = fast_blocks(visual.transformer.resblocks)
+        # the class token alone is read when pooling is 'tok' without an attentional pooler
+        self.cls_only = visual.attn_pool is None and visual.pool_type == "tok"
 
     def embed_patches(self, images: torch.Tensor) -> torch.Tensor:
         x = self.v.conv1(images)
@@ -245,7 +284,10 @@ class OpenClipVisionTower(VisionTower):
         x = torch.cat([cls, patches], dim=1) + v.positional_embedding.to(patches.dtype)
         x = v.patch_dropout(x)
         x = v.ln_pre(x)
-        x = v.transformer(x)
+        if self.blocks is not None:
+            x = run_blocks(self.blocks, x, last_rows=slice(0, 1) if self.cls_only else None)
+        else:
+            x = v.transformer(x)
         pooled, _ = v._pool(x)
         return pooled @ v.proj if v.proj is not None else pooled
 
