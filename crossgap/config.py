@@ -218,7 +218,7 @@ def model_load_spec(model_cfg: Mapping[str, Any]) -> dict[str, Any]:
 
 
 #: keys of a ``datasets:`` entry that only plan the DAG and never reach the manifest
-DATASET_PLAN_KEYS = ("generate", "sizes")
+DATASET_PLAN_KEYS = ("generate", "sizes", "inverted_gallery")
 #: the key of a ``datasets:`` entry that the text-preparation step reads (not the source manifest)
 DATASET_TEXT_KEY = "text"
 

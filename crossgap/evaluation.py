@@ -1,6 +1,7 @@
 """Evaluation steps of the workflow: retrieval and zero-shot from feature files, one JSON result each.
 
-Methods (see :data:`crossgap.metrics.results.TASK_METHODS`):
+Methods (the registry :mod:`crossgap.methods`; besides those below, snapshots ``oti@<step>`` /
+``ovi@<step>`` and the training-free transforms ``gap_shift``, ``centered``, ``isoclip``, ``pca_text``):
 
 * ``image_retrieval``: ``image`` (native image queries) or ``oti`` (OTI-inverted queries, i.e. the
   query image's pseudo-word text feature) against native gallery images;
@@ -30,38 +31,63 @@ from crossgap.datasets.manifest import (
     revisited_ground_truth,
     zero_shot_rows,
 )
-from crossgap.metrics import build_classifier, evaluate_retrieval, evaluate_revisited, evaluate_zero_shot
+from crossgap import method_features
+from crossgap.methods import get_method
+from crossgap.metrics import build_classifier
 from crossgap.metrics.reference_compat import uses_fp16_similarities
 from crossgap.metrics.results import write_result
+from crossgap.metrics.retrieval import evaluation_per_query, summarize_retrieval
+from crossgap.metrics.revisited import revisited_per_query, summarize_revisited
+from crossgap.metrics.scores import retrieval_scores, revisited_scores, write_scores, zero_shot_scores
+from crossgap.metrics.zeroshot import summarize_zero_shot, zero_shot_ranks
 from crossgap.datasets.textprep import texts_summary
-from crossgap.storage import load_feature_set, read_meta, take
+from crossgap.storage import load_feature_set, read_meta
 
 log = logging.getLogger(__name__)
 
 
-def _by_label(meta, task, q_rows, g_rows, q_feats, g_feats, **kw) -> dict[str, Any]:
-    return evaluate_retrieval(q_feats, g_feats, q_rows["label"].to_numpy(), g_rows["label"].to_numpy(), **kw)
+def _retrieval(q_feats, g_feats, query_labels=None, gallery_labels=None, **kw) -> tuple[dict, dict]:
+    per = evaluation_per_query(q_feats, g_feats, query_labels, gallery_labels, **kw)
+    return summarize_retrieval(per), retrieval_scores(per)
 
 
-def _by_group(meta, task, q_rows, g_rows, q_feats, g_feats, **kw) -> dict[str, Any]:
+def _by_label(meta, task, q_rows, g_rows, q_feats, g_feats, **kw) -> tuple[dict, dict]:
+    return _retrieval(q_feats, g_feats, q_rows["label"].to_numpy(), g_rows["label"].to_numpy(), **kw)
+
+
+def _by_group(meta, task, q_rows, g_rows, q_feats, g_feats, **kw) -> tuple[dict, dict]:
     codes, _ = pd.factorize(pd.concat([q_rows["group"], g_rows["group"]], ignore_index=True))
-    return evaluate_retrieval(q_feats, g_feats, query_groups=codes[: len(q_rows)],
-                              gallery_groups=codes[len(q_rows):], **kw)
+    return _retrieval(q_feats, g_feats, query_groups=codes[: len(q_rows)], gallery_groups=codes[len(q_rows):], **kw)
 
 
-def _by_qrels(meta, task, q_rows, g_rows, q_feats, g_feats, **kw) -> dict[str, Any]:
-    return evaluate_retrieval(q_feats, g_feats, relevance=qrels_pairs(meta, task, q_rows, g_rows), **kw)
+def _by_qrels(meta, task, q_rows, g_rows, q_feats, g_feats, **kw) -> tuple[dict, dict]:
+    return _retrieval(q_feats, g_feats, relevance=qrels_pairs(meta, task, q_rows, g_rows), **kw)
 
 
-def _by_revisited(meta, task, q_rows, g_rows, q_feats, g_feats, exclude_self, chunk_size, **compat) -> dict[str, Any]:
+def _by_revisited(meta, task, q_rows, g_rows, q_feats, g_feats, exclude_self, chunk_size, **compat) -> tuple[dict, dict]:
     # the reference's compute_map is the official one, as evaluate_revisited: compat changes nothing here
     gnd = revisited_ground_truth(meta, task, q_rows, g_rows)
-    return evaluate_revisited(q_feats, g_feats, gnd, chunk_size=min(chunk_size, 256))
+    if chunk_size > REVISITED_CHUNK:
+        log.info("revisited ranking: %d queries per chunk (it keeps [chunk, gallery] int64 ranks)", REVISITED_CHUNK)
+    per = revisited_per_query(q_feats, g_feats, gnd, chunk_size=min(chunk_size, REVISITED_CHUNK))
+    return summarize_revisited(per, len(g_rows)), revisited_scores(per)
 
+
+#: queries per chunk of the revisited ranking (its per-chunk memory is 8 bytes x chunk x gallery)
+REVISITED_CHUNK = 256
 
 RELEVANCE_EVALUATORS = {"label": _by_label, "group": _by_group, "qrels": _by_qrels, "revisited": _by_revisited}
 """How a protocol's ``relevance`` is evaluated: same label, same group (captions of one image),
 explicit query-document pairs (BEIR qrels), or the revisited Oxford/Paris E/M/H protocol."""
+
+
+def _unavailable(out: str, per_query_out: str | None, *, task: str, method: str, dataset: str, model_slug: str,
+                 params: Mapping[str, Any], reason: str) -> dict[str, Any]:
+    log.warning("%s/%s %s %s not evaluated: %s", dataset, model_slug, task, method, reason)
+    if per_query_out is not None:
+        write_scores(per_query_out, {}, query_ids=[], metadata={"unavailable": reason})
+    return write_result(out, task=task, method=method, dataset=dataset, model=model_slug, metrics={},
+                        params=dict(params), extra={"unavailable": reason})
 
 
 def input_precisions(files: Mapping[str, str]) -> dict[str, str | None]:
@@ -81,30 +107,50 @@ def retrieval_step(
     chunk_size: int = 1024,
     params: Mapping[str, Any] | None = None,
     reference_compat: bool = False,
+    references: Mapping[str, str] | None = None,
+    per_query_out: str | None = None,
 ) -> dict[str, Any]:
     """Evaluate the protocol's queries (from ``query`` features) against its gallery; write ``out``.
 
-    ``reference_compat``: the reference's mAP@R and (for ImageNet) float16 ranking (module docstring).
+    ``method`` is a method of ``task`` (:mod:`crossgap.methods`): native or inverted queries as
+    read, a snapshot's step column, or a transform fitted on ``references`` (``{key: file}``) and
+    applied to query and gallery.  ``per_query_out``: the per-query scores (Parquet,
+    :mod:`crossgap.metrics.scores`).  ``reference_compat``: the reference's mAP@R and (for
+    ImageNet) float16 ranking (module docstring).
     """
     df, meta = read_manifest(manifest)
     q_rows, g_rows, exclude_self = query_gallery(df, meta, task)
-    q_feats = take(load_feature_set(query), q_rows["id"].tolist(), query)
-    g_feats = take(load_feature_set(gallery), g_rows["id"].tolist(), gallery)
+    spec = get_method(task, method)
+    modality = "image" if task == "image_retrieval" else "text"
+    extra: dict[str, Any] = {"query_file": query, "gallery_file": gallery, "exclude_self": exclude_self,
+                             "precision": input_precisions({"query": query, "gallery": gallery})}
+    if task == "text_retrieval":  # how long texts reached the encoders (the report marks truncation)
+        extra["texts"] = texts_summary(meta)
+    pre = spec.kind == "transform" and spec.features == "pre"
+    try:
+        q_feats = method_features.rows(query, q_rows["id"].tolist(), spec, pre=pre)
+        g_feats = method_features.rows(gallery, g_rows["id"].tolist(), get_method(task, "image" if modality == "image"
+                                                                                  else "text"), pre=pre)
+        if spec.kind == "transform":
+            (q_feats, g_feats), extra["fit"] = method_features.transform(
+                spec, params or {}, references or {}, [(q_feats, modality, "query"), (g_feats, modality, "gallery")])
+    except method_features.MethodUnavailable as exc:
+        return _unavailable(out, per_query_out, task=task, method=method, dataset=meta["dataset"],
+                            model_slug=model_slug, params=params or {}, reason=str(exc))
     kind = relevance(meta, task)
     if kind not in RELEVANCE_EVALUATORS:
         raise ValueError(f"{manifest}: unsupported relevance {kind!r}; known: {sorted(RELEVANCE_EVALUATORS)}")
     fp16 = bool(reference_compat) and uses_fp16_similarities(meta["dataset"])
-    metrics = RELEVANCE_EVALUATORS[kind](meta, task, q_rows, g_rows, q_feats, g_feats,
-                                         exclude_self=exclude_self, chunk_size=chunk_size,
-                                         reference_compat=bool(reference_compat), fp16_similarities=fp16)
+    metrics, scores = RELEVANCE_EVALUATORS[kind](meta, task, q_rows, g_rows, q_feats, g_feats,
+                                                 exclude_self=exclude_self, chunk_size=chunk_size,
+                                                 reference_compat=bool(reference_compat), fp16_similarities=fp16)
+    if per_query_out is not None:
+        write_scores(per_query_out, scores, query_ids=q_rows["id"].tolist(), metadata={"task": task, "method": method})
     log.info("%s/%s %s %s: %s", meta["dataset"], model_slug, task, method,
              {k: round(v, 2) for k, v in metrics.items() if k.startswith("mAP") and isinstance(v, float)})
     return write_result(out, task=task, method=method, dataset=meta["dataset"], model=model_slug,
                         metrics=metrics, params=dict(params or {}),
-                        extra={"query_file": query, "gallery_file": gallery, "exclude_self": exclude_self,
-               "precision": input_precisions({"query": query, "gallery": gallery}),
-               **({"texts": texts_summary(meta)} if task == "text_retrieval" else {}),
-                               "reference_compat": bool(reference_compat), "fp16_similarities": fp16})
+                        extra=extra | {"reference_compat": bool(reference_compat), "fp16_similarities": fp16})
 
 
 def zero_shot_step(
@@ -117,30 +163,50 @@ def zero_shot_step(
     model_slug: str,
     params: Mapping[str, Any] | None = None,
     reference_compat: bool = False,
+    references: Mapping[str, str] | None = None,
+    per_query_out: str | None = None,
 ) -> dict[str, Any]:
     """Zero-shot accuracy of the protocol's images (``images`` features) with a classifier from ``prompts``.
 
-    ``reference_compat`` is recorded only: the reference's zero-shot accuracy is the standard one.
+    Methods as in :func:`retrieval_step` (a transform maps images as queries and prompts as the
+    gallery).  ``reference_compat`` is recorded only: the reference's zero-shot accuracy is the
+    standard one.
     """
     df, meta = read_manifest(manifest)
     rows = zero_shot_rows(df, meta)
-    feats = take(load_feature_set(images), rows["id"].tolist(), images)
-    prompt_fs = load_feature_set(prompts)
+    spec = get_method("zero_shot", method)
     num_classes = len(meta["classnames"])
-    if prompt_fs.features.shape[0] % num_classes:
-        raise ValueError(f"{prompts}: {prompt_fs.features.shape[0]} prompts is not a multiple of {num_classes} classes")
-    classifier = build_classifier(prompt_fs.features, num_classes)
-    metrics = evaluate_zero_shot(feats, classifier, rows["label"].to_numpy())
+    extra: dict[str, Any] = {"image_file": images, "prompt_file": prompts,
+                             "precision": input_precisions({"images": images, "prompts": prompts})}
+    feats = method_features.rows(images, rows["id"].tolist(), spec if spec.inversion == "oti" else
+                                 get_method("zero_shot", "standard"))
+    prompt_fs = load_feature_set(prompts)
+    prompt_feats = prompt_fs.features
+    if spec.kind == "snapshot" and spec.inversion == "ovi":
+        prompt_feats = method_features.rows(prompts, prompt_fs.ids, spec)
+    if prompt_feats.shape[0] % num_classes:
+        raise ValueError(f"{prompts}: {prompt_feats.shape[0]} prompts is not a multiple of {num_classes} classes")
+    if spec.kind == "transform":
+        try:
+            (feats, prompt_feats), extra["fit"] = method_features.transform(
+                spec, params or {}, references or {}, [(feats, "image", "query"), (prompt_feats, "text", "gallery")])
+        except method_features.MethodUnavailable as exc:
+            return _unavailable(out, per_query_out, task="zero_shot", method=method, dataset=meta["dataset"],
+                                model_slug=model_slug, params=params or {}, reason=str(exc))
+    classifier = build_classifier(prompt_feats, num_classes)
+    ranks, labels, c = zero_shot_ranks(feats, classifier, rows["label"].to_numpy())
+    metrics = summarize_zero_shot(ranks, labels, c)
+    if per_query_out is not None:
+        write_scores(per_query_out, zero_shot_scores(ranks, c), query_ids=rows["id"].tolist(),
+                     metadata={"task": "zero_shot", "method": method})
     log.info("%s/%s zero-shot %s: top1 %.2f", meta["dataset"], model_slug, method, metrics["top1"])
     return write_result(out, task="zero_shot", method=method, dataset=meta["dataset"], model=model_slug,
                         metrics=metrics, params=dict(params or {}),
-                        extra={"image_file": images, "prompt_file": prompts,
-               "precision": input_precisions({"images": images, "prompts": prompts}),
-                               "reference_compat": bool(reference_compat)})
+                        extra=extra | {"reference_compat": bool(reference_compat)})
 
 
 def matched_pairs(
-    manifest: str, images: str, texts: str | None, prompts: str
+    manifest: str, images: str, texts: str | None, prompts: str | None
 ) -> tuple[np.ndarray, np.ndarray, str]:
     """Matched (image, text) feature pairs ``[N, D]`` × 2 for the modality gap, and how they were paired.
 
@@ -161,6 +227,8 @@ def matched_pairs(
         if pairs:
             rows = np.array(pairs)
             return img_fs.features[rows[:, 0]].numpy(), txt_fs.features[rows[:, 1]].numpy(), "first caption"
+    if prompts is None:
+        raise ValueError(f"{images}: no image has a caption in {texts}, and the dataset has no class prompts to pair with")
     labels = df.set_index("id").loc[img_ids, "label"].to_numpy()
     classifier = build_classifier(load_feature_set(prompts).features, len(meta["classnames"])).numpy()
     keep = labels >= 0
@@ -168,7 +236,7 @@ def matched_pairs(
 
 
 def modality_gap_step(
-    *, manifest: str, images: str, texts: str | None, prompts: str, out: str, dataset: str, model_slug: str
+    *, manifest: str, images: str, texts: str | None, prompts: str | None, out: str, dataset: str, model_slug: str
 ) -> dict[str, Any]:
     """Modality gap of matched (image, text) pairs (see :func:`matched_pairs`) → ``out`` (JSON)."""
     from crossgap.metrics.gap import modality_gap

@@ -111,9 +111,13 @@ def encode_images(
     progress: bool = True,
     boxes: Sequence[Box | None] | None = None,
     truncated_images: str = DEFAULT_TRUNCATED_IMAGES,
+    with_preprojection: bool = False,
     precision: str = "fp32",
-) -> torch.Tensor:
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Image features ``[N, D]`` of the images at ``paths``, each cropped to ``boxes[i]`` when given.
+
+    ``with_preprojection``: also return the projection's inputs ``[N, W]`` from the same forward
+    pass (:func:`crossgap.models.projection.encode_with_preprojection`, for IsoCLIP).
 
     A path is an image file or a member of a tar shard (``"<shard>.tar#<member>"``, see
     :func:`image_dataset`). ``truncated_images``: the manifest's mode
@@ -125,37 +129,60 @@ def encode_images(
     dataset = image_dataset(paths, preprocess, boxes, load_truncated)
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers)
     out: torch.Tensor | None = None
+    pre_out: torch.Tensor | None = None
     done = torch.zeros(len(paths), dtype=torch.bool)
     with tqdm(total=len(paths), desc="image features", unit="img", disable=not progress, dynamic_ncols=True) as bar:
         for index, batch in loader:
             with autocast_context(model.device, precision):
-                feats = model.encode_image(batch.to(model.device)).float().cpu()
+                feats, pre = _encode(model, batch.to(model.device), "image", with_preprojection)
             out = torch.empty(len(paths), feats.shape[1]) if out is None else out
             out[index], done[index] = feats, True
+            if pre is not None:
+                pre_out = torch.empty(len(paths), pre.shape[1]) if pre_out is None else pre_out
+                pre_out[index] = pre
             bar.update(len(index))
     if out is None:
-        return torch.empty(0, 0)
+        return (torch.empty(0, 0), torch.empty(0, 0)) if with_preprojection else torch.empty(0, 0)
     if not bool(done.all()):
         raise RuntimeError(f"image features: {int((~done).sum())} of {len(paths)} images were never read")
-    return out
+    return (out, pre_out) if with_preprojection else out
+
+
+def _encode(model: "CLIPWrapper", batch: torch.Tensor, modality: str, with_preprojection: bool
+            ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``(features [B, D], pre-projection [B, W] or None)`` of one batch, fp32 on the CPU."""
+    if with_preprojection:
+        from crossgap.models.projection import encode_with_preprojection
+
+        feats, pre = encode_with_preprojection(model, batch, modality)
+        return feats.float().cpu(), pre.float().cpu()
+    encode = model.encode_image if modality == "image" else model.encode_text
+    return encode(batch).float().cpu(), None
 
 
 @torch.no_grad()
 def encode_texts(
     model: "CLIPWrapper", texts: Sequence[str], *, batch_size: int = 256, progress: bool = True,
-    precision: str = "fp32",
-) -> torch.Tensor:
+    with_preprojection: bool = False, precision: str = "fp32",
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Text features ``[N, D]`` of ``texts`` (tokenised with the model's tokenizer, truncated to its context).
 
+    ``with_preprojection``: also return the projection's inputs ``[N, W]`` (see :func:`encode_images`).
     ``precision``: as for :func:`encode_images` (fp32 by default; the CPU is fp32 always).
     """
-    out = []
+    out, pre_out = [], []
     starts = range(0, len(texts), batch_size)
     for start in tqdm(starts, desc="text features", disable=not progress, dynamic_ncols=True):
         ids = model.tokenizer(list(texts[start : start + batch_size])).to(model.device)
         with autocast_context(model.device, precision):
-            out.append(model.encode_text(ids).float().cpu())
-    return torch.cat(out) if out else torch.empty(0, 0)
+            feats, pre = _encode(model, ids, "text", with_preprojection)
+        out.append(feats)
+        if pre is not None:
+            pre_out.append(pre)
+    feats = torch.cat(out) if out else torch.empty(0, 0)
+    if with_preprojection:
+        return feats, torch.cat(pre_out) if pre_out else torch.empty(0, 0)
+    return feats
 
 
 def class_prompts(classnames: Sequence[str], templates: Sequence[str]) -> list[str]:

@@ -13,7 +13,7 @@ gives the same tokens on the same device whatever ``batch_size`` is.
 from __future__ import annotations
 
 import logging
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 
 from crossgap.models.base import CLIPWrapper
 from crossgap.runtime.batch_size import auto_batch_size
+from crossgap.resume import ShardResume
 from crossgap.utils import autocast_context, autocast_dtype
 
 log = logging.getLogger(__name__)
@@ -45,11 +46,13 @@ def _optimise(
     precision: str = "fp16",
     desc: str,
     progress: bool,
-) -> tuple[torch.Tensor, torch.Tensor]:
+    snapshots: Sequence[int] = (),
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Optimise ``tokens`` ``[B, T, W]`` so that ``encode(tokens)`` ``[B, D]`` matches ``targets`` ``[B, D]``.
 
-    Returns the final tokens ``[B, T, W]`` (fp32, CPU) and the per-sample losses ``[B, steps]``
-    (the loss of the tokens *before* each update).
+    Returns the final tokens ``[B, T, W]`` (fp32, CPU), the per-sample losses ``[B, steps]``
+    (the loss of the tokens *before* each update) and the tokens after ``snapshots[i]`` updates
+    ``[B, S, T, W]`` (copies taken during the same run: the final tokens do not change).
     """
     device = targets.device
     targets = F.normalize(targets.float(), dim=-1)
@@ -58,6 +61,8 @@ def _optimise(
     amp_dtype = autocast_dtype(device, precision)  # None (fp32) on the CPU whatever precision says
     scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
     losses = torch.empty(targets.shape[0], steps)
+    snaps = torch.empty(targets.shape[0], len(snapshots), *tokens.shape[1:])
+    slot = {int(step): i for i, step in enumerate(snapshots)}
     bar = tqdm(range(steps), desc=desc, disable=not progress, leave=False, dynamic_ncols=True)
     for step in bar:
         with autocast_context(device, precision):
@@ -73,9 +78,11 @@ def _optimise(
             loss.backward()
             optimizer.step()
         losses[:, step] = per_sample.detach().cpu()
+        if step + 1 in slot:
+            snaps[:, slot[step + 1]] = tokens.detach().cpu()
         if progress and (step % 10 == 0 or step == steps - 1):
             bar.set_postfix(loss=f"{float(per_sample.detach().mean()):.4f}")
-    return tokens.detach().cpu(), losses
+    return tokens.detach().cpu(), losses, snaps
 
 
 def _batched_inversion(
@@ -94,7 +101,9 @@ def _batched_inversion(
     desc: str,
     progress: bool,
     init: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
+    resume: "ShardResume | None" = None,
+    snapshots: Sequence[int] = (),
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     if targets.dim() != 2:
         raise ValueError(f"expected features of shape [B, D], got {tuple(targets.shape)}")
     if num_pseudo_tokens < 1 or steps < 1:
@@ -107,11 +116,23 @@ def _batched_inversion(
             f"init has shape {tuple(init.shape)}, expected {(targets.shape[0], num_pseudo_tokens, width)}"
         )
     batch_size = batch_size or max(targets.shape[0], 1)
-    out_tokens, out_losses = [], []
-    starts = range(0, targets.shape[0], batch_size)
+    snapshots = tuple(int(s) for s in snapshots)
+    if any(not 0 < s < steps for s in snapshots):
+        raise ValueError(f"snapshots {list(snapshots)} must lie strictly between 0 and steps={steps}")
+    out_tokens, out_losses, out_snaps = [], [], []
+    first = 0
+    prior = resume.load(steps, len(snapshots)) if resume is not None else None
+    if prior is not None:  # finished batches of an interrupted run: continue after them
+        out_tokens.append(prior[0])
+        out_losses.append(prior[1])
+        out_snaps.append(prior[2])
+        first = prior[0].shape[0]
+        log.info("%s: resuming from batch %d of %d (%d of %d targets already inverted, from %s)", desc,
+                 first // batch_size + 1, -(-targets.shape[0] // batch_size), first, targets.shape[0], resume.path)
+    starts = range(first, targets.shape[0], batch_size)
     for i, start in enumerate(starts):
         chunk = slice(start, start + batch_size)
-        tokens, losses = _optimise(
+        tokens, losses, snaps = _optimise(
             targets[chunk].to(device),
             init[chunk],
             encode,
@@ -121,10 +142,14 @@ def _batched_inversion(
             precision=precision,
             desc=f"{desc} {i + 1}/{len(starts)}",
             progress=progress,
+            snapshots=snapshots,
         )
         out_tokens.append(tokens)
         out_losses.append(losses)
-    return torch.cat(out_tokens), torch.cat(out_losses)
+        out_snaps.append(snaps)
+        if resume is not None and start + batch_size < targets.shape[0] and (i + 1) % resume.every == 0:
+            resume.save(torch.cat(out_tokens), torch.cat(out_losses), torch.cat(out_snaps))
+    return torch.cat(out_tokens), torch.cat(out_losses), torch.cat(out_snaps)
 
 
 def oti(
@@ -141,8 +166,10 @@ def oti(
     batch_size: int | str | None = None,
     progress: bool = True,
     init: torch.Tensor | None = None,
+    resume: "ShardResume | None" = None,
+    snapshots: Sequence[int] = (),
     compiled: bool = False,
-) -> tuple[torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, ...]:
     """Optimisation-based textual inversion of image features.
 
     Args:
@@ -155,12 +182,17 @@ def oti(
             "auto": the largest that fits (:func:`crossgap.runtime.batch_size.auto_batch_size`).
         init: initial tokens ``[B, R, W_text]`` instead of draws from ``seed`` (e.g. a shard's
             slice of :func:`initial_tokens` for the whole set, so sharding cannot change results).
+        resume: a :class:`crossgap.resume.ShardResume`: finished batches are saved to it and, after
+            an interruption, read back, so the run continues at the first unfinished batch.
+        snapshots: steps (``0 < s < steps``) after which the tokens are also kept; the final tokens
+            are those of the same run without snapshots.
         compiled: ``torch.compile`` the per-step text encoder (dynamic batch size): equal up to float
             rounding, ~17% faster per step on a 2-core CPU (ViT-B/32, batch 16) after a one-off compile
             of ~40 s, so worth it only for long runs (``benchmarks/inversion.py --compile``).
 
     Returns:
-        ``(pseudo_tokens [B, R, W_text], losses [B, steps])``.
+        ``(pseudo_tokens [B, R, W_text], losses [B, steps])``, and ``snapshot_tokens [B, S, R, W_text]``
+        as a third item when ``snapshots`` are given.
     """
     # Causal towers: the template prefix before the first placeholder is encoded once, each step
     # runs only the placeholders up to the pooled end-of-text token (crossgap.models.prefix).
@@ -174,7 +206,7 @@ def oti(
             "oti", clip_model, image_features.shape[0],
             num_pseudo_tokens=num_pseudo_tokens, template_sentence=template_sentence,
         )
-    return _batched_inversion(
+    out = _batched_inversion(
         image_features,
         clip_model,
         clip_model.text_token_embedding_dim,
@@ -189,7 +221,10 @@ def oti(
         desc="OTI",
         progress=progress,
         init=init,
+        resume=resume,
+        snapshots=snapshots,
     )
+    return out if snapshots else out[:2]
 
 
 def ovi(
@@ -205,7 +240,9 @@ def ovi(
     batch_size: int | str | None = None,
     progress: bool = True,
     init: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
+    resume: "ShardResume | None" = None,
+    snapshots: Sequence[int] = (),
+) -> tuple[torch.Tensor, ...]:
     """Optimisation-based visual inversion of text features.
 
     Args:
@@ -214,14 +251,16 @@ def ovi(
         batch_size: as for :func:`oti` ("auto": the largest that fits).
         init: initial tokens ``[B, P, W_vis]`` instead of draws from ``seed``.
         precision: as for :func:`oti` (``fp16`` + GradScaler on CUDA by default; fp32 on the CPU).
+        resume, snapshots: as for :func:`oti`.
 
     Returns:
-        ``(pseudo_tokens [B, P, W_vis], losses [B, steps])``.
+        ``(pseudo_tokens [B, P, W_vis], losses [B, steps])``, and ``snapshot_tokens [B, S, P, W_vis]``
+        as a third item when ``snapshots`` are given.
     """
     width = clip_model.visual_token_embedding_dim  # raises a clear error for ResNet towers
     if batch_size == "auto":
         batch_size = auto_batch_size("ovi", clip_model, text_features.shape[0], num_pseudo_tokens=num_pseudo_tokens)
-    return _batched_inversion(
+    out = _batched_inversion(
         text_features,
         clip_model,
         width,
@@ -236,7 +275,10 @@ def ovi(
         desc="OVI",
         progress=progress,
         init=init,
+        resume=resume,
+        snapshots=snapshots,
     )
+    return out if snapshots else out[:2]
 
 
 @torch.no_grad()

@@ -81,10 +81,13 @@ def extract_step(
     batch_size: int = 128,
     num_workers: int = 0,
     progress: bool = True,
+    preprojection: bool = False,
     precision: str = "fp32",
 ) -> None:
     """Features of every ``modality`` row of ``split`` (manifest order) → ``out``.
 
+    ``preprojection``: write the projection's inputs ``[N, W]`` as the features instead, with the
+    projected ones from the same forward pass as the extra ``projected`` (for IsoCLIP).
     ``precision``: ``features.precision`` (fp32 by default, as the reference; fp16/bf16 autocast on
     CUDA only), recorded in the metadata.
     """
@@ -98,18 +101,60 @@ def extract_step(
     start = time.perf_counter()
     if modality == "image":
         paths = [Path(meta["root"]) / p for p in rows["path"]]
-        feats = encode_images(model, preprocess, paths, batch_size=batch_size, num_workers=num_workers,
-                              progress=progress, boxes=query_crops(df, meta, rows),
-                              truncated_images=manifest_truncated_mode(meta), precision=precision)
+        encoded = encode_images(model, preprocess, paths, batch_size=batch_size, num_workers=num_workers,
+                                progress=progress, boxes=query_crops(df, meta, rows),
+                                truncated_images=manifest_truncated_mode(meta), with_preprojection=preprojection,
+                                precision=precision)
     else:
-        feats = encode_texts(model, rows["text"].tolist(), batch_size=batch_size, progress=progress,
-                             precision=precision)
+        encoded = encode_texts(model, rows["text"].tolist(), batch_size=batch_size, progress=progress,
+                               with_preprojection=preprojection, precision=precision)
+    # pre-projection files hold the projection's inputs as features, the projected ones as an extra
+    feats, extras = (encoded[1], {"projected": encoded[0]}) if preprojection else (encoded, {})
     seconds = time.perf_counter() - start
     log.info("%s %s/%s: %d features in %.1f s", model_slug, split, modality, len(rows), seconds)
-    save_feature_set(out, FeatureSet(feats, rows["id"].tolist(), meta={
+    save_feature_set(out, FeatureSet(feats, rows["id"].tolist(), extras=extras, meta={
         "kind": "features", "dataset": meta["dataset"], "model": model_slug, "model_spec": dict(model_spec),
-        "split": split, "modality": modality, "seconds": seconds, **_precision_meta(model.device, precision),
-        **_runtime_meta()}))
+        "split": split, "modality": modality, "preprojection": preprojection, "seconds": seconds,
+        **_precision_meta(model.device, precision), **_runtime_meta()}))
+
+
+def classnames_step(*, manifest: str, model_slug: str, model_spec: Mapping[str, Any], out: str,
+                    precision: str = "fp32") -> None:
+    """Text features ``[C, D]`` of the bare class names (no template; ``_`` read as a space) → ``out``.
+
+    The span of Herzog & Wang's projection (``crossgap.methods.pca_text``).
+    """
+    from crossgap.features import encode_texts
+
+    _, meta = read_manifest(manifest)
+    names = [str(name).replace("_", " ") for name in meta["classnames"]]
+    model, _ = load_model(model_spec)
+    save_feature_set(out, FeatureSet(encode_texts(model, names, progress=False, precision=precision),
+                                     [f"class{c}" for c in range(len(names))],
+                                     meta={"kind": "classnames", "dataset": meta["dataset"], "model": model_slug,
+                                           "classnames": names, **_precision_meta(model.device, precision),
+                                           **_runtime_meta()}))
+
+
+def projections_step(*, model_slug: str, model_spec: Mapping[str, Any], out: str) -> None:
+    """The model's final linear projections ``W_image [W_v, D]`` and ``W_text [W_t, D]`` → ``out``.
+
+    ``features == pre @ W`` (with a trailing ones column in ``pre`` when a projection has a bias);
+    a tower without a linear projection writes an empty file whose metadata says why, so the
+    methods that need the matrices fail with that reason.
+    """
+    from crossgap.models.projection import NoLinearProjectionError, projection_matrices
+
+    model, _ = load_model(model_spec)
+    try:
+        w_image, w_text = projection_matrices(model)
+        extras, reason = {"proj_image": w_image.float().cpu(), "proj_text": w_text.float().cpu()}, None
+    except NoLinearProjectionError as exc:
+        extras, reason = {}, str(exc)
+        log.warning("%s: no linear projections (%s)", model_slug, exc)
+    save_feature_set(out, FeatureSet(torch.empty(0, 0), [], extras=extras,
+                                     meta={"kind": "projections", "model": model_slug, "unavailable": reason,
+                                           **_runtime_meta()}))
 
 
 def prompts_step(*, manifest: str, model_slug: str, model_spec: Mapping[str, Any], out: str,
@@ -198,11 +243,16 @@ def invert_shard_step(
     params: Mapping[str, Any],
     batch_size: int | None = None,
     checkpoint_every: int = 1,
+    snapshots: Sequence[int] = (),
     manifest: str | None = None,
     task: str | None = None,
     progress: bool = True,
 ) -> None:
     """OTI or OVI on one shard of the targets; writes re-encoded features, tokens and losses.
+
+    ``snapshots``: steps at which the tokens are also kept; they are re-encoded like the final ones
+    and stored as the extras ``snapshot_tokens [N, S, T, W]`` and ``snapshot_features [N, S, D]``
+    (``meta["snapshot_steps"]``), evaluated as the methods ``oti@<step>`` / ``ovi@<step>``.
 
     ``params``: the result fields (``steps``, ``learning_rate``, ``weight_decay``,
     ``num_pseudo_tokens``, ``seed``, for OTI ``template``; the later fields ``precision`` and, for
@@ -232,25 +282,37 @@ def invert_shard_step(
     common = dict(num_pseudo_tokens=params["num_pseudo_tokens"], steps=params["steps"],
                   learning_rate=params["learning_rate"], weight_decay=params["weight_decay"],
                   precision=params["precision"],
-                  batch_size=batch_size, init=init, progress=progress, resume=resume)
+                  batch_size=batch_size, init=init, progress=progress, resume=resume,
+                  snapshots=tuple(snapshots))
+    if method == "oti":
+        run = lambda: oti(targets[start:stop], model, template_sentence=params["template"], **common)  # noqa: E731
+        encode = lambda t: oti_features(t, model, template_sentence=params["template"])  # noqa: E731
+    else:
+        run = lambda: ovi(targets[start:stop], model, **common)  # noqa: E731
+        encode = lambda t: ovi_features(t, model)  # noqa: E731
     begin = time.perf_counter()
     if stop == start:
-        feats = torch.empty(0, targets.shape[1])
         tokens = torch.empty(0, params["num_pseudo_tokens"], width)
         losses = torch.empty(0, params["steps"])
-    elif method == "oti":
-        tokens, losses = oti(targets[start:stop], model, template_sentence=params["template"], **common)
-        feats = oti_features(tokens, model, template_sentence=params["template"])
+        snaps = torch.empty(0, len(snapshots), params["num_pseudo_tokens"], width)
+        feats, snap_feats = torch.empty(0, targets.shape[1]), torch.empty(0, len(snapshots), targets.shape[1])
     else:
-        tokens, losses = ovi(targets[start:stop], model, **common)
-        feats = ovi_features(tokens, model)
+        tokens, losses, *rest = run()
+        snaps = rest[0] if rest else torch.empty(tokens.shape[0], 0, *tokens.shape[1:])
+        feats = encode(tokens)
+        snap_feats = (torch.stack([encode(snaps[:, i]) for i in range(snaps.shape[1])], dim=1) if snaps.shape[1]
+                      else torch.empty(tokens.shape[0], 0, feats.shape[1]))
     seconds = time.perf_counter() - begin
     if stop > start:
         log.info("%s shard %d/%d: %d samples in %.1f s (%.2f samples/s), loss %.4f -> %.4f", method, shard + 1,
                  num_shards, stop - start, seconds, (stop - start) / seconds, float(losses[:, 0].mean()),
                  float(losses[:, -1].mean()))
-    save_feature_set(out, FeatureSet(feats, ids[start:stop], extras={"pseudo_tokens": tokens, "losses": losses},
+    extras = {"pseudo_tokens": tokens, "losses": losses}
+    if snapshots:
+        extras |= {"snapshot_tokens": snaps, "snapshot_features": snap_feats}
+    save_feature_set(out, FeatureSet(feats, ids[start:stop], extras=extras,
                                      meta={"kind": method, "model": model_slug, "shard": shard,
+                                           "snapshot_steps": [int(s) for s in snapshots],
                                            "num_shards": num_shards, "rows": [start, stop],
                                            "num_targets": len(ids), "params": dict(params),
                                            "batch_size": batch_size, "seconds": seconds,
@@ -290,3 +352,25 @@ def gather_step(*, shards: Sequence[str], out: str, loss_csv: str | None = None)
         frame = pd.DataFrame({"step": np.arange(losses.shape[1]), "loss": losses.mean(0).numpy()})
         with atomic_path(loss_csv) as tmp:
             frame.to_csv(tmp, index=False)
+
+
+def gather_snapshots_step(*, shards: Sequence[str], steps: Sequence[int], out: str) -> None:
+    """Snapshot features ``[N, S, D]`` and tokens ``[N, S, T, W]`` of ``steps`` from the shards, in order → ``out``.
+
+    ``features[:, i]`` are the features of the tokens after ``steps[i]`` updates
+    (``meta["snapshot_steps"]``); ``losses [N, steps]`` as in the final file.
+    """
+    parts = [load_feature_set(path) for path in shards]
+    for path, part in zip(shards, parts):
+        have = part.meta.get("snapshot_steps") or []
+        missing = [s for s in steps if s not in have]
+        if missing:
+            raise ValueError(f"{path}: has snapshots at steps {have}, not {missing}; rerun the shard")
+    pick = lambda p, key: p.extras[key][:, [p.meta["snapshot_steps"].index(s) for s in steps]]  # noqa: E731
+    ids = [key for p in parts for key in p.ids]
+    save_feature_set(out, FeatureSet(
+        torch.cat([pick(p, "snapshot_features") for p in parts]), ids,
+        extras={"pseudo_tokens": torch.cat([pick(p, "snapshot_tokens") for p in parts]),
+                "losses": torch.cat([p.extras["losses"] for p in parts])},
+        meta=dict(parts[0].meta, shard=None, rows=None, snapshot_steps=[int(s) for s in steps],
+                  kind=f"{parts[0].meta.get('kind')}_snapshots")))

@@ -24,7 +24,7 @@ from crossgap.config import (
 )
 from crossgap.config import text_options as text_options_of
 from crossgap.datasets import get_adapter
-from crossgap.methods import TASKS, get_method, task_methods
+from crossgap.methods import TASKS, Method, get_method, snapshot_method, task_methods
 
 ALL_SPLITS = "all"
 Config = Mapping[str, Any]
@@ -41,15 +41,19 @@ def split_spec(token: str) -> str:
     return "*" if token == ALL_SPLITS else token
 
 
-def protocol(dataset_cfg: Mapping[str, Any]) -> dict[str, Any]:
-    """The dataset's protocol restricted to the tasks it supports.
+def full_protocol(dataset_cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """The dataset's whole protocol: tasks, and for configurable adapters a ``modality_gap`` pairing.
 
     Adapters configured from params (your own data) compute theirs from their ``options``
-    (``crossgap.datasets.options.dataset_protocol``); the paper's adapters state a fixed one.
+    (``crossgap.datasets.options``); the paper's adapters state a fixed one.
     """
     adapter = get_adapter(dataset_cfg["adapter"])
-    proto = adapter.protocol_for(dataset_cfg) if hasattr(adapter, "protocol_for") else adapter.protocol
-    return {task: spec for task, spec in proto.items() if task in TASKS and spec is not None}
+    return dict(adapter.protocol_for(dataset_cfg) if hasattr(adapter, "protocol_for") else adapter.protocol)
+
+
+def protocol(dataset_cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """The dataset's protocol restricted to the tasks it supports."""
+    return {task: spec for task, spec in full_protocol(dataset_cfg).items() if task in TASKS and spec is not None}
 
 
 def tasks(dataset_cfg: Mapping[str, Any], evaluation: Mapping[str, Any]) -> list[str]:
@@ -87,6 +91,11 @@ def feature_path(dataset: str, model: str, modality: str, split: str) -> str:
     return f"data/features/{dataset}/{model}/{modality}_{split}.safetensors"
 
 
+def preprojection_path(dataset: str, model: str, modality: str, split: str) -> str:
+    """Pre-projection features of a split (``features`` = the projection's inputs ``[N, W]``), for IsoCLIP."""
+    return f"data/features/{dataset}/{model}/{modality}_{split}.pre.safetensors"
+
+
 def prompts_path(dataset: str, model: str) -> str:
     return f"data/features/{dataset}/{model}/prompts.safetensors"
 
@@ -110,6 +119,9 @@ def feature_files(dataset: str, model: str, dataset_cfg: Mapping[str, Any], eval
             modality = "image" if task == "image_retrieval" else "text"
             wanted.add((modality, query_split(dataset_cfg, task)))
             wanted.add((modality, gallery_split(dataset_cfg, task)))
+    pairing = full_protocol(dataset_cfg).get("modality_gap")
+    if pairing:
+        wanted |= {("image", split_token(pairing["split"])), ("text", split_token(pairing["split"]))}
     return [feature_path(dataset, model, m, s) for m, s in sorted(wanted)]
 
 
@@ -119,6 +131,8 @@ def oti_splits(dataset_cfg: Mapping[str, Any], evaluation: Mapping[str, Any]) ->
     for task in tasks(dataset_cfg, evaluation):
         if task == "image_retrieval":
             wanted.add(query_split(dataset_cfg, task))
+            if dataset_cfg.get("inverted_gallery"):  # the reference's --gallery_eval_type oti: the whole gallery
+                wanted.add(gallery_split(dataset_cfg, task))
         elif task == "zero_shot":
             wanted.add(zero_shot_split(dataset_cfg))
     return sorted(wanted)
@@ -131,7 +145,17 @@ def ovi_sets(dataset_cfg: Mapping[str, Any], evaluation: Mapping[str, Any]) -> l
     reference's ``use_class_names``); it replaced the CoOp ``prompts`` set, whose files are left alone.
     """
     enabled = tasks(dataset_cfg, evaluation)
-    return [name for name, task in (("classnames", "zero_shot"), ("queries", "text_retrieval")) if task in enabled]
+    sets = [name for name, task in (("classnames", "zero_shot"), ("queries", "text_retrieval")) if task in enabled]
+    if dataset_cfg.get("inverted_gallery") and "text_retrieval" in enabled:
+        sets.append("gallery")  # the reference's --gallery_eval_type ovi: every gallery text
+    return sets
+
+
+def query_sets(config: Config, dataset: str, method: str) -> list[str]:
+    """The inverted sets that hold queries (snapshots are taken of these, not of inverted galleries)."""
+    cfg, evaluation = _dataset(config, dataset), config.get("evaluation", {})
+    plain = {**cfg, "inverted_gallery": False}
+    return oti_splits(plain, evaluation) if method == "oti" else ovi_sets(plain, evaluation)
 
 
 def inverted_sets(config: Config, dataset: str, method: str) -> list[str]:
@@ -222,17 +246,6 @@ def dataset_spec(config: Config, dataset: str) -> dict[str, Any]:
     return dataset_source(_dataset(config, dataset))
 
 
-def feature_options(config: Config) -> dict[str, Any]:
-    """Result options of feature extraction that differ from their defaults (the rule's ``options`` param):
-    ``precision`` when ``features.precision`` is not fp32 (:func:`crossgap.config.feature_result_options`)."""
-    return feature_result_options(config)
-
-
-def text_feature_options(config: Config) -> dict[str, Any]:
-    """The ``options`` param of the prompt and class-sentence rules: ``features.precision`` when not fp32."""
-    return feature_result_options(config)
-
-
 # --------------------------------------------------------------------------- inversion tags
 def tags(config: Config, model: str) -> dict[str, str]:
     """``{"oti": tag, "ovi": tag}`` of ``model``'s current inversion parameters."""
@@ -259,20 +272,20 @@ def current_params(config: Config, method: str, dataset: str, model: str, tag: s
     return params.rule_params()
 
 
-def method_params(config: Config, dataset: str, model: str, method_file: str) -> dict[str, Any]:
-    """Inversion parameters recorded with a result ``{method}-{tag}``; ``{}`` for native methods."""
-    method, _, tag = method_file.partition("-")
-    return current_params(config, method, dataset, model, tag) if tag else {}
+def result_params(config: Config, dataset: str, model: str, method_file: str) -> dict[str, Any]:
+    """Parameters recorded with a result: the inversion's for ``{method}-{tag}`` (``{}`` for native
+    methods), a transform's own (its defaults updated by ``evaluation.method_params``)."""
+    name, _, tag = method_file.partition("-")
+    if tag:
+        inversion = get_method_any(name.split("@")[0]).inversion
+        return current_params(config, inversion, dataset, model, tag)
+    method = get_method_any(name)
+    return {**method.params, **method_params(config, name)} if method.kind == "transform" else {}
 
 
 def method_name(method_file: str) -> str:
-    """``oti`` for the result stem ``oti-{tag}`` (the method without its tag)."""
+    """``oti`` for the result stem ``oti-{tag}``, ``oti@50`` for ``oti@50-{tag}`` (the method without its tag)."""
     return method_file.split("-")[0]
-
-
-def method_file(method: str, method_tags: Mapping[str, str]) -> str:
-    """File stem of a method's result: ``oti-{tag}`` / ``ovi-{tag}`` for inverted methods, else the name."""
-    return f"{method}-{method_tags[method]}" if method in method_tags else method
 
 
 # --------------------------------------------------------------------------- shards
@@ -295,9 +308,10 @@ def planned_targets(config: Config, dataset: str, method: str, inverted: str) ->
     """
     sizes = planned_sizes(config, dataset)
     if method == "ovi":
-        if inverted != "queries":
+        if inverted not in ("queries", "gallery"):
             return None
-        inverted = query_split(_dataset(config, dataset), "text_retrieval")
+        task_split = query_split if inverted == "queries" else gallery_split
+        inverted = task_split(_dataset(config, dataset), "text_retrieval")
     if inverted == ALL_SPLITS:
         return sum(sizes.values()) if sizes else None
     return sizes.get(inverted)
@@ -330,6 +344,9 @@ def inversion_targets(config: Config, dataset: str, model: str, method: str, inv
         return {"features": feature_path(dataset, model, "image", inverted)}
     if inverted == "classnames":
         return {"features": class_sentences_path(dataset, model)}
+    if inverted == "gallery":
+        return {"features": feature_path(dataset, model, "text", gallery_split(_dataset(config, dataset),
+                                                                               "text_retrieval"))}
     split = query_split(_dataset(config, dataset), "text_retrieval")
     return {"features": feature_path(dataset, model, "text", split), "manifest": manifest_path(dataset)}
 
@@ -346,66 +363,221 @@ def _inverted_file(dataset: str, model: str, method_file_: str, inverted: str) -
 
 
 def retrieval_inputs(config: Config, task: str, dataset: str, model: str, method_file_: str) -> dict[str, str]:
-    """Manifest, query and gallery features of a retrieval evaluation ``{task}/{method_file}``."""
+    """Manifest, query and gallery features of a retrieval evaluation ``{task}/{method_file}`` (+ references)."""
     cfg = _dataset(config, dataset)
     q, g = query_split(cfg, task), gallery_split(cfg, task)
     modality = "image" if task == "image_retrieval" else "text"
     method = get_method(task, method_name(method_file_))
-    if method.native:
-        query = feature_path(dataset, model, modality, q)
+    if method.inversion:
+        query = _inverted_file(config, dataset, model, method_file_, q if method.inversion == "oti" else "queries")
     else:
-        query = _inverted_file(dataset, model, method_file_, q if method.inversion == "oti" else "queries")
-    return {"manifest": manifest_path(dataset), "query": query, "gallery": feature_path(dataset, model, modality, g)}
+        query = feature_path(dataset, model, modality, q)
+    gallery = feature_path(dataset, model, modality, g)
+    if method.features == "pre":  # IsoCLIP: the projection's inputs of the same rows
+        query, gallery = preprojection_path(dataset, model, modality, q), preprojection_path(dataset, model, modality, g)
+    if method.gallery == "inverted":
+        gallery = _inverted_file(config, dataset, model, method_file_, g if method.inversion == "oti" else "gallery")
+    inputs = {"manifest": manifest_path(dataset), "query": query, "gallery": gallery}
+    return inputs | _reference_inputs(config, dataset, model, task, method)
+
+
+def _reference_inputs(config: Config, dataset: str, model: str, task: str, method: Method) -> dict[str, str]:
+    if method.kind != "transform":
+        return {}
+    refs = resolve_references(config, dataset, task, method, model)
+    if refs is None:
+        raise ValueError(f"{method.name} cannot be evaluated on {dataset}/{task}: it needs reference features "
+                         f"{list(method.references)}, the dataset provides {sorted(available_references(config, dataset, model, task))}")
+    return {f"ref_{key}": path for key, path in refs.items()}
+
+
+def _inverted_file(config: Config, dataset: str, model: str, method_file_: str, inverted: str) -> str:
+    """The inverted features a method reads: the final ones, or for ``oti@<step>`` the snapshot file."""
+    name, _, tag = method_file_.partition("-")
+    inversion, _, step = name.partition("@")
+    inversion = get_method_any(inversion).inversion or inversion  # oti_gallery reads OTI's files
+    if not step:
+        return f"{inversion_dir(dataset, model, inversion, tag)}/{inverted}.safetensors"
+    slug = snapshot_slug(config, inversion)
+    if slug is None or int(step) not in snapshot_steps(config, inversion):
+        raise ValueError(f"{name} ({dataset}/{model}): step {step} is not among inversion.{inversion}.snapshots "
+                         f"{snapshot_steps(config, inversion)}")
+    return snapshot_file(dataset, model, inversion, tag, inverted, slug)
 
 
 def zero_shot_inputs(config: Config, dataset: str, model: str, method_file_: str) -> dict[str, str]:
     """Manifest, image features and prompt features of a zero-shot evaluation (inverted where the method says)."""
     split = zero_shot_split(_dataset(config, dataset))
-    inversion = get_method("zero_shot", method_name(method_file_)).inversion
-    images = (_inverted_file(dataset, model, method_file_, split) if inversion == "oti"
+    method = get_method("zero_shot", method_name(method_file_))
+    images = (_inverted_file(config, dataset, model, method_file_, split) if method.inversion == "oti"
               else feature_path(dataset, model, "image", split))
     # OVI: one inverted class sentence per class (``classnames``) against native images, as the reference
-    prompts = (_inverted_file(dataset, model, method_file_, "classnames") if inversion == "ovi"
+    prompts = (_inverted_file(config, dataset, model, method_file_, "classnames") if method.inversion == "ovi"
                else prompts_path(dataset, model))
-    return {"manifest": manifest_path(dataset), "images": images, "prompts": prompts}
+    return ({"manifest": manifest_path(dataset), "images": images, "prompts": prompts}
+            | _reference_inputs(config, dataset, model, "zero_shot", method))
+
+
+def method_pattern(task: str) -> str:
+    """Regex of the result stems of ``task`` (a rule's ``method`` wildcard constraint)."""
+    names = []
+    for method in task_methods(task):
+        if method.inversion:
+            names.append(f"{method.name}(@[0-9]+)?-[0-9a-f]{{10}}")
+        else:
+            names.append(method.name)
+    return "|".join(names)
 
 
 def has_modality_gap(dataset_cfg: Mapping[str, Any], evaluation: Mapping[str, Any]) -> bool:
-    """The gap needs matched pairs: images with captions (image + text retrieval) or with class prompts."""
+    """The gap needs matched pairs: images with captions (image + text retrieval, or the protocol's
+    ``modality_gap`` split) or with class prompts."""
     enabled = set(tasks(dataset_cfg, evaluation))
-    return "zero_shot" in enabled or {"image_retrieval", "text_retrieval"} <= enabled
+    return ("zero_shot" in enabled or {"image_retrieval", "text_retrieval"} <= enabled
+            or bool(full_protocol(dataset_cfg).get("modality_gap")))
 
 
 def gap_inputs(config: Config, dataset: str, model: str) -> dict[str, str]:
     """Features the modality gap pairs: zero-shot images (else image-retrieval queries), texts, prompts."""
     cfg = _dataset(config, dataset)
     enabled = _tasks(config, dataset)
+    pairing = full_protocol(cfg).get("modality_gap")
+    inputs = {"manifest": manifest_path(dataset)}
+    if "zero_shot" in enabled:
+        inputs["prompts"] = prompts_path(dataset, model)
+    if pairing:  # images of split S with their first caption (caption tables, retrieval shards)
+        split = split_token(pairing["split"])
+        return inputs | {"images": feature_path(dataset, model, "image", split),
+                         "texts": feature_path(dataset, model, "text", split)}
     split = zero_shot_split(cfg) if "zero_shot" in enabled else query_split(cfg, "image_retrieval")
-    inputs = {"manifest": manifest_path(dataset), "prompts": prompts_path(dataset, model),
-              "images": feature_path(dataset, model, "image", split)}
+    inputs["images"] = feature_path(dataset, model, "image", split)
     if "text_retrieval" in enabled:
         inputs["texts"] = feature_path(dataset, model, "text", query_split(cfg, "text_retrieval"))
     return inputs
 
 
 # --------------------------------------------------------------------------- targets
-def result_files(
-    dataset: str,
-    model: str,
-    dataset_cfg: Mapping[str, Any],
-    evaluation: Mapping[str, Any],
-    method_tags: Mapping[str, str],
-) -> list[str]:
-    """``data/results/{dataset}/{model}/{task}/{method}.json`` for every enabled task and method.
+def snapshot_steps(config: Config, inversion: str) -> list[int]:
+    """Steps at which ``inversion`` saves its tokens (``inversion.<oti|ovi>.snapshots``), below ``steps``."""
+    inv = config["inversion"][inversion]
+    return sorted({int(s) for s in inv.get("snapshots", ()) if 0 < int(s) < int(inv["steps"])})
 
-    ``method_tags`` maps the inversions (``oti``, ``ovi``) to their tags.
+
+def snapshot_slug(config: Config, inversion: str) -> str | None:
+    """``"25-50-100"`` for snapshots at steps 25, 50, 100 (the snapshot file's name); ``None`` without."""
+    steps = snapshot_steps(config, inversion)
+    return "-".join(str(s) for s in steps) if steps else None
+
+
+def snapshot_file(dataset: str, model: str, inversion: str, tag: str, inverted: str, slug: str) -> str:
+    """Snapshot features of every configured step of one inverted set: ``{set}.at-{slug}.safetensors``."""
+    return f"{inversion_dir(dataset, model, inversion, tag)}/{inverted}.at-{slug}.safetensors"
+
+
+def enabled_transforms(config: Config) -> list[str]:
+    return list(config.get("evaluation", {}).get("methods", ()))
+
+
+def method_params(config: Config, name: str) -> dict[str, Any]:
+    """A transform's parameters: its defaults updated by ``evaluation.method_params.<name>``."""
+    return dict(config.get("evaluation", {}).get("method_params", {}).get(name, {}))
+
+
+def dataset_methods(config: Config, dataset: str, task: str) -> list[Method]:
+    """The methods evaluated on ``dataset`` × ``task``: native, inverted, their snapshots, and the
+    enabled transforms whose reference features the dataset provides."""
+    out: list[Method] = []
+    enabled = enabled_transforms(config)
+    for method in task_methods(task):
+        if method.kind == "transform":
+            if method.name in enabled and resolve_references(config, dataset, task, method) is not None:
+                out.append(method)
+            continue
+        if method.gallery == "inverted":
+            if _dataset(config, dataset).get("inverted_gallery"):
+                out.append(method)
+            continue
+        out.append(method)
+        if method.kind == "inverted":
+            out += [snapshot_method(task, method.inversion, s) for s in snapshot_steps(config, method.inversion)]
+    return out
+
+
+def result_files(config: Config, dataset: str, model: str) -> list[str]:
+    """``data/results/{dataset}/{model}/{task}/{method}.json`` for every enabled task and method."""
+    method_tags = tags(config, model)
+    return [f"data/results/{dataset}/{model}/{task}/{method.file_stem(method_tags)}.json"
+            for task in _tasks(config, dataset) for method in dataset_methods(config, dataset, task)]
+
+
+def per_query_file(result: str) -> str:
+    """The per-query scores (Parquet) written next to a result JSON."""
+    return result[: -len(".json")] + ".queries.parquet"
+
+
+# --------------------------------------------------------------------------- transform references
+def projections_path(dataset: str, model: str) -> str:
+    return f"data/features/{dataset}/{model}/projections.safetensors"
+
+
+def classnames_path(dataset: str, model: str) -> str:
+    """Text features of the bare class names (no template): the span of ``pca_text``."""
+    return f"data/features/{dataset}/{model}/bare_classnames.safetensors"
+
+
+def available_references(config: Config, dataset: str, model: str, task: str) -> dict[str, str]:
+    """Reference features a transform may be fitted on, for ``task`` of ``dataset`` (never its queries).
+
+    ``image``: the image-retrieval gallery images (else, for text retrieval, the images of the text
+    gallery's split; for zero-shot without image retrieval, the unlabelled zero-shot images);
+    ``text``: the text-retrieval gallery texts; ``prompts`` / ``classnames``: class prompt / bare
+    class-name features; ``proj_image`` / ``proj_text``: the model's projection matrices.
     """
-    files = []
-    for task in tasks(dataset_cfg, evaluation):
-        for method in task_methods(task):
-            stem = method.name if method.native else f"{method.name}-{method_tags[method.inversion]}"
-            files.append(f"data/results/{dataset}/{model}/{task}/{stem}.json")
-    return files
+    cfg, enabled = _dataset(config, dataset), _tasks(config, dataset)
+    refs: dict[str, str] = {}
+    if "image_retrieval" in enabled:
+        refs["image"] = feature_path(dataset, model, "image", gallery_split(cfg, "image_retrieval"))
+    elif task == "text_retrieval" and "zero_shot" in enabled:
+        refs["image"] = feature_path(dataset, model, "image", gallery_split(cfg, "text_retrieval"))
+    elif task == "zero_shot":
+        refs["image"] = feature_path(dataset, model, "image", zero_shot_split(cfg))
+    if "text_retrieval" in enabled:
+        refs["text"] = feature_path(dataset, model, "text", gallery_split(cfg, "text_retrieval"))
+    if "zero_shot" in enabled:
+        refs["prompts"] = prompts_path(dataset, model)
+        refs["classnames"] = classnames_path(dataset, model)
+    refs["proj_image"] = refs["proj_text"] = projections_path(dataset, model)
+    return refs
+
+
+def resolve_references(config: Config, dataset: str, task: str, method: Method,
+                       model: str = "_") -> dict[str, str] | None:
+    """``{reference key: file}`` for ``method`` (fallbacks applied), or ``None`` when one is missing."""
+    available = available_references(config, dataset, model, task)
+    out = {}
+    for key in method.references:
+        chosen = key if key in available else method.fallbacks.get(key)
+        if chosen not in available:
+            return None
+        out[chosen] = available[chosen]
+    return out
+
+
+def feature_options(config: Config) -> dict[str, Any]:
+    """Result options of feature extraction that differ from their defaults (the rule's ``options`` param).
+
+    ``precision``: ``features.precision`` when not ``fp32`` (:func:`crossgap.config.feature_result_options`).
+    """
+    return feature_result_options(config)
+
+
+def text_feature_options(config: Config) -> dict[str, Any]:
+    """The ``options`` param of the prompt and class-sentence rules: ``features.precision`` when not fp32."""
+    return feature_result_options(config)
+
+
+def get_method_any(name: str) -> Method:
+    return next(m for task in TASKS for m in task_methods(task) if m.name == name)
 
 
 def _grid(config: Config) -> list[tuple[str, str]]:
@@ -430,7 +602,11 @@ def all_inversion_files(config: Config) -> list[str]:
     for d, m in _grid(config):
         t = tags(config, m)
         for method in ("oti", "ovi"):
-            files += [f"{inversion_dir(d, m, method, t[method])}/{s}.safetensors" for s in inverted_sets(config, d, method)]
+            slug = snapshot_slug(config, method)
+            for s in inverted_sets(config, d, method):
+                files.append(f"{inversion_dir(d, m, method, t[method])}/{s}.safetensors")
+                if slug and s in query_sets(config, d, method):
+                    files.append(snapshot_file(d, m, method, t[method], s, slug))
     return files
 
 
@@ -444,8 +620,16 @@ def all_loss_curves(config: Config) -> list[str]:
 
 
 def all_result_files(config: Config) -> list[str]:
-    return [f for d, m in _grid(config)
-            for f in result_files(d, m, _dataset(config, d), config.get("evaluation", {}), tags(config, m))]
+    return [f for d, m in _grid(config) for f in result_files(config, d, m)]
+
+
+def all_per_query_files(config: Config) -> list[str]:
+    return [per_query_file(f) for f in all_result_files(config)]
+
+
+def pretrain_curves(config: Config) -> list[str]:
+    """Loss curves of the models the pipeline trains itself (``pretrain: true``)."""
+    return [f"data/plots/pretrain/{m}_loss.csv" for m in sorted(config["models"]) if config["models"][m].get("pretrain")]
 
 
 def all_gap_files(config: Config) -> list[str]:

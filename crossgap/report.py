@@ -1,9 +1,10 @@
-"""Aggregation and report: summary metrics (DVC), the baseline-vs-inverted table, and plots.
+"""Aggregation and report: summary metrics (DVC), the all-methods table, and plots.
 
 ``summary.json`` nests ``dataset → model → task → method → metric`` (tasks ``image_retrieval``,
-``text_retrieval``, ``zero_shot``, plus ``modality_gap`` with method ``native``).  The table has
-one row per dataset × model × task × inverted method with the baseline, the inverted score and
-their difference on the task's headline metric.
+``text_retrieval``, ``zero_shot``, plus ``modality_gap`` with method ``native``); every
+non-native method also holds ``delta`` / ``ci95_low`` / ``ci95_high`` per metric
+(:mod:`crossgap.comparison`).  The table has one row per dataset × model × task × non-native
+method with the native score, the method's, Δ and its interval on the task's headline metric.
 """
 
 from __future__ import annotations
@@ -15,60 +16,25 @@ from typing import Any, Mapping, Sequence
 
 import pandas as pd
 
+from crossgap.comparison import add_intervals, best_steps, comparison_table, markdown, step_curves
 from crossgap.metrics.results import aggregate_results, read_result
 from crossgap.utils import atomic_path, write_json
 
 log = logging.getLogger(__name__)
 
-# task → (baseline method, inverted methods, headline metrics: the first one a result has is shown;
-# revisited Oxford/Paris results have mAP per setup instead of a plain mAP)
-COMPARISONS: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
-    "image_retrieval": ("image", ("oti",), ("mAP", "mAP_medium")),
-    "text_retrieval": ("text", ("ovi",), ("mAP",)),
-    "zero_shot": ("standard", ("oti", "ovi"), ("top1",)),
-}
-
-
 def build_summary(result_paths: Sequence[str], gap_paths: Sequence[str] = ()) -> dict[str, Any]:
-    """Nested summary of result files, with the modality-gap files merged in as task ``modality_gap``."""
-    summary = aggregate_results(result_paths)
+    """Nested summary of result files, with the modality-gap files merged in as task ``modality_gap``.
+
+    Results of a method that could not run (``extra.unavailable``, e.g. IsoCLIP on a tower without
+    a linear projection) are left out.
+    """
+    usable = [p for p in result_paths if not read_result(p)["extra"].get("unavailable")]
+    summary = aggregate_results(usable)
     for path in gap_paths:
         record = json.loads(Path(path).read_text())
         node = summary.setdefault(record["dataset"], {}).setdefault(record["model"], {})
         node["modality_gap"] = {"native": {k: float(v) for k, v in record["metrics"].items()}}
     return summary
-
-
-def comparison_table(summary: Mapping[str, Any]) -> pd.DataFrame:
-    """Rows ``dataset, model, task, metric, baseline_method, baseline, method, inverted, delta``."""
-    rows = []
-    for dataset, models in sorted(summary.items()):
-        for model, tasks in sorted(models.items()):
-            for task, (base, inverted, headlines) in COMPARISONS.items():
-                methods = tasks.get(task, {})
-                if base not in methods:
-                    continue
-                metric = next((h for h in headlines if h in methods[base]), headlines[0])
-                for method in inverted:
-                    if method not in methods:
-                        continue
-                    b, v = methods[base].get(metric), methods[method].get(metric)
-                    rows.append({"dataset": dataset, "model": model, "task": task, "metric": metric,
-                                 "baseline_method": base, "baseline": b, "method": method, "inverted": v,
-                                 "delta": None if b is None or v is None else v - b})
-    return pd.DataFrame(rows, columns=["dataset", "model", "task", "metric", "baseline_method", "baseline",
-                                       "method", "inverted", "delta"])
-
-
-def _markdown(table: pd.DataFrame) -> str:
-    header = "| dataset | model | task | metric | baseline | inverted | Δ |\n|---|---|---|---|---:|---:|---:|\n"
-    fmt = lambda x: "—" if x is None or pd.isna(x) else f"{x:.2f}"  # noqa: E731
-    lines = [
-        f"| {r.dataset} | {r.model} | {r.task} | {r.metric} | {fmt(r.baseline)} ({r.baseline_method}) "
-        f"| {fmt(r.inverted)} ({r.method}) | {'' if r.delta is None or pd.isna(r.delta) else f'{r.delta:+.2f}'} |"
-        for r in table.itertuples()
-    ]
-    return "# crossgap results\n\n" + header + "\n".join(lines) + "\n"
 
 
 def text_preparation_notes(result_paths: Sequence[str]) -> list[str]:
@@ -88,11 +54,6 @@ def text_preparation_notes(result_paths: Sequence[str]) -> list[str]:
             f"(datasets.{dataset}.text.strategy: summaries | llm)" for dataset, t in sorted(truncated.items())]
 
 
-def _notes(notes: Sequence[str]) -> str:
-    """The Markdown section of ``notes`` (nothing when there are none)."""
-    return "\n## Notes\n\n" + "".join(f"- {n}\n" for n in notes) if notes else ""
-
-
 def aggregate_step(
     *,
     results: Sequence[str],
@@ -101,22 +62,34 @@ def aggregate_step(
     table_csv: str,
     table_md: str,
     plot_csv: str,
+    steps_csv: str | None = None,
+    bootstrap: Mapping[str, Any] | None = None,
+    final_steps: Mapping[str, int] | None = None,
+    notes: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """Write ``summary.json``, the comparison table (CSV, Markdown) and the DVC plot data."""
+    """Write ``summary.json`` (with paired-bootstrap intervals), the table (CSV, Markdown) and plot data.
+
+    ``bootstrap``: ``resamples``, ``seed``, ``confidence`` (``evaluation.bootstrap``); ``None``
+    skips the intervals.  ``final_steps``: ``{"oti": steps, "ovi": steps}`` for the step curves.
+    """
     summary = build_summary(results, gaps)
+    usable = [p for p in results if not read_result(p)["extra"].get("unavailable")]
+    if bootstrap is not None:
+        add_intervals(summary, usable, **dict(bootstrap))
     write_json(summary_out, summary)
     table = comparison_table(summary)
+    curves = step_curves(summary, final_steps or {})
     with atomic_path(table_csv) as tmp:
         table.to_csv(tmp, index=False)
     with atomic_path(table_md) as tmp:
-        tmp.write_text(_markdown(table) + _notes(text_preparation_notes(results)))
-    long = table.assign(label=table["dataset"] + "/" + table["model"] + "/" + table["task"] + "/" + table["method"])
-    plot = pd.concat([
-        long[["label", "baseline"]].rename(columns={"baseline": "score"}).assign(kind="baseline"),
-        long[["label", "inverted"]].rename(columns={"inverted": "score"}).assign(kind="inverted"),
-    ])
+        tmp.write_text(markdown(table, best_steps(curves), [*notes, *text_preparation_notes(results)]))
+    plot = table.assign(label=table["dataset"] + "/" + table["model"] + "/" + table["task"] + "/" + table["method"])
     with atomic_path(plot_csv) as tmp:
-        plot.to_csv(tmp, index=False)
+        plot[["label", "delta", "ci95_low", "ci95_high", "significant"]].to_csv(tmp, index=False)
+    if steps_csv is not None:
+        with atomic_path(steps_csv) as tmp:
+            curves.assign(curve=curves["dataset"] + "/" + curves["model"] + "/" + curves["task"] + "/"
+                          + curves["inversion"]).to_csv(tmp, index=False)
     log.info("aggregated %d results into %s", len(results), summary_out)
     return summary
 
@@ -139,22 +112,47 @@ def _save_png(fig, out_png: str) -> None:
 
 
 def plot_comparison(table_csv: str, out_png: str) -> None:
-    """Grouped bars, one panel per dataset: baseline vs inverted per model × task."""
+    """Δ of every method against its task's native method, with its 95% interval: one panel per dataset."""
     plt = _pyplot()
 
     table = pd.read_csv(table_csv)
     datasets = sorted(table["dataset"].unique()) or ["(none)"]
-    fig, axes = plt.subplots(len(datasets), 1, figsize=(8, 3.2 * len(datasets)), squeeze=False)
+    height = [max(1.5, 0.28 * (table["dataset"] == d).sum() + 1) for d in datasets]
+    fig, axes = plt.subplots(len(datasets), 1, figsize=(8, sum(height)), squeeze=False,
+                             gridspec_kw={"height_ratios": height})
     for ax, dataset in zip(axes[:, 0], datasets):
-        part = table[table["dataset"] == dataset]
-        labels = [f"{m}\n{t}\n{meth}" for m, t, meth in zip(part["model"], part["task"], part["method"])]
-        x = range(len(part))
-        ax.bar([i - 0.2 for i in x], part["baseline"], width=0.4, label="baseline (native)")
-        ax.bar([i + 0.2 for i in x], part["inverted"], width=0.4, label="inverted (OTI/OVI)")
-        ax.set_xticks(list(x), labels, fontsize=7)
-        ax.set_ylabel("mAP / top-1 (%)")
-        ax.set_title(dataset)
-        ax.legend(fontsize=7)
+        part = table[table["dataset"] == dataset].reset_index(drop=True)
+        y = list(range(len(part)))
+        low = (part["delta"] - part["ci95_low"]).fillna(0).clip(lower=0)
+        high = (part["ci95_high"] - part["delta"]).fillna(0).clip(lower=0)
+        colors = ["tab:green" if s is True else ("tab:red" if s is False else "tab:gray")
+                  for s in part["significant"].map({True: True, False: False, "True": True, "False": False})]
+        ax.errorbar(part["delta"], y, xerr=[low, high], fmt="none", ecolor="black", capsize=2, lw=0.8)
+        ax.scatter(part["delta"], y, c=colors, s=18, zorder=3)
+        ax.axvline(0, color="black", lw=0.6)
+        ax.set_yticks(y, [f"{m} · {t} · {meth}" for m, t, meth in zip(part["model"], part["task"], part["method"])],
+                      fontsize=6)
+        ax.invert_yaxis()
+        ax.set_xlabel("Δ vs native (points; bars: 95% paired bootstrap)")
+        ax.set_title(f"{dataset}: green = interval excludes 0", fontsize=9)
+    fig.tight_layout()
+    _save_png(fig, out_png)
+
+
+def plot_steps(steps_csv: str, out_png: str) -> None:
+    """Headline metric vs optimisation step (snapshots and final), one line per dataset × model × task × inversion."""
+    plt = _pyplot()
+
+    frame = pd.read_csv(steps_csv)
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for curve, part in frame.groupby("curve") if not frame.empty else []:
+        ax.plot(part["step"], part["score"], marker="o", label=curve)
+    ax.set_xscale("log")
+    ax.set_xlabel("optimisation step (log)")
+    ax.set_ylabel("mAP / top-1 (%)")
+    ax.set_title("Inversion quality vs steps (one optimisation, snapshots)")
+    if not frame.empty:
+        ax.legend(fontsize=6)
     fig.tight_layout()
     _save_png(fig, out_png)
 
@@ -173,3 +171,11 @@ def plot_losses(loss_csvs: Mapping[str, str], out_png: str) -> None:
     ax.legend(fontsize=7)
     fig.tight_layout()
     _save_png(fig, out_png)
+
+
+def write_curves_table(curves: Mapping[str, str], out_csv: str) -> None:
+    """One long CSV (``curve, step, loss``) of several ``step, loss`` CSVs (what ``dvc plots`` reads)."""
+    frames = [pd.read_csv(path).assign(curve=label) for label, path in sorted(curves.items())]
+    table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["step", "loss", "curve"])
+    with atomic_path(out_csv) as tmp:
+        table[["curve", "step", "loss"]].to_csv(tmp, index=False)

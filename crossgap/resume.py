@@ -65,14 +65,15 @@ class ShardResume:
         self.fingerprint = fingerprint
         self.every = int(every)
 
-    def load(self, steps: int) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """The saved ``(tokens, losses)``, or ``None`` when there is no usable file."""
+    def load(self, steps: int, num_snapshots: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+        """The saved ``(tokens, losses, snapshot tokens [n, S, T, W])``, or ``None`` when there is no usable file."""
         if not self.path.is_file():
             return None
         try:
             with safe_open(str(self.path), framework="pt") as f:
                 header = f.metadata() or {}
                 tokens, losses = f.get_tensor("tokens"), f.get_tensor("losses")
+                snaps = f.get_tensor("snapshots") if "snapshots" in f.keys() else None
         except (OSError, SafetensorError) as exc:
             log.warning("%s: unreadable resume file ignored (%s)", self.path, exc)
             return None
@@ -80,15 +81,20 @@ class ShardResume:
             log.warning("%s: resume file of another inversion (fingerprint differs); starting the shard anew",
                         self.path)
             return None
-        if losses.shape[0] != tokens.shape[0] or losses.shape[1:] != (steps,):
-            log.warning("%s: resume file has inconsistent shapes %s / %s; ignored", self.path,
-                        tuple(tokens.shape), tuple(losses.shape))
+        if snaps is None:
+            snaps = torch.empty(tokens.shape[0], 0, *tokens.shape[1:])
+        if (losses.shape[0] != tokens.shape[0] or losses.shape[1:] != (steps,)
+                or snaps.shape[:2] != (tokens.shape[0], num_snapshots)):
+            log.warning("%s: resume file has inconsistent shapes %s / %s / %s; ignored", self.path,
+                        tuple(tokens.shape), tuple(losses.shape), tuple(snaps.shape))
             return None
-        return tokens, losses
+        return tokens, losses, snaps
 
-    def save(self, tokens: torch.Tensor, losses: torch.Tensor) -> None:
-        """Replace the file atomically with the finished ``tokens`` / ``losses``."""
+    def save(self, tokens: torch.Tensor, losses: torch.Tensor, snapshots: torch.Tensor | None = None) -> None:
+        """Replace the file atomically with the finished ``tokens`` / ``losses`` (/ snapshot tokens)."""
         tensors = {"tokens": tokens.detach().cpu().contiguous(), "losses": losses.detach().cpu().contiguous()}
+        if snapshots is not None and snapshots.shape[1] > 0:
+            tensors["snapshots"] = snapshots.detach().cpu().contiguous()
         with atomic_path(self.path) as tmp:
             save_file(tensors, str(tmp), metadata={"fingerprint": self.fingerprint, "done": str(tokens.shape[0])})
         log.info("saved %d finished targets to %s", tokens.shape[0], self.path)

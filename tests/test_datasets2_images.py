@@ -144,7 +144,7 @@ def test_revisited_bad_ground_truth(tmp_path):
             return (print, ("owned",))
 
     gnd_path.write_bytes(pickle.dumps({"imlist": fx.imlist, "qimlist": fx.qimlist, "gnd": [Evil()]}))
-    with pytest.raises(DatasetLayoutError, match="builtins.print is not allowed"):
+    with pytest.raises(DatasetLayoutError, match="refusing to load global builtins.print"):
         get_adapter("roxford5k").build(tmp_path)
 
 

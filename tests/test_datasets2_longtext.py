@@ -138,7 +138,6 @@ def _tiny_llm(folder, chat: bool):
 
 
 def test_llm_summaries_are_batched_and_cached(tmp_path, monkeypatch):
-    pytest.importorskip("transformers")
     df, meta = _imdb(tmp_path)
     write_manifest(tmp_path / "in.parquet", df, meta)
     model = _tiny_llm(tmp_path / "tiny-llm", chat=True)
@@ -169,7 +168,6 @@ def test_llm_summaries_are_batched_and_cached(tmp_path, monkeypatch):
 
 
 def test_llm_plain_prompt_and_clear_errors(tmp_path, monkeypatch):
-    pytest.importorskip("transformers")
     df, meta = _imdb(tmp_path)
     model = _tiny_llm(tmp_path / "plain", chat=False)
     from transformers import AutoTokenizer

@@ -427,3 +427,68 @@ def test_modality_gap_pairing_label_on_prompt_fallback(synthetic, tmp_path):
     record = modality_gap_step(manifest=manifest, images=images, texts=texts, prompts=prompts,
                                out=str(tmp_path / "g.json"), dataset="synthetic", model_slug="m")
     assert record["pairing"] == "class prompt"
+
+
+# --------------------------------------------------------------------------------- methods beyond native
+def test_gap_shift_query_equals_a_plain_shift_and_scores_are_saved(synthetic, tmp_path):
+    from crossgap.metrics.scores import read_scores
+
+    manifest, df, _ = synthetic
+    images, texts = _rows(df, "image"), _rows(df, "text")
+    img_feats, txt_feats = _rand(len(images), 1), _rand(len(texts), 2)
+    ipath = _save(tmp_path / "image_all.safetensors", images["id"].tolist(), img_feats)
+    gallery = images["split"].to_numpy() == "train"
+    tg = texts["split"].to_numpy() == "train"
+    tpath = _save(tmp_path / "text_train.safetensors", texts["id"][tg].tolist(), txt_feats[torch.as_tensor(tg)])
+    gpath = _save(tmp_path / "image_train.safetensors", images["id"][gallery].tolist(),
+                  img_feats[torch.as_tensor(gallery)])
+    out, scores = tmp_path / "res" / "gap_shift.json", tmp_path / "res" / "gap_shift.queries.parquet"
+    record = retrieval_step(task="image_retrieval", method="gap_shift", manifest=manifest, query=ipath, gallery=gpath,
+                            out=str(out), model_slug="m", references={"image": gpath, "text": tpath},
+                            per_query_out=str(scores))
+    # plain: means of the L2-normalised gallery images / gallery texts, query moved by their difference
+    g_img = F.normalize(img_feats[torch.as_tensor(gallery)], dim=1)
+    mu_i, mu_t = g_img.mean(0), F.normalize(txt_feats[torch.as_tensor(tg)], dim=1).mean(0)
+    q = F.normalize(F.normalize(img_feats[torch.as_tensor(~gallery)], dim=1) - mu_i + mu_t, dim=1)
+    lab = images["label"].to_numpy()
+    direct = evaluate_retrieval(q, g_img, lab[~gallery], lab[gallery])
+    assert record["metrics"]["mAP"] == pytest.approx(direct["mAP"])
+    assert record["extra"]["fit"]["references"] == {"image": gpath, "text": tpath}
+    table = read_scores(scores)
+    assert table["query_id"].tolist() == images["id"][~gallery].tolist()
+    assert table["AP"].mean() == pytest.approx(record["metrics"]["mAP"])
+
+
+def test_a_method_the_model_cannot_take_is_recorded_unavailable(synthetic, tmp_path):
+    manifest, df, _ = synthetic
+    images = _rows(df, "image")
+    ipath = _save(tmp_path / "image_all.safetensors", images["id"].tolist(), _rand(len(images), 3))
+    proj = tmp_path / "projections.safetensors"
+    save_feature_set(proj, FeatureSet(torch.empty(0, 0), [], meta={"unavailable": "no linear projection (MAP head)"}))
+    out = tmp_path / "isoclip.json"
+    record = retrieval_step(task="image_retrieval", method="isoclip", manifest=manifest, query=ipath, gallery=ipath,
+                            out=str(out), model_slug="m", references={"proj_image": str(proj), "proj_text": str(proj)},
+                            per_query_out=str(tmp_path / "isoclip.queries.parquet"))
+    # isoclip reads pre-projection feature files: these are plain ones, and that is the reason given
+    assert record["metrics"] == {} and "not a pre-projection feature file" in record["extra"]["unavailable"]
+    assert (tmp_path / "isoclip.queries.parquet").exists()
+
+
+def test_snapshot_method_reads_its_step_column(synthetic, tmp_path):
+    manifest, df, _ = synthetic
+    images = _rows(df, "image")
+    test = images[images["split"] == "test"]
+    feats = _rand(len(images), 4)
+    gpath = _save(tmp_path / "image_train.safetensors", images["id"].tolist(), feats)
+    snaps = torch.stack([_rand(len(test), 5), _rand(len(test), 6)], dim=1)  # steps 10, 50
+    spath = tmp_path / "test.at-10-50.safetensors"
+    save_feature_set(spath, FeatureSet(snaps, test["id"].tolist(), meta={"snapshot_steps": [10, 50]}))
+    record = retrieval_step(task="image_retrieval", method="oti@50", manifest=manifest, query=str(spath),
+                            gallery=gpath, out=str(tmp_path / "s.json"), model_slug="m")
+    g = images["split"].to_numpy() == "train"
+    lab = images["label"].to_numpy()
+    direct = evaluate_retrieval(snaps[:, 1], feats[torch.as_tensor(g)], test["label"].to_numpy(), lab[g])
+    assert record["metrics"]["mAP"] == pytest.approx(direct["mAP"])
+    with pytest.raises(ValueError, match="snapshots at steps \\[10, 50\\], not 20"):
+        retrieval_step(task="image_retrieval", method="oti@20", manifest=manifest, query=str(spath), gallery=gpath,
+                       out=str(tmp_path / "t.json"), model_slug="m")

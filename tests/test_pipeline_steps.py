@@ -508,3 +508,29 @@ def test_gather_rejects_shards_cut_with_different_shard_sizes(spec, cached_model
     with pytest.raises(ValueError, match=r"b.safetensors covers rows \[2, 4\) but rows start at 1"):
         gather_step(shards=[str(tmp_path / "a.safetensors"), str(tmp_path / "b.safetensors")],
                     out=str(tmp_path / "g.safetensors"))
+
+
+# --------------------------------------------------------------------------------- snapshots
+@pytest.mark.parametrize("method, params", [("oti", OTI_PARAMS), ("ovi", OVI_PARAMS)])
+def test_snapshots_are_the_tokens_of_a_shorter_run_and_leave_the_final_ones_unchanged(
+    method, params, spec, cached_model, tmp_path
+):
+    from crossgap.pipeline import gather_snapshots_step
+
+    feats = tmp_path / "targets.safetensors"
+    _targets(feats, 3)
+    _invert(method, feats, tmp_path / "plain.safetensors", spec, 0, 1, dict(params, steps=4), shard_size=4096)
+    _invert(method, feats, tmp_path / "snap.safetensors", spec, 0, 1, dict(params, steps=4), shard_size=4096,
+            snapshots=(1, 3))
+    _invert(method, feats, tmp_path / "short.safetensors", spec, 0, 1, dict(params, steps=3), shard_size=4096)
+    plain, snap, short = (load_feature_set(tmp_path / f"{n}.safetensors") for n in ("plain", "snap", "short"))
+    assert torch.equal(snap.extras["pseudo_tokens"], plain.extras["pseudo_tokens"])  # final tokens unchanged
+    assert "snapshot_tokens" not in plain.extras and snap.meta["snapshot_steps"] == [1, 3]
+    assert torch.equal(snap.extras["snapshot_tokens"][:, 1], short.extras["pseudo_tokens"])  # step 3 = a 3-step run
+    assert torch.equal(snap.extras["snapshot_features"][:, 1], short.features)
+    gather_snapshots_step(shards=[str(tmp_path / "snap.safetensors")], steps=[3], out=str(tmp_path / "at.safetensors"))
+    at = load_feature_set(tmp_path / "at.safetensors")
+    assert at.meta["snapshot_steps"] == [3] and at.features.shape == (3, 1, EMBED_DIM)
+    assert torch.equal(at.features[:, 0], short.features)
+    with pytest.raises(ValueError, match="has snapshots at steps \\[1, 3\\], not \\[2\\]"):
+        gather_snapshots_step(shards=[str(tmp_path / "snap.safetensors")], steps=[2], out=str(tmp_path / "x.st"))

@@ -187,17 +187,23 @@ def test_ovi_zero_shot_inverts_one_class_sentence_per_class(default):
 
 
 # --------------------------------------------------------------------------- files
-def test_result_files_carry_the_tags_of_inverted_methods():
-    files = plan.result_files("synthetic", "tiny", {"adapter": "synthetic"}, {}, {"oti": "a" * 10, "ovi": "b" * 10})
-    assert files == [
+def test_result_files_carry_the_tags_of_inverted_methods(default):
+    plain = _edit(_edit(_edit(default, "evaluation.methods", []), "inversion.oti.snapshots", []),
+                  "inversion.ovi.snapshots", [])
+    assert plan.result_files(plain, "synthetic", "tiny") == [
         "data/results/synthetic/tiny/image_retrieval/image.json",
-        "data/results/synthetic/tiny/image_retrieval/oti-aaaaaaaaaa.json",
+        "data/results/synthetic/tiny/image_retrieval/oti-dcb93fcef5.json",
         "data/results/synthetic/tiny/text_retrieval/text.json",
-        "data/results/synthetic/tiny/text_retrieval/ovi-bbbbbbbbbb.json",
+        "data/results/synthetic/tiny/text_retrieval/ovi-fd57292494.json",
         "data/results/synthetic/tiny/zero_shot/standard.json",
-        "data/results/synthetic/tiny/zero_shot/oti-aaaaaaaaaa.json",
-        "data/results/synthetic/tiny/zero_shot/ovi-bbbbbbbbbb.json",
+        "data/results/synthetic/tiny/zero_shot/oti-dcb93fcef5.json",
+        "data/results/synthetic/tiny/zero_shot/ovi-fd57292494.json",
     ]
+    snapshots = _edit(plain, "inversion.oti.snapshots", [50])
+    assert "data/results/synthetic/tiny/zero_shot/oti@50-dcb93fcef5.json" in plan.result_files(snapshots, "synthetic",
+                                                                                                "tiny")
+    assert plan.per_query_file("data/results/d/m/zero_shot/oti-dcb93fcef5.json") == (
+        "data/results/d/m/zero_shot/oti-dcb93fcef5.queries.parquet")
 
 
 def test_evaluation_inputs_per_method(default):
@@ -272,3 +278,17 @@ def test_planning_imports_no_torch():
     code = "import sys, crossgap.plan, crossgap.config; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+def test_rule_params_hold_only_non_default_values(default):
+    from crossgap.config import non_default, with_defaults
+
+    # the shipped params.yaml sets every prepare key to its default: the rule's params are empty,
+    # so a key added later at its default changes no finished job's params
+    assert non_default(default, "prepare") == {}
+    reduced = _edit(default, "pretrain.epochs", 1)
+    assert non_default(reduced, "pretrain") == {"epochs": 1}
+    assert with_defaults("pretrain", {"epochs": 1}) == {
+        "epochs": 1, "batch_size": 128, "learning_rate": 0.001, "weight_decay": 0.1, "temperature": None,
+        "intramodal_weight": 0.0, "seed": 0}
+    assert with_defaults("prepare", {}) == {"skip_corrupt": False, "check_images": True, "truncated_images": "fail"}

@@ -118,19 +118,10 @@ SELECTORS: dict[str, Callable[[pd.DataFrame], pd.Series]] = {
 
 
 def crossgap_version() -> str:
-    """The installed crossgap version, or ``"unknown"``."""
-    try:
-        from crossgap import __version__  # type: ignore[attr-defined]
+    """The crossgap version (``crossgap.__version__``, the one place it is set)."""
+    from crossgap import __version__
 
-        return str(__version__)
-    except ImportError:
-        pass
-    try:
-        from importlib.metadata import PackageNotFoundError, version
-
-        return version("crossgap")
-    except (ImportError, PackageNotFoundError):
-        return "unknown"
+    return str(__version__)
 
 
 def skipped_sidecar_path(manifest_path: str | os.PathLike) -> Path:

@@ -5,7 +5,7 @@ Schema (``schema_version`` 1), written by :func:`write_result`, checked by :func
     {
       "schema_version": 1,
       "task":    "image_retrieval" | "text_retrieval" | "zero_shot",
-      "method":  one of TASK_METHODS[task]:
+      "method":  a method of the task (crossgap.methods), e.g.:
                    image_retrieval: "image" (native query) | "oti" (OTI-inverted query)
                    text_retrieval:  "text"  (native query) | "ovi" (OVI-inverted query)
                    zero_shot:       "standard" | "oti" | "ovi",
@@ -38,7 +38,7 @@ import os
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from crossgap.methods import TASK_METHODS
+from crossgap.methods import TASK_METHODS, get_method
 from crossgap.utils import write_json
 
 log = logging.getLogger(__name__)
@@ -60,8 +60,11 @@ REQUIRED_KEYS: tuple[str, ...] = (
 def _check_task_method(task: str, method: str, where: str) -> None:
     if task not in TASK_METHODS:
         raise ValueError(f"{where}: unknown task {task!r}; expected one of {sorted(TASK_METHODS)}")
-    if method not in TASK_METHODS[task]:
-        raise ValueError(f"{where}: method {method!r} is not valid for task {task!r}; expected {TASK_METHODS[task]}")
+    try:
+        get_method(task, method)
+    except KeyError:
+        raise ValueError(f"{where}: method {method!r} is not valid for task {task!r}; expected one of "
+                         f"{TASK_METHODS[task]} or a snapshot such as 'oti@50'") from None
 
 
 def split_metrics(metrics: Mapping[str, Any]) -> tuple[dict[str, float | None], dict[str, int | list[int]]]:
@@ -82,7 +85,7 @@ def split_metrics(metrics: Mapping[str, Any]) -> tuple[dict[str, float | None], 
             counts[name] = [int(v) for v in value]
         else:
             raise ValueError(f"metric {name!r} has unsupported type {type(value).__name__}; pass it in extra")
-    if not scores:
+    if not scores and metrics:
         raise ValueError("metrics hold no float score")
     return scores, counts
 
@@ -100,6 +103,8 @@ def write_result(
 ) -> dict[str, Any]:
     """Write one evaluation result atomically to ``path`` (schema above); return the record."""
     _check_task_method(task, method, str(path))
+    if not metrics and not (extra or {}).get("unavailable"):
+        raise ValueError("metrics hold no float score (a method that could not run says why in extra.unavailable)")
     scores, counts = split_metrics(metrics)
     record = {
         "schema_version": SCHEMA_VERSION,

@@ -136,8 +136,10 @@ def _check_scores(scores: Mapping[str, Any], query_ids: Sequence[Any] | None) ->
             raise ValueError(f"score column {name!r} has {v.shape[0]} rows, the others {n}")
         n = v.shape[0]
         columns[name] = v
-    if n is None:
-        raise ValueError("no score columns to write")
+    if n is None:  # no column: only ids (a method recorded as unavailable writes an empty table)
+        if query_ids is None:
+            raise ValueError("no score columns to write")
+        n = len(query_ids)
     if query_ids is not None:
         if len(query_ids) != n:
             raise ValueError(f"{len(query_ids)} query ids for {n} score rows")

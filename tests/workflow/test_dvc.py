@@ -126,3 +126,20 @@ def test_checkout_of_an_earlier_state_does_not_recompute_finished_work(repo, mor
     # cheap local aggregation, whose list of inputs changed back, may be proposed again.
     planned = planned_rules(repo)
     assert planned <= {"aggregate", "plots", "default"}, planned
+
+
+def test_dvc_plots_show_renders_every_declared_plot(repo, baseline):
+    """Every plot ``dvc.yaml`` declares renders (the loss plots used to fail with 'file type error')."""
+    import re
+
+    declared = yaml.safe_load((repo / "dvc.yaml").read_text())
+    files = [next(iter(p)) if isinstance(p, dict) else p for p in declared["stages"]["evaluate"]["plots"]]
+    assert files == ["data/plots/comparison.csv", "data/plots/steps.csv", "data/plots/inversion_losses.csv",
+                     "data/plots/pretrain_losses.csv"]
+    proc = run([DVC, "plots", "show", "-o", "dvc_plots"], cwd=repo, timeout=300)
+    assert "file type error" not in proc.stdout + proc.stderr
+    html = (repo / "dvc_plots/index.html").read_text()
+    charts = re.findall(r'vegaEmbed\(\s*["\']#', html) or re.findall(r"<div id=\"[^\"]+\"></div>", html)
+    assert len(charts) == 4, html[:2000]
+    for name in files:
+        assert name in html, name

@@ -26,9 +26,11 @@ from workflow_helpers import BIN, copy_repo, read_summary, run
 
 pytestmark = pytest.mark.slow
 
-GPU_RULES = ("extract_features", "prompt_features", "class_sentence_features", "oti_shard", "ovi_shard")
+GPU_RULES = ("extract_features", "preprojection_features", "prompt_features", "class_sentence_features",
+             "classname_features", "oti_shard", "ovi_shard")
 EVALUATION_RULES = {"evaluate_image_retrieval", "evaluate_text_retrieval", "evaluate_zero_shot", "modality_gap"}
-LOCAL_RULES = {"aggregate", "plots", "gather_oti", "gather_ovi"}  # localrules in workflow/rules/report.smk
+LOCAL_RULES = {"aggregate", "plots", "gather_oti", "gather_ovi", "gather_oti_snapshots",
+               "gather_ovi_snapshots"}  # localrules in workflow/rules/report.smk
 
 # Test-only settings on top of profiles/slurm (per key, a later --profile wins).
 TEST_OVERLAY = {

@@ -17,24 +17,29 @@ from workflow_helpers import BIN, REPO, copy_repo, job_stats, read_summary, run,
 #: jobs of the reduced default (tests/workflow/params.test.yaml), counted by hand: 24 test / 160 train
 #: images, shard_size 12 -> OTI on the 24 test images in 2 shards; OVI on the 24 query captions in
 #: 2 shards and on the class sentences ("a photo of {classname}", one per class) in 1 (size not known
-#: statically); features image/text x train/test, the CoOp prompts (standard zero-shot) and the class
-#: sentences (OVI zero-shot targets); image retrieval image + oti, text retrieval text + ovi,
-#: zero-shot standard + oti + ovi.
+#: statically); snapshots OTI at steps 2 and 4 (one snapshot gather), OVI at 4 (queries, class
+#: sentences); features image/text x train/test, the CoOp prompts (standard zero-shot), the class
+#: sentences (OVI zero-shot targets), the bare class names (pca_text), the projections and the
+#: pre-projection features of the 4 feature files (isoclip).
+#: Methods: image retrieval image, oti, oti@2, oti@4, gap_shift, centered, isoclip, pca_text (8);
+#: text retrieval text, ovi, ovi@4, gap_shift, centered, isoclip (6); zero-shot standard, oti, oti@2,
+#: oti@4, ovi, ovi@4, gap_shift, centered, pca_text (9).
 REDUCED_JOBS = {
     "generate_synthetic": 1, "pretrain_tiny": 1, "prepare_manifest": 1, "extract_features": 4,
-    "prompt_features": 1, "class_sentence_features": 1, "oti_shard": 2, "gather_oti": 1, "ovi_shard": 3,
-    "gather_ovi": 2,
-    "evaluate_image_retrieval": 2, "evaluate_text_retrieval": 2, "evaluate_zero_shot": 3, "modality_gap": 1,
-    "aggregate": 1, "plots": 1, "default": 1,
+    "prompt_features": 1, "class_sentence_features": 1, "classname_features": 1, "projection_matrices": 1,
+    "preprojection_features": 4, "oti_shard": 2, "gather_oti": 1, "gather_oti_snapshots": 1, "ovi_shard": 3, "gather_ovi": 2,
+    "gather_ovi_snapshots": 2, "evaluate_image_retrieval": 8, "evaluate_text_retrieval": 6, "evaluate_zero_shot": 9,
+    "modality_gap": 1, "aggregate": 1, "plots": 1, "default": 1,
 }
 #: ImageNet's jobs in the paper grid (7 models), counted by hand: image features of val and train,
-#: prompts; OTI on the 50,000 val images in ceil(50,000 / 4,096) = 13 shards; OVI on the 1,000 class
-#: sentences in 1; image retrieval image + oti; zero-shot standard + oti + ovi; the gap. (The 7
+#: their pre-projection features, prompts, bare class names, projections; OTI on the 50,000 val images in ceil(50,000 / 4,096) = 13
+#: shards; OVI on the 1,000 class sentences in 1; image retrieval image, oti, gap_shift, centered,
+#: isoclip, pca_text; zero-shot standard, oti, ovi, gap_shift, centered, pca_text; the gap. (The 7
 #: class_sentence_features jobs print a message instead of their rule block: counted separately.)
 PAPER_IMAGENET_JOBS = {
-    "prepare_manifest": 1, "extract_features": 7 * 2, "prompt_features": 7, "oti_shard": 7 * 13, "gather_oti": 7,
-    "ovi_shard": 7, "gather_ovi": 7, "evaluate_image_retrieval": 7 * 2, "evaluate_zero_shot": 7 * 3,
-    "modality_gap": 7,
+    "prepare_manifest": 1, "extract_features": 7 * 2, "preprojection_features": 7 * 2, "prompt_features": 7,
+    "classname_features": 7, "projection_matrices": 7, "oti_shard": 7 * 13, "gather_oti": 7, "ovi_shard": 7, "gather_ovi": 7,
+    "evaluate_image_retrieval": 7 * 6, "evaluate_zero_shot": 7 * 6, "modality_gap": 7,
 }
 #: today's tags of the reduced configuration (OTI 8 steps, OVI 8 steps, P = 1), pinned
 TAGS = {"oti": "2429c346c6", "ovi": "ec7effc6ab"}
@@ -141,19 +146,31 @@ def test_default_run_end_to_end(local_run):
     summary = read_summary(local_run)
     node = summary["synthetic"]["tiny"]
     assert set(node) == {"image_retrieval", "text_retrieval", "zero_shot", "modality_gap"}
-    assert set(node["image_retrieval"]) == {"image", "oti"} and set(node["text_retrieval"]) == {"text", "ovi"}
-    assert set(node["zero_shot"]) == {"standard", "oti", "ovi"}
-    for method in ("image", "oti"):
+    transforms = {"gap_shift", "centered", "isoclip", "pca_text"}
+    assert set(node["image_retrieval"]) == {"image", "oti", "oti@2", "oti@4"} | transforms
+    assert set(node["text_retrieval"]) == {"text", "ovi", "ovi@4", "gap_shift", "centered", "isoclip"}
+    assert set(node["zero_shot"]) == {"standard", "oti", "oti@2", "oti@4", "ovi", "ovi@4", "gap_shift", "centered",
+                                      "pca_text"}
+    for method in ("image", "oti", "isoclip"):
         assert {"mAP", "mAP_at_R", "R_precision", "R@1", "R@5", "R@10"} <= set(node["image_retrieval"][method])
     assert {"top1", "top5", "mean_per_class_recall"} <= set(node["zero_shot"]["standard"])
+    # every non-native method: a paired interval per metric, around its delta
+    for task, native in (("image_retrieval", "image"), ("text_retrieval", "text"), ("zero_shot", "standard")):
+        for method, scores in node[task].items():
+            if method == native:
+                assert "delta" not in scores
+                continue
+            assert scores["ci95_low"]["top1" if task == "zero_shot" else "mAP"] <= scores["delta"][
+                "top1" if task == "zero_shot" else "mAP"] <= scores["ci95_high"]["top1" if task == "zero_shot" else "mAP"]
     assert 0 < node["modality_gap"]["native"]["gap_distance"] < 2
     table = (local_run / "data/metrics/table.md").read_text()
-    assert table.count("| synthetic | tiny |") == 4
-    for png in ("data/plots/comparison.png", "data/plots/inversion_losses.png"):
+    # 7 + 5 + 8 method rows, then the best step of OTI/OVI per task (4)
+    assert table.count("| synthetic | tiny |") == 20 + 4
+    for png in ("data/plots/comparison.png", "data/plots/inversion_losses.png", "data/plots/steps.png"):
         assert (local_run / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # every job logged and benchmarked; the GPU jobs say where they ran
     logs = list((local_run / "logs").rglob("*.log"))
-    assert len(logs) == 27 and len(list((local_run / "logs/bench").rglob("*.tsv"))) == 27  # all 28 jobs but the target
+    assert len(logs) == 52 and len(list((local_run / "logs/bench").rglob("*.tsv"))) == 52  # all 53 jobs but the target
     assert "GPU slot: no GPU visible, running on the CPU" in (
         local_run / f"logs/inversion/synthetic/tiny/oti-{TAGS['oti']}/test_0of2x12.log").read_text()
     # nothing left to do, and no temporary files left behind
@@ -190,9 +207,20 @@ def test_html_report_includes_the_plots(local_run):
 
 
 # --------------------------------------------------------------------------- what a change reruns
-#: (parameter edit, jobs a dry run then proposes), written out by hand for the reduced default
-OVI_WORK = {"ovi_shard": 3, "gather_ovi": 2, "evaluate_text_retrieval": 1, "evaluate_zero_shot": 1}
-OTI_WORK = {"oti_shard": 2, "gather_oti": 1, "evaluate_image_retrieval": 1, "evaluate_zero_shot": 1}
+#: (parameter edit, jobs a dry run then proposes), written out by hand for the reduced default:
+#: OTI work = its 2 shards, gather, snapshot gather (steps 2, 4) and the evaluations reading OTI
+#: (image retrieval and zero-shot: oti, oti@2, oti@4); OVI work = 3 shards, 2 gathers, 2 snapshot
+#: gathers (step 4) and text retrieval / zero-shot ovi, ovi@4.
+OVI_WORK = {"ovi_shard": 3, "gather_ovi": 2, "gather_ovi_snapshots": 2, "evaluate_text_retrieval": 2,
+            "evaluate_zero_shot": 2}
+OTI_WORK = {"oti_shard": 2, "gather_oti": 1, "gather_oti_snapshots": 1, "evaluate_image_retrieval": 3,
+            "evaluate_zero_shot": 3}
+BOTH = {"oti_shard": 2, "gather_oti": 1, "gather_oti_snapshots": 1, "ovi_shard": 3, "gather_ovi": 2,
+        "gather_ovi_snapshots": 2, "evaluate_image_retrieval": 3, "evaluate_text_retrieval": 2, "evaluate_zero_shot": 5}
+#: every evaluation, gather and shard: what changed features rerun
+DOWNSTREAM = {"oti_shard": 2, "gather_oti": 1, "gather_oti_snapshots": 1, "ovi_shard": 3, "gather_ovi": 2,
+              "gather_ovi_snapshots": 2, "evaluate_image_retrieval": 8, "evaluate_text_retrieval": 6,
+              "evaluate_zero_shot": 9, "modality_gap": 1}
 REPORT = {"aggregate": 1, "plots": 1, "default": 1}
 RERUNS = [
     ("models.tiny.ovi_tokens", 2, OVI_WORK | REPORT),
@@ -203,22 +231,24 @@ RERUNS = [
     ("inversion.oti.num_pseudo_tokens", 2, OTI_WORK | REPORT),
     # the OVI zero-shot sentence: new target features and a new OVI tag (queries too: one tag per method)
     ("inversion.ovi.template", "a photo of a {}.", {"class_sentence_features": 1} | OVI_WORK | REPORT),
-    ("inversion.precision", "bf16", {"oti_shard": 2, "gather_oti": 1, "ovi_shard": 3, "gather_ovi": 2,
-                                     "evaluate_image_retrieval": 1, "evaluate_text_retrieval": 1,
-                                     "evaluate_zero_shot": 2} | REPORT),
+    ("inversion.precision", "bf16", BOTH | REPORT),
     # a feature precision is a result of every feature file (the CPU computes fp32 anyway, the params say bf16)
-    ("features.precision", "bf16", {"extract_features": 4, "prompt_features": 1, "class_sentence_features": 1,
-                                    "oti_shard": 2, "gather_oti": 1, "ovi_shard": 3, "gather_ovi": 2,
-                                    "evaluate_image_retrieval": 2, "evaluate_text_retrieval": 2,
-                                    "evaluate_zero_shot": 3, "modality_gap": 1} | REPORT),
-    ("inversion.seed", 1, {"oti_shard": 2, "gather_oti": 1, "ovi_shard": 3, "gather_ovi": 2,
-                           "evaluate_image_retrieval": 1, "evaluate_text_retrieval": 1, "evaluate_zero_shot": 2}
-     | REPORT),
+    ("features.precision", "bf16", {"extract_features": 4, "preprojection_features": 4, "prompt_features": 1,
+                                    "class_sentence_features": 1, "classname_features": 1} | DOWNSTREAM | REPORT),
+    ("inversion.seed", 1, BOTH | REPORT),
+    # another snapshot list: the shards rerun to produce it (new snapshot files), the final inversion stays
+    # (the gather of the final tokens reads the rerun shards too: it and OTI's evaluations rerun, same numbers)
+    ("inversion.oti.snapshots", [3], {"oti_shard": 2, "gather_oti": 1, "gather_oti_snapshots": 1,
+                                      "evaluate_image_retrieval": 2, "evaluate_zero_shot": 2} | REPORT),
     ("evaluation.tasks", ["image_retrieval", "zero_shot"], {"modality_gap": 1} | REPORT),
-    ("pretrain.epochs", 2, {"pretrain_tiny": 1, "extract_features": 4, "prompt_features": 1,
-                            "class_sentence_features": 1, "oti_shard": 2,
-                            "gather_oti": 1, "ovi_shard": 3, "gather_ovi": 2, "evaluate_image_retrieval": 2,
-                            "evaluate_text_retrieval": 2, "evaluate_zero_shot": 3, "modality_gap": 1} | REPORT),
+    # fewer methods: only the summary changes; a method's own parameters rerun its evaluations
+    ("evaluation.methods", ["gap_shift"], REPORT),
+    ("evaluation.method_params.centered", {"standardize": True},
+     {"evaluate_image_retrieval": 1, "evaluate_text_retrieval": 1, "evaluate_zero_shot": 1} | REPORT),
+    ("evaluation.bootstrap", {"resamples": 200}, {"aggregate": 1, "plots": 1, "default": 1}),
+    ("pretrain.epochs", 2, {"pretrain_tiny": 1, "extract_features": 4, "preprojection_features": 4,
+                            "prompt_features": 1, "class_sentence_features": 1, "classname_features": 1,
+                            "projection_matrices": 1} | DOWNSTREAM | REPORT),
     # runtime settings: memory, speed, bookkeeping -> nothing
     ("inversion.batch_size", 5, {}),
     ("inversion.shard_size", 5, {}),

@@ -9,6 +9,7 @@
 from snakemake.utils import validate
 
 from crossgap import plan
+from crossgap.config import non_default
 
 validate(config, schema="../schemas/params.schema.yaml")
 
@@ -24,11 +25,17 @@ wildcard_constraints:
     shard=r"\d+",
     num_shards=r"\d+",
     shard_size=r"\d+",
-    ovi_set="queries|classnames",
+    ovi_set="queries|classnames|gallery",
     tag="[0-9a-f]{10}",
+    steps=r"[0-9]+(-[0-9]+)*",
 
 
 # ---- data and models ------------------------------------------------------------------------
+def config_options(section):
+    """The keys of a config section that differ from their schema defaults (a rule's params)."""
+    return non_default(config, section)
+
+
 def get_dataset_spec(wildcards):
     return plan.dataset_spec(config, wildcards.dataset)
 
@@ -147,8 +154,8 @@ def get_method_name(wildcards):
     return plan.method_name(wildcards.method)
 
 
-def get_method_params(wildcards):
-    return plan.method_params(
+def get_result_params(wildcards):
+    return plan.result_params(
         config, wildcards.dataset, wildcards.model, wildcards.method
     )
 

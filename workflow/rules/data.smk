@@ -19,7 +19,7 @@ rule generate_synthetic:
         mem_mb=2000,
         runtime=30,
     params:
-        synthetic=config["synthetic"],
+        synthetic=config_options("synthetic"),
     script:
         "../scripts/generate_synthetic.py"
 
@@ -44,7 +44,7 @@ rule pretrain_tiny:
         runtime=60,
     params:
         architecture=get_architecture,
-        pretrain=config["pretrain"],
+        pretrain=config_options("pretrain"),
     script:
         "../scripts/pretrain.py"
 
@@ -70,7 +70,7 @@ rule prepare_manifest:
         runtime=120,
     params:
         dataset=get_dataset_spec,
-        prepare=config["prepare"],
+        prepare=config_options("prepare"),
     script:
         "../scripts/prepare_manifest.py"
 

@@ -1,4 +1,5 @@
-# Phase 4: retrieval (native vs inverted queries), zero-shot in three modes, modality gap.
+# Phase 4: retrieval and zero-shot per method (crossgap.methods: native, inverted, snapshots,
+# training-free transforms), per-query scores next to each result, modality gap.
 
 
 rule evaluate_image_retrieval:
@@ -6,12 +7,13 @@ rule evaluate_image_retrieval:
         unpack(get_image_retrieval_inputs),
     output:
         result="data/results/{dataset}/{model}/image_retrieval/{method}.json",
+        per_query="data/results/{dataset}/{model}/image_retrieval/{method}.queries.parquet",
     log:
         "logs/evaluation/{dataset}/{model}/image_retrieval_{method}.log",
     benchmark:
         "logs/bench/evaluation/{dataset}/{model}/image_retrieval_{method}.tsv"
     wildcard_constraints:
-        method="image|oti-[0-9a-f]{10}",
+        method=plan.method_pattern("image_retrieval"),
     conda:
         "../envs/crossgap.yaml"
     threads: 2
@@ -21,7 +23,8 @@ rule evaluate_image_retrieval:
     params:
         task="image_retrieval",
         method=get_method_name,
-        inversion=get_method_params,
+        settings=get_result_params,
+        reference_compat=config["evaluation"]["reference_compat"],
     script:
         "../scripts/evaluate_retrieval.py"
 
@@ -31,12 +34,13 @@ rule evaluate_text_retrieval:
         unpack(get_text_retrieval_inputs),
     output:
         result="data/results/{dataset}/{model}/text_retrieval/{method}.json",
+        per_query="data/results/{dataset}/{model}/text_retrieval/{method}.queries.parquet",
     log:
         "logs/evaluation/{dataset}/{model}/text_retrieval_{method}.log",
     benchmark:
         "logs/bench/evaluation/{dataset}/{model}/text_retrieval_{method}.tsv"
     wildcard_constraints:
-        method="text|ovi-[0-9a-f]{10}",
+        method=plan.method_pattern("text_retrieval"),
     conda:
         "../envs/crossgap.yaml"
     threads: 2
@@ -46,7 +50,8 @@ rule evaluate_text_retrieval:
     params:
         task="text_retrieval",
         method=get_method_name,
-        inversion=get_method_params,
+        settings=get_result_params,
+        reference_compat=config["evaluation"]["reference_compat"],
     script:
         "../scripts/evaluate_retrieval.py"
 
@@ -56,12 +61,13 @@ rule evaluate_zero_shot:
         unpack(get_zero_shot_inputs),
     output:
         result="data/results/{dataset}/{model}/zero_shot/{method}.json",
+        per_query="data/results/{dataset}/{model}/zero_shot/{method}.queries.parquet",
     log:
         "logs/evaluation/{dataset}/{model}/zero_shot_{method}.log",
     benchmark:
         "logs/bench/evaluation/{dataset}/{model}/zero_shot_{method}.tsv"
     wildcard_constraints:
-        method="standard|oti-[0-9a-f]{10}|ovi-[0-9a-f]{10}",
+        method=plan.method_pattern("zero_shot"),
     conda:
         "../envs/crossgap.yaml"
     threads: 1
@@ -70,7 +76,8 @@ rule evaluate_zero_shot:
         runtime=30,
     params:
         method=get_method_name,
-        inversion=get_method_params,
+        settings=get_result_params,
+        reference_compat=config["evaluation"]["reference_compat"],
     script:
         "../scripts/evaluate_zero_shot.py"
 

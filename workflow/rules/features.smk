@@ -76,3 +76,72 @@ rule class_sentence_features:
         "OVI zero-shot targets of {wildcards.dataset}/{wildcards.model}: each class name in {params.template!r}"
     script:
         "../scripts/class_sentence_features.py"
+
+
+rule classname_features:
+    input:
+        manifest=get_manifest,
+        checkpoint=get_model_checkpoint,
+    output:
+        features="data/features/{dataset}/{model}/bare_classnames.safetensors",
+    log:
+        "logs/features/{dataset}/{model}/bare_classnames.log",
+    benchmark:
+        "logs/bench/features/{dataset}/{model}/bare_classnames.tsv"
+    conda:
+        "../envs/crossgap.yaml"
+    threads: 1
+    resources:
+        gpu=1,
+        mem_mb=4000,
+        runtime=30,
+    params:
+        model=get_model_spec,
+        options=get_text_feature_options,
+    script:
+        "../scripts/classname_features.py"
+
+
+rule projection_matrices:
+    input:
+        checkpoint=get_model_checkpoint,
+    output:
+        projections="data/features/{dataset}/{model}/projections.safetensors",
+    log:
+        "logs/features/{dataset}/{model}/projections.log",
+    benchmark:
+        "logs/bench/features/{dataset}/{model}/projections.tsv"
+    conda:
+        "../envs/crossgap.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=10,
+    params:
+        model=get_model_spec,
+    script:
+        "../scripts/projection_matrices.py"
+
+
+rule preprojection_features:
+    input:
+        manifest=get_manifest,
+        checkpoint=get_model_checkpoint,
+    output:
+        features="data/features/{dataset}/{model}/{modality}_{split}.pre.safetensors",
+    log:
+        "logs/features/{dataset}/{model}/{modality}_{split}.pre.log",
+    benchmark:
+        "logs/bench/features/{dataset}/{model}/{modality}_{split}.pre.tsv"
+    conda:
+        "../envs/crossgap.yaml"
+    threads: 2
+    resources:
+        gpu=1,
+        mem_mb=8000,
+        runtime=240,
+    params:
+        model=get_model_spec,
+        options=get_feature_options,
+    script:
+        "../scripts/extract_features.py"

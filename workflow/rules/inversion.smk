@@ -30,6 +30,7 @@ rule oti_shard:
     params:
         model=get_model_spec,
         oti=get_oti_params,
+        snapshots=plan.snapshot_steps(config, "oti"),
     script:
         "../scripts/invert_shard.py"
 
@@ -56,6 +57,7 @@ rule ovi_shard:
     params:
         model=get_model_spec,
         ovi=get_ovi_params,
+        snapshots=plan.snapshot_steps(config, "ovi"),
         task=get_ovi_task,
     script:
         "../scripts/invert_shard.py"
@@ -99,3 +101,44 @@ rule gather_ovi:
         runtime=10,
     script:
         "../scripts/gather_shards.py"
+
+
+# Snapshots (inversion.<oti|ovi>.snapshots): the tokens at intermediate steps of the same runs,
+# re-encoded in the shard jobs; evaluated as the methods oti@<step> / ovi@<step>. Another list of
+# steps is another file (the shards rerun to produce it; the final inversion does not change).
+rule gather_oti_snapshots:
+    input:
+        shards=get_oti_shards,
+    output:
+        snapshots="data/inversion/{dataset}/{model}/oti-{tag}/{split}.at-{steps}.safetensors",
+    log:
+        "logs/inversion/{dataset}/{model}/oti-{tag}/gather_{split}_at_{steps}.log",
+    benchmark:
+        "logs/bench/inversion/{dataset}/{model}/oti-{tag}/gather_{split}_at_{steps}.tsv"
+    conda:
+        "../envs/crossgap.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=10,
+    script:
+        "../scripts/gather_snapshots.py"
+
+
+rule gather_ovi_snapshots:
+    input:
+        shards=get_ovi_shards,
+    output:
+        snapshots="data/inversion/{dataset}/{model}/ovi-{tag}/{ovi_set}.at-{steps}.safetensors",
+    log:
+        "logs/inversion/{dataset}/{model}/ovi-{tag}/gather_{ovi_set}_at_{steps}.log",
+    benchmark:
+        "logs/bench/inversion/{dataset}/{model}/ovi-{tag}/gather_{ovi_set}_at_{steps}.tsv"
+    conda:
+        "../envs/crossgap.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=10,
+    script:
+        "../scripts/gather_snapshots.py"

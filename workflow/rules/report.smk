@@ -6,11 +6,14 @@ localrules:
     plots,
     gather_oti,
     gather_ovi,
+    gather_oti_snapshots,
+    gather_ovi_snapshots,
 
 
 rule aggregate:
     input:
         results=plan.all_result_files(config),
+        per_query=plan.all_per_query_files(config),
         gaps=plan.all_gap_files(config),
     output:
         summary="data/metrics/summary.json",
@@ -19,6 +22,7 @@ rule aggregate:
         ),
         table_md="data/metrics/table.md",
         plot_data="data/plots/comparison.csv",
+        steps="data/plots/steps.csv",
     log:
         "logs/aggregate.log",
     benchmark:
@@ -32,6 +36,8 @@ rule aggregate:
     params:
         # the set of results is part of the summary (the input trigger is off: profiles/default)
         results=plan.all_result_files(config),
+        bootstrap=config["evaluation"]["bootstrap"],
+        final_steps={m: config["inversion"][m]["steps"] for m in ("oti", "ovi")},
     script:
         "../scripts/aggregate.py"
 
@@ -39,7 +45,9 @@ rule aggregate:
 rule plots:
     input:
         table="data/metrics/table.csv",
+        steps="data/plots/steps.csv",
         losses=plan.all_loss_curves(config),
+        pretrain=plan.pretrain_curves(config),
     output:
         comparison=report(
             "data/plots/comparison.png",
@@ -51,6 +59,13 @@ rule plots:
             category="Inversion",
             caption="../report/losses.rst",
         ),
+        steps=report(
+            "data/plots/steps.png",
+            category="Inversion",
+            caption="../report/steps.rst",
+        ),
+        losses_table="data/plots/inversion_losses.csv",
+        pretrain_table="data/plots/pretrain_losses.csv",
     log:
         "logs/plots.log",
     benchmark:

@@ -1,4 +1,4 @@
-"""Rule aggregate: summary.json (DVC metrics), comparison table, plot data."""
+"""Rule aggregate: summary.json (DVC metrics, with paired-bootstrap intervals), the table, plot data."""
 
 from crossgap.report import aggregate_step
 from crossgap.runtime import job_setup
@@ -11,4 +11,7 @@ aggregate_step(
     table_csv=snakemake.output.table_csv,
     table_md=snakemake.output.table_md,
     plot_csv=snakemake.output.plot_data,
+    steps_csv=snakemake.output.steps,
+    bootstrap=snakemake.params.bootstrap,
+    final_steps=snakemake.params.final_steps,
 )

@@ -14,6 +14,8 @@ retrieval_step(
     out=snakemake.output.result,
     model_slug=snakemake.wildcards.model,
     chunk_size=EvaluationRuntime.from_config(snakemake.config).chunk_size,
-    params=snakemake.params.inversion,
-    reference_compat=snakemake.params.get("reference_compat", False),
+    params=snakemake.params.settings,
+    reference_compat=snakemake.params.reference_compat,
+    references={key[len("ref_"):]: path for key, path in snakemake.input.items() if key.startswith("ref_")},
+    per_query_out=snakemake.output.per_query,
 )

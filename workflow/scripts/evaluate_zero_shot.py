@@ -11,6 +11,8 @@ zero_shot_step(
     prompts=snakemake.input.prompts,
     out=snakemake.output.result,
     model_slug=snakemake.wildcards.model,
-    params=snakemake.params.inversion,
-    reference_compat=snakemake.params.get("reference_compat", False),
+    params=snakemake.params.settings,
+    reference_compat=snakemake.params.reference_compat,
+    references={key[len("ref_"):]: path for key, path in snakemake.input.items() if key.startswith("ref_")},
+    per_query_out=snakemake.output.per_query,
 )

@@ -17,4 +17,5 @@ extract_step(
     batch_size=runtime.batch_size,
     num_workers=runtime.num_workers,
     precision=with_defaults("features", snakemake.params.options)["precision"],
+    preprojection=snakemake.rule == "preprojection_features",
 )

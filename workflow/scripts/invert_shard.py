@@ -23,4 +23,5 @@ invert_shard_step(
     params=snakemake.params[method],
     batch_size=runtime.batch_size,
     checkpoint_every=runtime.checkpoint_every,
+    snapshots=snakemake.params.snapshots,
 )

@@ -8,7 +8,7 @@ modality_gap_step(
     manifest=snakemake.input.manifest,
     images=snakemake.input.images,
     texts=snakemake.input.get("texts"),
-    prompts=snakemake.input.prompts,
+    prompts=snakemake.input.get("prompts"),
     out=snakemake.output.gap,
     dataset=snakemake.wildcards.dataset,
     model_slug=snakemake.wildcards.model,

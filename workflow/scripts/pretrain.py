@@ -2,12 +2,13 @@
 
 from pathlib import Path
 
+from crossgap.config import with_defaults
 from crossgap.runtime import job_setup
 from crossgap.training import train_tiny_clip
 from crossgap.utils import write_json
 
 job_setup(snakemake.log[0], snakemake.threads)
-p = dict(snakemake.params.pretrain)
+p = with_defaults("pretrain", snakemake.params.pretrain)
 summary = train_tiny_clip(
     Path(snakemake.input.data).parent.parent,
     snakemake.output.checkpoint,

@@ -1,0 +1,164 @@
+"""Every method against its task's native method: paired bootstrap intervals, the table, step curves.
+
+For each dataset × model × task, every non-native method (inverted, snapshot, transform) is
+compared with the native method on the same queries: the per-query scores saved next to each
+result (:mod:`crossgap.metrics.scores`) are paired by query id and resampled together
+(:func:`crossgap.metrics.bootstrap.bootstrap_tables`), giving per metric the observed ``delta``
+(method − native, in points) and its ``ci95_low`` / ``ci95_high`` percentile interval.  They are
+stored in ``summary.json`` under the method (``…/oti/delta/mAP``), so ``dvc metrics diff`` shows
+them too.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import pandas as pd
+
+from crossgap.methods import get_method, native_method
+from crossgap.metrics.bootstrap import bootstrap_tables
+from crossgap.metrics.results import read_result
+from crossgap.metrics.scores import SUMMARY_KEYS, read_scores
+
+log = logging.getLogger(__name__)
+
+#: per task, the headline metrics (the first one a result has is shown; revisited has mAP per setup)
+HEADLINES: dict[str, tuple[str, ...]] = {
+    "image_retrieval": ("mAP", "mAP_medium"),
+    "text_retrieval": ("mAP",),
+    "zero_shot": ("top1",),
+}
+INTERVAL_KEYS = ("delta", "ci95_low", "ci95_high")
+
+
+def _per_query_path(result: str) -> Path:
+    return Path(result[: -len(".json")] + ".queries.parquet")
+
+
+def add_intervals(summary: dict[str, Any], results: Sequence[str], *, resamples: int = 1000, seed: int = 0,
+                  confidence: float = 0.95) -> dict[str, Any]:
+    """Add ``delta`` / ``ci95_low`` / ``ci95_high`` per metric to every non-native method of ``summary``.
+
+    ``results``: the result JSON files; their per-query Parquet files sit next to them.
+    """
+    records = [(path, read_result(path)) for path in results]
+    native = {(r["dataset"], r["model"], r["task"]): path for path, r in records
+              if r["method"] == native_method(r["task"]).name}
+    for path, r in records:
+        key = (r["dataset"], r["model"], r["task"])
+        if r["method"] == native_method(r["task"]).name or key not in native or r["extra"].get("unavailable"):
+            continue
+        node = summary.get(r["dataset"], {}).get(r["model"], {}).get(r["task"], {}).get(r["method"])
+        if node is None:
+            continue
+        intervals = bootstrap_tables(read_scores(_per_query_path(native[key])), read_scores(_per_query_path(path)),
+                                     resamples=resamples, seed=seed, confidence=confidence)
+        for column, result in intervals.items():
+            metric = SUMMARY_KEYS.get(column, column)
+            for name in INTERVAL_KEYS:
+                node.setdefault(name, {})[metric] = float(result[name])
+    return summary
+
+
+def _order(task: str, name: str) -> tuple[int, int, str]:
+    """Table order: inverted methods, each followed by its snapshots by step, then transforms by name."""
+    method = get_method(task, name)
+    rank = {"inverted": 0, "snapshot": 0, "transform": 1}.get(method.kind, 2)
+    step = int(name.split("@")[1]) if method.kind == "snapshot" else 10**9
+    return rank, step, method.inversion or name
+
+
+def _scores(node: Mapping[str, Any]) -> dict[str, float]:
+    return {k: v for k, v in node.items() if k not in INTERVAL_KEYS and isinstance(v, (int, float))}
+
+
+def comparison_table(summary: Mapping[str, Any]) -> pd.DataFrame:
+    """One row per dataset × model × task × non-native method, on the task's headline metric.
+
+    Columns ``dataset, model, task, metric, baseline_method, baseline, method, kind, score, delta,
+    ci95_low, ci95_high, significant, gap`` (``significant``: the interval excludes 0; ``gap``: the
+    model's modality-gap distance on the dataset).
+    """
+    rows = []
+    for dataset, models in sorted(summary.items()):
+        for model, tasks in sorted(models.items()):
+            gap = tasks.get("modality_gap", {}).get("native", {}).get("gap_distance")
+            for task in HEADLINES:
+                methods = tasks.get(task, {})
+                base = native_method(task).name
+                if base not in methods:
+                    continue
+                metric = next((h for h in HEADLINES[task] if h in methods[base]), HEADLINES[task][0])
+                baseline = methods[base].get(metric)
+                for name, node in sorted(methods.items(), key=lambda kv: _order(task, kv[0])):
+                    if name == base or metric not in _scores(node):
+                        continue
+                    low, high = node.get("ci95_low", {}).get(metric), node.get("ci95_high", {}).get(metric)
+                    rows.append({
+                        "dataset": dataset, "model": model, "task": task, "metric": metric, "baseline_method": base,
+                        "baseline": baseline, "method": name, "kind": get_method(task, name).kind,
+                        "score": node[metric], "delta": None if baseline is None else node[metric] - baseline,
+                        "ci95_low": low, "ci95_high": high,
+                        "significant": None if low is None else bool(low > 0 or high < 0), "gap": gap,
+                    })
+    return pd.DataFrame(rows, columns=["dataset", "model", "task", "metric", "baseline_method", "baseline", "method",
+                                       "kind", "score", "delta", "ci95_low", "ci95_high", "significant", "gap"])
+
+
+def step_curves(summary: Mapping[str, Any], final_steps: Mapping[str, int]) -> pd.DataFrame:
+    """Headline metric vs optimisation step: snapshots ``oti@<s>`` / ``ovi@<s>`` and the final tokens.
+
+    Columns ``dataset, model, task, inversion, step, metric, score``; ``final_steps``: the
+    configured ``steps`` of each inversion (the final method's step).
+    """
+    rows = []
+    for dataset, models in sorted(summary.items()):
+        for model, tasks in sorted(models.items()):
+            for task, methods in tasks.items():
+                if task not in HEADLINES or native_method(task).name not in methods:
+                    continue
+                metric = next((h for h in HEADLINES[task] if h in methods[native_method(task).name]), None)
+                for name, node in methods.items():
+                    method = get_method(task, name)
+                    if method.inversion is None or metric not in node:
+                        continue
+                    step = int(name.split("@")[1]) if method.kind == "snapshot" else final_steps.get(method.inversion)
+                    if step is not None:
+                        rows.append({"dataset": dataset, "model": model, "task": task, "inversion": method.inversion,
+                                     "step": step, "metric": metric, "score": node[metric]})
+    frame = pd.DataFrame(rows, columns=["dataset", "model", "task", "inversion", "step", "metric", "score"])
+    return frame.sort_values(["dataset", "model", "task", "inversion", "step"]).reset_index(drop=True)
+
+
+def best_steps(curves: pd.DataFrame) -> pd.DataFrame:
+    """Per dataset × model × task × inversion, the step with the highest headline score."""
+    if curves.empty:
+        return curves.assign(best_step=[])
+    idx = curves.groupby(["dataset", "model", "task", "inversion"])["score"].idxmax()
+    return curves.loc[idx].rename(columns={"step": "best_step"}).reset_index(drop=True)
+
+
+def markdown(table: pd.DataFrame, best: pd.DataFrame, notes: Sequence[str] = ()) -> str:
+    """``table.md``: all methods with Δ and interval (``*`` = interval excludes 0), gap, best steps."""
+    fmt = lambda x: "—" if x is None or pd.isna(x) else f"{x:.2f}"  # noqa: E731
+    lines = ["# crossgap results", "",
+             "Δ = method − native on the same queries, in points; [95% paired bootstrap interval]; "
+             "`*` = the interval excludes 0.", "",
+             "| dataset | model | task | metric | native | method | score | Δ | 95% CI | gap |",
+             "|---|---|---|---|---:|---|---:|---:|---|---:|"]
+    for r in table.itertuples():
+        ci = "—" if r.ci95_low is None or pd.isna(r.ci95_low) else f"[{r.ci95_low:+.2f}, {r.ci95_high:+.2f}]"
+        star = "*" if r.significant is True else ""
+        delta = "—" if r.delta is None or pd.isna(r.delta) else f"{r.delta:+.2f}{star}"
+        lines.append(f"| {r.dataset} | {r.model} | {r.task} | {r.metric} | {fmt(r.baseline)} ({r.baseline_method}) "
+                     f"| {r.method} | {fmt(r.score)} | {delta} | {ci} | {fmt(r.gap)} |")
+    if not best.empty:
+        lines += ["", "## Best step of each inversion", "", "| dataset | model | task | inversion | best step | score |",
+                  "|---|---|---|---|---:|---:|"]
+        lines += [f"| {r.dataset} | {r.model} | {r.task} | {r.inversion} | {r.best_step} | {r.score:.2f} |"
+                  for r in best.itertuples()]
+    if notes:
+        lines += ["", "## Notes", ""] + [f"- {n}" for n in notes]
+    return "\n".join(lines) + "\n"

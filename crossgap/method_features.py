@@ -1,0 +1,76 @@
+"""The query and gallery features an evaluation method compares, read from the DAG's files.
+
+* native and inverted methods: the rows of the query / gallery feature files as they are;
+* snapshots (``oti@50``): the step's column of a snapshot file (``[N, S, D]`` features,
+  ``meta["snapshot_steps"]``);
+* transforms (``crossgap.methods``): ``fit`` on the reference files, then ``apply`` to query and
+  gallery (pre-projection features when the method reads them).  A transform the model cannot
+  support (no linear projection, a missing reference) raises :class:`MethodUnavailable`, which the
+  evaluation steps record as a result without metrics instead of failing the run.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from typing import Any, Mapping, Sequence
+
+import torch
+
+from crossgap.methods import Method
+from crossgap.storage import FeatureSet, load_feature_set, take
+
+log = logging.getLogger(__name__)
+
+
+class MethodUnavailable(RuntimeError):
+    """The method cannot run on this model or dataset; the message says why."""
+
+
+def rows(path: str, ids: Sequence[str], method: Method, *, pre: bool = False) -> torch.Tensor:
+    """Features ``[len(ids), D]`` of ``ids`` from ``path``, for ``method`` (snapshot column, or ``pre``)."""
+    fs = load_feature_set(path)
+    if method.kind == "snapshot":
+        steps = list(fs.meta.get("snapshot_steps") or [])
+        step = int(method.name.split("@")[1])
+        if step not in steps:
+            raise ValueError(f"{path}: holds snapshots at steps {steps}, not {step}")
+        fs = FeatureSet(fs.features[:, steps.index(step)], fs.ids)
+    elif pre and fs.meta.get("preprojection") is not True:
+        raise MethodUnavailable(f"{path}: not a pre-projection feature file ({{modality}}_{{split}}.pre.safetensors)")
+    return take(fs, list(ids), path)
+
+
+def load_references(refs: Mapping[str, str]) -> dict[str, torch.Tensor]:
+    """``{key: tensor}`` of the reference files (projection matrices from the projections file's extras)."""
+    out: dict[str, torch.Tensor] = {}
+    for key, path in refs.items():
+        fs = load_feature_set(path)
+        if key.startswith("proj_"):
+            if key not in fs.extras:
+                raise MethodUnavailable(f"{path}: no {key} ({fs.meta.get('unavailable') or 'not written'})")
+            out[key] = fs.extras[key]
+        else:
+            out[key] = fs.features
+    return out
+
+
+def transform(method: Method, params: Mapping[str, Any], refs: Mapping[str, str],
+              pairs: Sequence[tuple[torch.Tensor, str, str]]) -> tuple[list[torch.Tensor], dict[str, Any]]:
+    """Fit ``method`` on ``refs`` and apply it to each ``(features, modality, role)``.
+
+    Returns the transformed features and a small record of the fit (reference files, the shape and
+    norm of each statistic) for the result file.
+    """
+    module = importlib.import_module(method.module)
+    values = {**method.params, **dict(params)}
+    try:
+        stats = module.fit(load_references(refs), **values)
+        out = [module.apply(x, stats, modality=modality, role=role, **values) for x, modality, role in pairs]
+    except MethodUnavailable:
+        raise
+    except (KeyError, ValueError) as exc:  # a reference the dataset lacks, or parameters the model cannot take
+        raise MethodUnavailable(f"{method.name}: {exc}") from exc
+    record = {"references": dict(refs), "params": values,
+              "statistics": {k: {"shape": list(v.shape), "norm": float(v.float().norm())} for k, v in stats.items()}}
+    return out, record

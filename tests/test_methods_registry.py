@@ -1,0 +1,106 @@
+"""crossgap.methods (one registry of evaluation methods) and how the plan reads it."""
+
+from __future__ import annotations
+
+import copy
+import re
+from pathlib import Path
+
+import pytest
+
+from crossgap import plan
+from crossgap.config import load_params
+from crossgap.methods import TASK_METHODS, get_method, native_method, task_methods, transform_names
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_registry_holds_native_inverted_and_the_discovered_transforms():
+    assert TASK_METHODS == {
+        "image_retrieval": ("image", "oti", "oti_gallery", "centered", "gap_shift", "isoclip", "pca_text"),
+        "text_retrieval": ("text", "ovi", "ovi_gallery", "centered", "gap_shift", "isoclip"),
+        "zero_shot": ("standard", "oti", "ovi", "centered", "gap_shift", "pca_text"),
+    }
+    assert transform_names() == ("centered", "gap_shift", "isoclip", "pca_text")
+    assert [native_method(t).name for t in TASK_METHODS] == ["image", "text", "standard"]
+    assert get_method("image_retrieval", "isoclip").features == "pre"
+    assert get_method("image_retrieval", "gap_shift").fallbacks == {"text": "prompts"}
+
+
+def test_snapshots_are_methods_of_their_inversion():
+    snap = get_method("zero_shot", "ovi@250")
+    assert (snap.kind, snap.inversion, snap.file_stem({"ovi": "abcdef0123"})) == ("snapshot", "ovi", "ovi@250-abcdef0123")
+    with pytest.raises(KeyError, match="'ovi@3' is not registered for task 'image_retrieval'"):
+        get_method("image_retrieval", "ovi@3")
+
+
+def test_method_pattern_matches_every_result_stem_and_nothing_else():
+    pattern = re.compile(f"^(?:{plan.method_pattern('image_retrieval')})$")
+    for stem in ("image", "oti-0123456789", "oti@50-0123456789", "gap_shift", "centered", "isoclip", "pca_text"):
+        assert pattern.match(stem), stem
+    for stem in ("text", "ovi-0123456789", "oti@x-0123456789", "oti-01234", "gap_shift-0123456789"):
+        assert not pattern.match(stem), stem
+
+
+def test_reading_the_registry_imports_no_torch():
+    import subprocess
+    import sys
+
+    code = "import sys, crossgap.methods; print('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True).stdout.strip() == "False"
+
+
+@pytest.fixture(scope="module")
+def paper():
+    return load_params(REPO / "params/paper.yaml")
+
+
+def _names(config, dataset, task):
+    return [m.name for m in plan.dataset_methods(config, dataset, task)]
+
+
+def test_transforms_run_where_the_dataset_provides_their_references(paper):
+    # ImageNet: image retrieval and zero-shot, no captions -> gap_shift falls back to the class prompts
+    assert _names(paper, "imagenet", "image_retrieval") == ["image", "oti", "centered", "gap_shift", "isoclip",
+                                                             "pca_text"]
+    assert plan.resolve_references(paper, "imagenet", "image_retrieval",
+                                   get_method("image_retrieval", "gap_shift"), "m") == {
+        "image": "data/features/imagenet/m/image_train.safetensors",
+        "prompts": "data/features/imagenet/m/prompts.safetensors"}
+    # a text-only corpus: no images, no class names -> no gap_shift, and centered on texts only
+    assert _names(paper, "imdb_text", "text_retrieval") == ["text", "ovi", "centered", "isoclip"]
+
+
+def test_snapshots_and_enabled_methods_follow_the_config():
+    config = load_params(REPO / "params.yaml")
+    assert _names(config, "synthetic", "zero_shot") == [
+        "standard", "oti", "oti@10", "oti@50", "oti@100", "ovi", "ovi@50", "ovi@250", "ovi@500", "centered",
+        "gap_shift", "pca_text"]
+    fewer = copy.deepcopy(config)
+    fewer["evaluation"]["methods"] = ["pca_text"]
+    fewer["inversion"]["oti"]["snapshots"] = [150, 10]  # the final step is not a snapshot
+    assert _names(fewer, "synthetic", "image_retrieval") == ["image", "oti", "oti@10", "pca_text"]
+    assert plan.snapshot_slug(fewer, "oti") == "10"
+    assert plan.retrieval_inputs(fewer, "image_retrieval", "synthetic", "tiny", "oti@10-dcb93fcef5")["query"] == (
+        "data/inversion/synthetic/tiny/oti-dcb93fcef5/test.at-10.safetensors")
+
+
+def test_inverted_galleries_are_opt_in_and_their_cost_is_planned():
+    config = load_params(REPO / "params.yaml")
+    assert "oti_gallery" not in _names(config, "synthetic", "image_retrieval")
+    assert plan.oti_splits(config["datasets"]["synthetic"], config["evaluation"]) == ["test"]
+    opted = copy.deepcopy(config)
+    opted["datasets"]["synthetic"]["inverted_gallery"] = True
+    assert "oti_gallery" in _names(opted, "synthetic", "image_retrieval")
+    assert "ovi_gallery" in _names(opted, "synthetic", "text_retrieval")
+    # the whole train split (6,000 images) is inverted: 47 jobs of 128, no snapshots of it
+    assert plan.oti_splits(opted["datasets"]["synthetic"], opted["evaluation"]) == ["test", "train"]
+    assert plan.num_shards(opted, "synthetic", "oti", "train") == 47
+    files = plan.all_inversion_files(opted)
+    assert "data/inversion/synthetic/tiny/oti-dcb93fcef5/train.safetensors" in files
+    assert not [f for f in files if "train.at-" in f or "gallery.at-" in f]
+    assert plan.retrieval_inputs(opted, "image_retrieval", "synthetic", "tiny", "oti_gallery-dcb93fcef5") == {
+        "manifest": "data/manifests/synthetic.parquet",
+        "query": "data/inversion/synthetic/tiny/oti-dcb93fcef5/test.safetensors",
+        "gallery": "data/inversion/synthetic/tiny/oti-dcb93fcef5/train.safetensors"}
