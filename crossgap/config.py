@@ -176,14 +176,14 @@ def complete_params(method: str, params: Mapping[str, Any]) -> dict[str, Any]:
 class InversionRuntime:
     """Runtime settings of the inversion jobs: memory, bookkeeping and reproducibility, never hashed.
 
-    ``batch_size``: targets optimised together (results do not depend on it: the loss is a sum of
-    per-sample losses and AdamW is element-wise).  ``shard_size``: targets per job.
+    ``batch_size``: targets optimised together, or ``"auto"`` (the largest that fits; results do not
+    depend on it: the loss is a sum of per-sample losses and AdamW is element-wise).  ``shard_size``: targets per job.
     ``checkpoint_every``: finished batches between two saves of a shard's resume file.
     ``deterministic``: ``torch.use_deterministic_algorithms(True)`` and
     ``CUBLAS_WORKSPACE_CONFIG=:4096:8``, set by :func:`crossgap.runtime.job_setup` before CUDA starts.
     """
 
-    batch_size: int
+    batch_size: int | str
     shard_size: int
     checkpoint_every: int
     deterministic: bool = False
@@ -191,7 +191,8 @@ class InversionRuntime:
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> "InversionRuntime":
         inv = config["inversion"]
-        return cls(batch_size=int(inv["batch_size"]), shard_size=int(inv["shard_size"]),
+        batch = inv["batch_size"] if inv["batch_size"] == "auto" else int(inv["batch_size"])
+        return cls(batch_size=batch, shard_size=int(inv["shard_size"]),
                    checkpoint_every=int(inv["checkpoint_every"]), deterministic=bool(inv.get("deterministic", False)))
 
 

@@ -292,3 +292,11 @@ def test_rule_params_hold_only_non_default_values(default):
         "epochs": 1, "batch_size": 128, "learning_rate": 0.001, "weight_decay": 0.1, "temperature": None,
         "intramodal_weight": 0.0, "seed": 0}
     assert with_defaults("prepare", {}) == {"skip_corrupt": False, "check_images": True, "truncated_images": "fail"}
+
+
+def test_inversion_batch_size_may_be_auto(default):
+    cfg = _edit(default, "inversion.batch_size", "auto")
+    assert InversionRuntime.from_config(cfg).batch_size == "auto"
+    assert plan.tags(cfg, "tiny") == {"oti": "dcb93fcef5", "ovi": "fd57292494"}
+    with pytest.raises(ConfigError, match="inversion.batch_size"):
+        _edit(default, "inversion.batch_size", "big")

@@ -23,9 +23,11 @@ from workflow_helpers import BIN, copy_repo, deep_merge, read_summary, run, test
 
 pytestmark = pytest.mark.slow
 
-#: the reduced default with an OVI long enough to be killed inside: 24 query captions in shards of
-#: 12, batches of 3 (4 batches per shard), 300 steps
-DRILL = {"inversion": {"batch_size": 3, "ovi": {"steps": 300}}}
+#: the reduced default narrowed to text retrieval (native and OVI queries: the drills' jobs are the OVI
+#: shards, their gather, two evaluations and the report), with an OVI long enough to be killed inside:
+#: 24 query captions in shards of 12, batches of 3 (4 batches per shard), 300 steps
+DRILL = {"inversion": {"batch_size": 3, "ovi": {"steps": 300, "snapshots": []}, "oti": {"snapshots": []}},
+         "evaluation": {"tasks": ["text_retrieval"], "methods": []}}
 
 
 @pytest.fixture(scope="module")
