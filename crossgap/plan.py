@@ -589,12 +589,29 @@ def all_manifests(config: Config) -> list[str]:
 
 
 def all_feature_files(config: Config) -> list[str]:
+    """Every file under ``data/features`` the DAG reads (the ``features`` target, a DVC stage's output).
+
+    Beyond the native features and prompts: whatever the evaluations and inversions read from there
+    (class sentences and names, projections, pre-projection features), so that no later stage writes
+    into the features stage's output.
+    """
     files = []
     for d, m in _grid(config):
         files += feature_files(d, m, _dataset(config, d), config.get("evaluation", {}))
         if "zero_shot" in _tasks(config, d):
             files += [prompts_path(d, m), class_sentences_path(d, m)]
-    return files
+        for task in _tasks(config, d):
+            for method in dataset_methods(config, d, task):
+                stem = method.file_stem(tags(config, m))
+                inputs = (zero_shot_inputs(config, d, m, stem) if task == "zero_shot"
+                          else retrieval_inputs(config, task, d, m, stem))
+                files += [p for p in inputs.values() if p.startswith("data/features/")]
+        for method in ("oti", "ovi"):
+            for s in inverted_sets(config, d, method):
+                files += [p for p in inversion_targets(config, d, m, method, s).values() if p.startswith("data/features/")]
+        if has_modality_gap(_dataset(config, d), config.get("evaluation", {})):
+            files += [p for p in gap_inputs(config, d, m).values() if p.startswith("data/features/")]
+    return list(dict.fromkeys(files))
 
 
 def all_inversion_files(config: Config) -> list[str]:
