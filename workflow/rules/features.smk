@@ -108,9 +108,9 @@ rule projection_matrices:
     output:
         projections="data/features/{dataset}/{model}/projections.safetensors",
     log:
-        "logs/features/{dataset}/{model}/projections.log",
+        "logs/projections/{dataset}/{model}.log",
     benchmark:
-        "logs/bench/features/{dataset}/{model}/projections.tsv"
+        "logs/bench/projections/{dataset}/{model}.tsv"
     conda:
         "../envs/crossgap.yaml"
     threads: 1
