@@ -69,9 +69,13 @@ def test_own_data_through_the_workflow(tmp_path):
     assert {p.name for p in (results / "shop/tiny").iterdir()} >= {"image_retrieval", "text_retrieval", "zero_shot",
                                                                  "modality_gap.json"}
     assert {p.name for p in (results / "bench/tiny").iterdir()} >= {"image_retrieval", "zero_shot"}
-    for task_dir in (results / "shop/tiny/text_retrieval", results / "pets/tiny/image_retrieval"):
-        stems = {p.stem.split("-")[0] for p in task_dir.glob("*.json")}
-        assert len(stems) == 2, (task_dir, stems)  # native + inverted
+    # native, inverted, its snapshots (OTI at 2 and 4, OVI at 4) and the training-free methods the data allows
+    expected = {"shop/tiny/text_retrieval": {"text", "ovi", "ovi@4", "gap_shift", "centered", "isoclip"},
+                "pets/tiny/image_retrieval": {"image", "oti", "oti@2", "oti@4", "gap_shift", "centered", "isoclip",
+                                              "pca_text"}}
+    for task_dir, methods in expected.items():
+        stems = {p.stem.split("-")[0] for p in (results / task_dir).glob("*.json")}
+        assert stems == methods, (task_dir, stems)
     # nothing is left to do, and the manifests point where expected
     dry = run([str(BIN / "snakemake"), "-n", "--cores", "2"], cwd=root)
     assert "Nothing to be done" in dry.stdout + dry.stderr
