@@ -7,11 +7,17 @@ result (:mod:`crossgap.metrics.scores`) are paired by query id and resampled tog
 (method − native, in points) and its ``ci95_low`` / ``ci95_high`` percentile interval.  They are
 stored in ``summary.json`` under the method (``…/oti/delta/mAP``), so ``dvc metrics diff`` shows
 them too.
+
+Replicate seeds (``inversion.seeds``): the results of the other seeds of an inverted method are
+not methods of their own; :func:`add_seed_spread` adds under the method a ``seeds`` block with,
+per metric, the mean, sample standard deviation, min and max over all its seeds and the mean and
+sd of its Δ against the native method.
 """
 
 from __future__ import annotations
 
 import logging
+import statistics
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -31,6 +37,49 @@ HEADLINES: dict[str, tuple[str, ...]] = {
     "zero_shot": ("top1",),
 }
 INTERVAL_KEYS = ("delta", "ci95_low", "ci95_high")
+#: what :func:`add_seed_spread` stores under ``<method>/seeds`` (besides ``n``)
+SEED_KEYS = ("mean", "sd", "min", "max", "delta_mean", "delta_sd")
+
+
+def split_replicates(records: Sequence[tuple[str, Mapping[str, Any]]], seed: int
+                     ) -> tuple[list[tuple[str, Mapping[str, Any]]], list[tuple[str, Mapping[str, Any]]]]:
+    """``(main, replicates)`` of ``(path, result)`` pairs: a result of a method that reads an
+    inversion whose recorded ``params.seed`` is not ``seed`` (``inversion.seed``) is a replicate."""
+    main, replicates = [], []
+    for path, record in records:
+        inverted = get_method(record["task"], record["method"]).inversion is not None
+        is_replicate = inverted and int(record["params"].get("seed", seed)) != int(seed)
+        (replicates if is_replicate else main).append((path, record))
+    return main, replicates
+
+
+def add_seed_spread(summary: dict[str, Any], replicates: Sequence[tuple[str, Mapping[str, Any]]]) -> dict[str, Any]:
+    """Add ``seeds`` (n, and per metric mean / sd / min / max over every seed, Δ mean / sd) to each
+    method of ``summary`` that has replicate results; the method's own scores stay its main seed's.
+
+    ``sd`` is the sample standard deviation (n − 1); a metric some seed lacks is left out.
+    """
+    groups: dict[tuple[str, str, str, str], list[Mapping[str, Any]]] = {}
+    for _, r in replicates:
+        groups.setdefault((r["dataset"], r["model"], r["task"], r["method"]), []).append(r["metrics"])
+    for (dataset, model, task, method), runs in sorted(groups.items()):
+        methods = summary.get(dataset, {}).get(model, {}).get(task, {})
+        if method not in methods:
+            raise ValueError(f"{dataset}/{model}/{task}/{method}: replicate seeds without the main seed's result")
+        main = _scores(methods[method])
+        native = methods.get(native_method(task).name, {})
+        block: dict[str, Any] = {"n": len(runs) + 1, **{key: {} for key in SEED_KEYS}}
+        for metric, value in main.items():
+            values = [value] + [run.get(metric) for run in runs]
+            if any(v is None for v in values):
+                continue
+            block["mean"][metric], block["sd"][metric] = statistics.fmean(values), statistics.stdev(values)
+            block["min"][metric], block["max"][metric] = min(values), max(values)
+            if metric in native:
+                deltas = [v - native[metric] for v in values]
+                block["delta_mean"][metric], block["delta_sd"][metric] = statistics.fmean(deltas), statistics.stdev(deltas)
+        methods[method]["seeds"] = block
+    return summary
 
 
 def _per_query_path(result: str) -> Path:
@@ -71,15 +120,18 @@ def _order(task: str, name: str) -> tuple[int, int, str]:
 
 
 def _scores(node: Mapping[str, Any]) -> dict[str, float]:
+    """A method's own metrics (not its intervals or seed spread)."""
     return {k: v for k, v in node.items() if k not in INTERVAL_KEYS and isinstance(v, (int, float))}
 
 
 def comparison_table(summary: Mapping[str, Any]) -> pd.DataFrame:
     """One row per dataset × model × task × non-native method, on the task's headline metric.
 
-    Columns ``dataset, model, task, metric, baseline_method, baseline, method, kind, score, delta,
-    ci95_low, ci95_high, significant, gap`` (``significant``: the interval excludes 0; ``gap``: the
-    model's modality-gap distance on the dataset).
+    Columns ``dataset, model, task, metric, native_method, native, method, kind, score, delta,
+    ci95_low, ci95_high, significant, gap, seeds, seeds_delta_mean, seeds_delta_sd``
+    (``significant``: the interval excludes 0; ``gap``: the model's modality-gap distance on the
+    dataset; ``seeds``: how many inversion seeds, with the mean and sd of Δ over them; 1 and empty
+    without replicates).
     """
     rows = []
     for dataset, models in sorted(summary.items()):
@@ -91,20 +143,24 @@ def comparison_table(summary: Mapping[str, Any]) -> pd.DataFrame:
                 if base not in methods:
                     continue
                 metric = next((h for h in HEADLINES[task] if h in methods[base]), HEADLINES[task][0])
-                baseline = methods[base].get(metric)
+                native = methods[base].get(metric)
                 for name, node in sorted(methods.items(), key=lambda kv: _order(task, kv[0])):
                     if name == base or metric not in _scores(node):
                         continue
                     low, high = node.get("ci95_low", {}).get(metric), node.get("ci95_high", {}).get(metric)
+                    seeds = node.get("seeds", {})
                     rows.append({
-                        "dataset": dataset, "model": model, "task": task, "metric": metric, "baseline_method": base,
-                        "baseline": baseline, "method": name, "kind": get_method(task, name).kind,
-                        "score": node[metric], "delta": None if baseline is None else node[metric] - baseline,
+                        "dataset": dataset, "model": model, "task": task, "metric": metric, "native_method": base,
+                        "native": native, "method": name, "kind": get_method(task, name).kind,
+                        "score": node[metric], "delta": None if native is None else node[metric] - native,
                         "ci95_low": low, "ci95_high": high,
                         "significant": None if low is None else bool(low > 0 or high < 0), "gap": gap,
+                        "seeds": seeds.get("n", 1), "seeds_delta_mean": seeds.get("delta_mean", {}).get(metric),
+                        "seeds_delta_sd": seeds.get("delta_sd", {}).get(metric),
                     })
-    return pd.DataFrame(rows, columns=["dataset", "model", "task", "metric", "baseline_method", "baseline", "method",
-                                       "kind", "score", "delta", "ci95_low", "ci95_high", "significant", "gap"])
+    return pd.DataFrame(rows, columns=["dataset", "model", "task", "metric", "native_method", "native", "method",
+                                       "kind", "score", "delta", "ci95_low", "ci95_high", "significant", "gap",
+                                       "seeds", "seeds_delta_mean", "seeds_delta_sd"])
 
 
 def step_curves(summary: Mapping[str, Any], final_steps: Mapping[str, int]) -> pd.DataFrame:
@@ -143,6 +199,7 @@ def best_steps(curves: pd.DataFrame) -> pd.DataFrame:
 def markdown(table: pd.DataFrame, best: pd.DataFrame, notes: Sequence[str] = ()) -> str:
     """``table.md``: all methods with Δ and interval (``*`` = interval excludes 0), gap, best steps."""
     fmt = lambda x: "—" if x is None or pd.isna(x) else f"{x:.2f}"  # noqa: E731
+    fmt_signed = lambda x: "—" if x is None or pd.isna(x) else f"{x:+.2f}"  # noqa: E731
     lines = ["# crossgap results", "",
              "Δ = method − native on the same queries, in points; [95% paired bootstrap interval]; "
              "`*` = the interval excludes 0.", "",
@@ -152,13 +209,20 @@ def markdown(table: pd.DataFrame, best: pd.DataFrame, notes: Sequence[str] = ())
         ci = "—" if r.ci95_low is None or pd.isna(r.ci95_low) else f"[{r.ci95_low:+.2f}, {r.ci95_high:+.2f}]"
         star = "*" if r.significant is True else ""
         delta = "—" if r.delta is None or pd.isna(r.delta) else f"{r.delta:+.2f}{star}"
-        lines.append(f"| {r.dataset} | {r.model} | {r.task} | {r.metric} | {fmt(r.baseline)} ({r.baseline_method}) "
+        lines.append(f"| {r.dataset} | {r.model} | {r.task} | {r.metric} | {fmt(r.native)} ({r.native_method}) "
                      f"| {r.method} | {fmt(r.score)} | {delta} | {ci} | {fmt(r.gap)} |")
     if not best.empty:
         lines += ["", "## Best step of each inversion", "", "| dataset | model | task | inversion | best step | score |",
                   "|---|---|---|---|---:|---:|"]
         lines += [f"| {r.dataset} | {r.model} | {r.task} | {r.inversion} | {r.best_step} | {r.score:.2f} |"
                   for r in best.itertuples()]
+    spread = table[table["seeds"] > 1] if "seeds" in table else table.iloc[:0]
+    if not spread.empty:
+        lines += ["", "## Across inversion seeds", "", "Δ over every seed of the inversion (`inversion.seed` and "
+                  "`inversion.seeds`): mean ± sample sd; the table above is the main seed's.", "",
+                  "| dataset | model | task | method | seeds | Δ mean ± sd |", "|---|---|---|---|---:|---:|"]
+        lines += [f"| {r.dataset} | {r.model} | {r.task} | {r.method} | {r.seeds} | "
+                  f"{fmt_signed(r.seeds_delta_mean)} ± {fmt(r.seeds_delta_sd)} |" for r in spread.itertuples()]
     if notes:
         lines += ["", "## Notes", ""] + [f"- {n}" for n in notes]
     return "\n".join(lines) + "\n"

@@ -143,11 +143,12 @@ def canonical_tag(canonical: Mapping[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:10]
 
 
-def inversion_params(config: Mapping[str, Any], method: str, model: str) -> InversionParams:
+def inversion_params(config: Mapping[str, Any], method: str, model: str, seed: int | None = None) -> InversionParams:
     """Result fields of ``method`` for ``model`` from a validated config (defaults filled in).
 
     OTI: ``inversion.oti`` + ``inversion.seed``.  OVI: ``inversion.ovi`` + ``inversion.seed`` +
     the model's pseudo-patch count ``models.<model>.ovi_tokens`` (P differs per backbone).
+    ``seed``: another seed of the same inversion (one of ``inversion.seeds``) instead of ``inversion.seed``.
     """
     if method not in METHODS:
         raise ConfigError(f"unknown inversion method {method!r}; expected one of {METHODS}")
@@ -156,6 +157,8 @@ def inversion_params(config: Mapping[str, Any], method: str, model: str) -> Inve
     for name in SHARED_FIELDS:
         if name in inv:
             values[name] = inv[name]
+    if seed is not None:
+        values["seed"] = int(seed)
     if method == "ovi":
         values["num_pseudo_tokens"] = config["models"][model].get("ovi_tokens", 1)
     wanted = (*V1_FIELDS[method], *LATER_FIELDS[method])
@@ -163,6 +166,15 @@ def inversion_params(config: Mapping[str, Any], method: str, model: str) -> Inve
     if missing:
         raise ConfigError(f"params: inversion.{method}: missing {missing} (validate the config first)")
     return InversionParams(method, tuple((name, values[name]) for name in wanted if name in values))
+
+
+def inversion_seeds(config: Mapping[str, Any]) -> tuple[int, ...]:
+    """Every seed each inversion runs with: ``inversion.seed`` first (the reported result, with the
+    paired intervals), then the other ``inversion.seeds`` in ascending order (the replicates whose
+    mean and spread the summary adds)."""
+    inv = config["inversion"]
+    primary = int(inv.get("seed", 0))
+    return (primary, *sorted({int(s) for s in inv.get("seeds", ())} - {primary}))
 
 
 def complete_params(method: str, params: Mapping[str, Any]) -> dict[str, Any]:

@@ -38,7 +38,7 @@ import pandas as pd
 import torch
 
 from crossgap.datasets.manifest import query_gallery, read_manifest, select
-from crossgap.datasets.text_base import strip_split
+from crossgap.datasets.rows import strip_split
 from crossgap.safe_pickle import restricted_load
 from crossgap.storage import FeatureSet, save_feature_set
 

@@ -21,7 +21,7 @@ import torch
 from crossgap.datasets.images import manifest_truncated_mode
 from crossgap.datasets.manifest import query_boxes, query_gallery, read_manifest, select
 from crossgap.config import complete_params
-from crossgap.plan import split_spec
+from crossgap.plan import protocol_split
 from crossgap.storage import FeatureSet, load_feature_set, save_feature_set, take
 from crossgap.utils import atomic_path
 
@@ -92,7 +92,7 @@ def extract_step(
     CUDA only), recorded in the metadata.
     """
     df, meta = read_manifest(manifest)
-    rows = select(df, modality, {"split": split_spec(split)})
+    rows = select(df, modality, {"split": protocol_split(split)})
     if rows.empty:
         raise ValueError(f"{manifest}: no {modality} rows in split {split!r}")
     from crossgap.features import encode_images, encode_texts

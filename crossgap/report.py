@@ -4,7 +4,9 @@
 ``text_retrieval``, ``zero_shot``, plus ``modality_gap`` with method ``native``); every
 non-native method also holds ``delta`` / ``ci95_low`` / ``ci95_high`` per metric
 (:mod:`crossgap.comparison`).  The table has one row per dataset × model × task × non-native
-method with the native score, the method's, Δ and its interval on the task's headline metric.
+method with the native score, the method's, Δ and its interval on the task's headline metric;
+with several inversion seeds (``inversion.seeds``), each inverted method also holds a ``seeds``
+block (mean and spread over the seeds) and the table a section of them.
 """
 
 from __future__ import annotations
@@ -16,20 +18,37 @@ from typing import Any, Mapping, Sequence
 
 import pandas as pd
 
-from crossgap.comparison import add_intervals, best_steps, comparison_table, markdown, step_curves
+from crossgap.comparison import (
+    add_intervals,
+    add_seed_spread,
+    best_steps,
+    comparison_table,
+    markdown,
+    split_replicates,
+    step_curves,
+)
 from crossgap.metrics.results import aggregate_results, read_result
 from crossgap.utils import atomic_path, write_json
 
 log = logging.getLogger(__name__)
 
-def build_summary(result_paths: Sequence[str], gap_paths: Sequence[str] = ()) -> dict[str, Any]:
+def usable_results(result_paths: Sequence[str], seed: int = 0) -> tuple[list[str], list[tuple[str, dict]]]:
+    """``(main result files, replicate (path, result) pairs)`` of ``result_paths``, without the
+    results of a method that could not run (``extra.unavailable``, e.g. IsoCLIP on a tower without
+    a linear projection).  ``seed``: ``inversion.seed`` (other seeds' results are replicates)."""
+    records = [(str(p), read_result(p)) for p in result_paths]
+    main, replicates = split_replicates([(p, r) for p, r in records if not r["extra"].get("unavailable")], seed)
+    return [p for p, _ in main], replicates
+
+
+def build_summary(result_paths: Sequence[str], gap_paths: Sequence[str] = (), seed: int = 0) -> dict[str, Any]:
     """Nested summary of result files, with the modality-gap files merged in as task ``modality_gap``.
 
-    Results of a method that could not run (``extra.unavailable``, e.g. IsoCLIP on a tower without
-    a linear projection) are left out.
+    Unavailable results are left out; results of replicate seeds (not ``seed``) add their methods'
+    ``seeds`` spread (:func:`crossgap.comparison.add_seed_spread`).
     """
-    usable = [p for p in result_paths if not read_result(p)["extra"].get("unavailable")]
-    summary = aggregate_results(usable)
+    usable, replicates = usable_results(result_paths, seed)
+    summary = add_seed_spread(aggregate_results(usable), replicates)
     for path in gap_paths:
         record = json.loads(Path(path).read_text())
         node = summary.setdefault(record["dataset"], {}).setdefault(record["model"], {})
@@ -65,15 +84,18 @@ def aggregate_step(
     steps_csv: str | None = None,
     bootstrap: Mapping[str, Any] | None = None,
     final_steps: Mapping[str, int] | None = None,
+    seed: int = 0,
     notes: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Write ``summary.json`` (with paired-bootstrap intervals), the table (CSV, Markdown) and plot data.
 
     ``bootstrap``: ``resamples``, ``seed``, ``confidence`` (``evaluation.bootstrap``); ``None``
     skips the intervals.  ``final_steps``: ``{"oti": steps, "ovi": steps}`` for the step curves.
+    ``seed``: ``inversion.seed``; results of the other ``inversion.seeds`` become each method's
+    ``seeds`` spread.
     """
-    summary = build_summary(results, gaps)
-    usable = [p for p in results if not read_result(p)["extra"].get("unavailable")]
+    summary = build_summary(results, gaps, seed)
+    usable, _ = usable_results(results, seed)
     if bootstrap is not None:
         add_intervals(summary, usable, **dict(bootstrap))
     write_json(summary_out, summary)

@@ -18,6 +18,7 @@ restores the trained model exactly.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import logging
 import math
@@ -33,7 +34,8 @@ from PIL import Image
 from torch import nn
 from tqdm import tqdm
 
-from crossgap.synthetic import DATASET_DIRNAME, SPLIT_FILENAME
+from crossgap.metrics.zeroshot import build_classifier, evaluate_zero_shot
+from crossgap.synthetic_generator import DATASET_DIRNAME, SPLIT_FILENAME
 from crossgap.utils import atomic_path, autocast_dtype, resolve_device
 
 log = logging.getLogger(__name__)
@@ -128,6 +130,150 @@ def _write_csv(path: str | os.PathLike, header: Sequence[str], rows: Sequence[Se
             writer.writerows(rows)
 
 
+@dataclasses.dataclass(frozen=True)
+class TrainData:
+    """The train split in memory.
+
+    Attributes:
+        images: preprocessed images ``[N, 3, H, W]`` on the training device.
+        tokens: ids ``[M, context_length]`` of all captions, image by image, on the training device.
+        starts, counts: ``[N]`` (CPU): the first row in ``tokens`` and the number of captions of each image.
+    """
+
+    images: torch.Tensor
+    tokens: torch.Tensor
+    starts: torch.Tensor
+    counts: torch.Tensor
+
+    def sample_captions(self, idx: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """Ids ``[len(idx), context_length]``: one random caption of each image ``idx`` ``[b]`` (CPU)."""
+        pick = self.starts[idx] + (torch.rand(len(idx), generator=generator) * self.counts[idx]).long()
+        return self.tokens[pick.to(self.tokens.device)]
+
+
+def load_train_data(
+    data_root: str | os.PathLike, preprocess: Callable, tokenizer: Callable, device: torch.device
+) -> TrainData:
+    """The train split of the Synthetic layout under ``data_root``, preprocessed and tokenised."""
+    data_dir = resolve_data_dir(data_root)
+    entries = load_split(data_dir, "train")
+    if not entries:
+        raise ValueError(f"empty train split in {data_dir}")
+    rel_paths = [rel for rel, _, _ in entries]
+    captions = json.loads((data_dir / "captions.json").read_text())
+    images = load_images(data_dir, rel_paths, preprocess).to(device)
+    flat = [c for rel in rel_paths for c in captions[rel]]
+    counts = torch.tensor([len(captions[rel]) for rel in rel_paths])
+    return TrainData(images, tokenizer(flat).to(device), torch.cumsum(counts, 0) - counts, counts)
+
+
+def _init_temperature(model: nn.Module, temperature: float | None) -> None:
+    """``None``: learnable tau initialised at 0.07; a float: tau fixed (the logit scale frozen)."""
+    if temperature is not None and temperature <= 0:
+        raise ValueError("temperature must be positive")
+    with torch.no_grad():
+        model.logit_scale.fill_(math.log(1 / (0.07 if temperature is None else temperature)))
+    if temperature is not None:
+        model.logit_scale.requires_grad_(False)
+
+
+def cosine_lr(step: int, lr: float, warmup: int, total_steps: int) -> float:
+    """Learning rate of ``step`` (0-based): linear warm-up over ``warmup`` steps, then cosine decay to 0."""
+    if step < warmup:
+        return lr * (step + 1) / warmup
+    return 0.5 * lr * (1 + math.cos(math.pi * (step - warmup) / max(1, total_steps - warmup)))
+
+
+@dataclasses.dataclass
+class _Trainer:
+    """One training run's state; :meth:`epoch` runs the steps of one epoch."""
+
+    model: nn.Module
+    head: nn.Module | None  # SimCLR head over image embeddings (intramodal_weight > 0), not saved
+    optimizer: torch.optim.Optimizer
+    data: TrainData
+    generator: torch.Generator
+    device: torch.device
+    amp: torch.dtype | None  # autocast dtype (None: fp32)
+    batch_size: int
+    lr: float
+    warmup: int
+    total_steps: int
+    intramodal_weight: float
+    learn_temperature: bool
+    step: int = 0
+    step_rows: list[tuple[int, int, float]] = dataclasses.field(default_factory=list)
+
+    def loss(self, batch: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        """Contrastive loss of images ``[b, 3, H, W]`` and their caption ids ``[b, L]`` (+ the SimCLR term)."""
+        views = None
+        if self.head is not None:
+            views = (augment(batch.cpu(), self.generator).to(self.device),
+                     augment(batch.cpu(), self.generator).to(self.device))
+        with torch.autocast(self.device.type, dtype=self.amp, enabled=self.amp is not None):
+            img_f = self.model.encode_image(batch, normalize=True)
+            txt_f = self.model.encode_text(ids, normalize=True)
+            loss = clip_loss(img_f, txt_f, self.model.logit_scale.exp())
+            if self.head is not None and views is not None:
+                z1 = self.head(self.model.encode_image(views[0]))
+                z2 = self.head(self.model.encode_image(views[1]))
+                loss = loss + self.intramodal_weight * nt_xent(z1.float(), z2.float())
+        return loss
+
+    def train_step(self, idx: torch.Tensor) -> float:
+        """One optimiser step on the images ``idx`` ``[b]`` (CPU); returns the loss."""
+        ids = self.data.sample_captions(idx, self.generator)
+        for group in self.optimizer.param_groups:
+            group["lr"] = cosine_lr(self.step, self.lr, self.warmup, self.total_steps)
+        loss = self.loss(self.data.images[idx.to(self.device)], ids)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        if self.learn_temperature:
+            with torch.no_grad():
+                self.model.logit_scale.clamp_(0, math.log(100))
+        return float(loss.detach())
+
+    def epoch(self, epoch: int, bar: tqdm) -> tuple[int, float, float]:
+        """Run one epoch (shuffled, last partial batch dropped): ``(epoch, mean loss, seconds)``."""
+        t0 = time.perf_counter()
+        perm = torch.randperm(self.data.images.shape[0], generator=self.generator)
+        losses = []
+        for s in range(self.data.images.shape[0] // self.batch_size):
+            value = self.train_step(perm[s * self.batch_size : (s + 1) * self.batch_size])
+            losses.append(value)
+            self.step_rows.append((epoch, self.step, value))
+            self.step += 1
+            bar.update(1)
+            bar.set_postfix(epoch=epoch, loss=f"{value:.4f}")
+        seconds = time.perf_counter() - t0
+        mean_loss = sum(losses) / max(1, len(losses))
+        log.info("epoch %d: loss %.4f (%.1f s)", epoch, mean_loss, seconds)
+        return epoch, mean_loss, seconds
+
+
+def _save_run(
+    trainer: _Trainer,
+    out_checkpoint: str | os.PathLike,
+    summary: dict[str, Any],
+    epoch_rows: Sequence[tuple[int, float, float]],
+    loss_csv: str | os.PathLike | None,
+    epoch_csv: str | os.PathLike | None,
+) -> None:
+    """The open_clip checkpoint (``epoch``, ``name``, ``state_dict``, ``crossgap`` summary) and the loss CSVs."""
+    state_dict = {k: v.detach().cpu() for k, v in trainer.model.state_dict().items()}
+    with atomic_path(out_checkpoint) as tmp:
+        torch.save({"epoch": summary["epochs"], "name": summary["model_name"], "state_dict": state_dict,
+                    "crossgap": summary}, tmp)
+    if loss_csv is not None:
+        _write_csv(loss_csv, ("epoch", "step", "loss"), trainer.step_rows)
+    if epoch_csv is not None:
+        _write_csv(epoch_csv, ("epoch", "loss", "seconds"), epoch_rows)
+    log.info(
+        "saved %s: final loss %.4f, %.1f s/epoch", out_checkpoint, summary["final_loss"], summary["seconds_per_epoch"]
+    )
+
+
 def train_tiny_clip(
     data_root: str | os.PathLike,
     out_checkpoint: str | os.PathLike,
@@ -167,28 +313,8 @@ def train_tiny_clip(
     try:
         torch.manual_seed(seed)
         model, _, preprocess = open_clip.create_model_and_transforms(model_name, device=dev)
-        tokenizer = open_clip.get_tokenizer(model_name)
-        data_dir = resolve_data_dir(data_root)
-        entries = load_split(data_dir, "train")
-        if not entries:
-            raise ValueError(f"empty train split in {data_dir}")
-        rel_paths = [rel for rel, _, _ in entries]
-        captions = json.loads((data_dir / "captions.json").read_text())
-        images = load_images(data_dir, rel_paths, preprocess).to(dev)  # (N, 3, H, W)
-        flat = [c for rel in rel_paths for c in captions[rel]]
-        counts = torch.tensor([len(captions[rel]) for rel in rel_paths])
-        starts = torch.cumsum(counts, 0) - counts
-        tokens = tokenizer(flat).to(dev)  # (total captions, context_length)
-
-        if temperature is None:
-            with torch.no_grad():
-                model.logit_scale.fill_(math.log(1 / 0.07))
-        else:
-            if temperature <= 0:
-                raise ValueError("temperature must be positive")
-            with torch.no_grad():
-                model.logit_scale.fill_(math.log(1 / temperature))
-            model.logit_scale.requires_grad_(False)
+        data = load_train_data(data_root, preprocess, open_clip.get_tokenizer(model_name), dev)
+        _init_temperature(model, temperature)
         modules: list[nn.Module] = [model]
         head: nn.Module | None = None
         if intramodal_weight > 0:
@@ -196,68 +322,24 @@ def train_tiny_clip(
             head = nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim)).to(dev)
             modules.append(head)
         optimizer = torch.optim.AdamW(_param_groups(modules, weight_decay), lr=lr, betas=(0.9, 0.98), eps=1e-6)
-
-        n = images.shape[0]
+        n = data.images.shape[0]
         bs = min(batch_size, n)
-        steps_per_epoch = n // bs
-        total_steps = max(1, epochs * steps_per_epoch)
-        warmup = max(1, int(warmup_fraction * total_steps))
-        generator = torch.Generator().manual_seed(seed)
-        amp = autocast_dtype(dev)
-        step_rows: list[tuple[int, int, float]] = []
-        epoch_rows: list[tuple[int, float, float]] = []
+        total_steps = max(1, epochs * (n // bs))
+        trainer = _Trainer(
+            model, head, optimizer, data, torch.Generator().manual_seed(seed), dev, autocast_dtype(dev), bs, lr,
+            warmup=max(1, int(warmup_fraction * total_steps)), total_steps=total_steps,
+            intramodal_weight=intramodal_weight, learn_temperature=temperature is None,
+        )
         model.train()
-        bar = tqdm(total=total_steps, desc="pretrain", unit="step")
-        step = 0
-        for epoch in range(epochs):
-            t0 = time.perf_counter()
-            perm = torch.randperm(n, generator=generator)
-            losses = []
-            for s in range(steps_per_epoch):
-                idx = perm[s * bs : (s + 1) * bs]
-                pick = starts[idx] + (torch.rand(len(idx), generator=generator) * counts[idx]).long()
-                lr_now = lr * (step + 1) / warmup if step < warmup else (
-                    0.5 * lr * (1 + math.cos(math.pi * (step - warmup) / max(1, total_steps - warmup)))
-                )
-                for group in optimizer.param_groups:
-                    group["lr"] = lr_now
-                batch = images[idx.to(dev)]
-                views = None
-                if head is not None:
-                    views = (augment(batch.cpu(), generator).to(dev), augment(batch.cpu(), generator).to(dev))
-                with torch.autocast(dev.type, dtype=amp, enabled=amp is not None):
-                    img_f = model.encode_image(batch, normalize=True)
-                    txt_f = model.encode_text(tokens[pick.to(dev)], normalize=True)
-                    loss = clip_loss(img_f, txt_f, model.logit_scale.exp())
-                    if head is not None and views is not None:
-                        z1 = head(model.encode_image(views[0]))
-                        z2 = head(model.encode_image(views[1]))
-                        loss = loss + intramodal_weight * nt_xent(z1.float(), z2.float())
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                if temperature is None:
-                    with torch.no_grad():
-                        model.logit_scale.clamp_(0, math.log(100))
-                value = float(loss.detach())
-                losses.append(value)
-                step_rows.append((epoch, step, value))
-                step += 1
-                bar.update(1)
-                bar.set_postfix(epoch=epoch, loss=f"{value:.4f}")
-            seconds = time.perf_counter() - t0
-            mean_loss = sum(losses) / max(1, len(losses))
-            epoch_rows.append((epoch, mean_loss, seconds))
-            log.info("epoch %d: loss %.4f (%.1f s)", epoch, mean_loss, seconds)
-        bar.close()
+        with tqdm(total=total_steps, desc="pretrain", unit="step") as bar:
+            epoch_rows = [trainer.epoch(epoch, bar) for epoch in range(epochs)]
         model.eval()
-
         summary: dict[str, Any] = {
             "model_name": model_name,
             "checkpoint": str(out_checkpoint),
             "num_train": n,
             "epochs": epochs,
-            "steps": step,
+            "steps": trainer.step,
             "batch_size": bs,
             "lr": lr,
             "weight_decay": weight_decay,
@@ -272,14 +354,7 @@ def train_tiny_clip(
             "seconds_per_epoch": sum(r[2] for r in epoch_rows) / max(1, len(epoch_rows)),
             "total_train_seconds": sum(r[2] for r in epoch_rows),
         }
-        state_dict = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-        with atomic_path(out_checkpoint) as tmp:
-            torch.save({"epoch": epochs, "name": model_name, "state_dict": state_dict, "crossgap": summary}, tmp)
-        if loss_csv is not None:
-            _write_csv(loss_csv, ("epoch", "step", "loss"), step_rows)
-        if epoch_csv is not None:
-            _write_csv(epoch_csv, ("epoch", "loss", "seconds"), epoch_rows)
-        log.info("saved %s: final loss %.4f, %.1f s/epoch", out_checkpoint, summary["final_loss"], summary["seconds_per_epoch"])
+        _save_run(trainer, out_checkpoint, summary, epoch_rows, loss_csv, epoch_csv)
         return summary
     finally:
         torch.set_num_threads(old_threads)
@@ -297,18 +372,23 @@ def zero_shot_accuracy(
     batch_size: int = 256,
     device: str | torch.device | None = None,
 ) -> float:
-    """Top-1 zero-shot accuracy (in %) on ``split`` with one prompt per class from ``classnames.txt``."""
+    """Top-1 zero-shot accuracy (in %) on ``split`` with one prompt per class from ``classnames.txt``.
+
+    Image features ``[N, D]`` against the classifier ``[C, D]`` of
+    :func:`crossgap.metrics.zeroshot.build_classifier` (ties: lower class index), scored by
+    :func:`crossgap.metrics.zeroshot.evaluate_zero_shot`; 0.0 for an empty split.
+    """
     dev = resolve_device(device)
     data_dir = resolve_data_dir(data_root)
     names = (data_dir / "classnames.txt").read_text().splitlines()
     entries = load_split(data_dir, split)
     model.eval()
     text = model.encode_text(tokenizer([template.format(c) for c in names]).to(dev), normalize=True)  # (C, D)
-    labels = torch.tensor([label for _, label, _ in entries])
-    correct = 0
+    chunks = []
     for i in range(0, len(entries), batch_size):
-        chunk = entries[i : i + batch_size]
-        images = load_images(data_dir, [rel for rel, _, _ in chunk], preprocess).to(dev)
-        pred = (model.encode_image(images, normalize=True) @ text.T).argmax(-1).cpu()
-        correct += int((pred == labels[i : i + len(chunk)]).sum())
-    return 100.0 * correct / max(1, len(entries))
+        images = load_images(data_dir, [rel for rel, _, _ in entries[i : i + batch_size]], preprocess).to(dev)
+        chunks.append(model.encode_image(images, normalize=True))
+    features = torch.cat(chunks) if chunks else text.new_empty(0, text.shape[1])  # (N, D)
+    labels = torch.tensor([label for _, label, _ in entries], dtype=torch.long)
+    result = evaluate_zero_shot(features, build_classifier(text, num_classes=len(names)), labels, device=dev)
+    return 100.0 * result["top1_correct"] / max(1, len(entries))

@@ -24,7 +24,8 @@ from crossgap.storage import FeatureSet, save_feature_set
 
 sys.path.insert(0, str(Path(__file__).parent))
 from fixtures_datasets import make_synthetic  # noqa: E402
-from fixtures_datasets2 import make_coco_karpathy, make_nanobeir, make_revisited  # noqa: E402
+from fixtures_image_benchmarks import make_revisited  # noqa: E402
+from fixtures_text_datasets import make_coco_karpathy, make_nanobeir  # noqa: E402
 
 D = 8
 

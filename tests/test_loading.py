@@ -1,14 +1,21 @@
-"""load_clip: backends, checkpoint formats, inference of the backend, and its error messages."""
+"""load_clip: backends, checkpoint formats, inference of the backend, its error messages, the tower registry."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
+import yaml
+from torch import nn
 
 import crossgap.models.loading as loading
+import crossgap.models.towers as towers
 from crossgap import load_clip
-from crossgap.models import infer_backend
+from crossgap.models import PatchesUnsupported, infer_backend
 from model_helpers import build_openai_clip
+
+SCHEMA = Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "params.schema.yaml"
 
 
 @pytest.mark.parametrize(
@@ -60,11 +67,11 @@ def test_resnet_tower_gives_clear_ovi_error(tmp_path):
     torch.save(build_openai_clip(vit=False, width=64, resolution=64).state_dict(), path)
     model = load_clip("RN-tiny", path, backend="openai")[0]
     assert model.visual is None
-    with pytest.raises(NotImplementedError, match="ResNet"):
+    with pytest.raises(PatchesUnsupported, match="ResNet"):
         model.encode_image_with_pseudo_tokens(torch.zeros(1, 1, 64))
     from crossgap import ovi
 
-    with pytest.raises(NotImplementedError, match="OVI needs a ViT"):
+    with pytest.raises(PatchesUnsupported, match="OVI needs a ViT"):
         ovi(torch.randn(1, 32), model, steps=1)
     # OTI still works on a ResNet model: only the text tower is needed
     from crossgap import oti
@@ -114,6 +121,59 @@ def test_unknown_names_and_backends():
 
 def test_backends_are_a_registry():
     assert {"openai", "open_clip"} <= set(loading.list_backends())
+
+
+def test_schema_backend_enum_is_the_backend_registry():
+    """params.yaml's ``models.<slug>.backend`` accepts exactly the registered backends."""
+    schema = yaml.safe_load(SCHEMA.read_text())
+    enum = schema["properties"]["models"]["additionalProperties"]["properties"]["backend"]["enum"]
+    assert sorted(enum) == loading.list_backends()
+
+
+class _Base(nn.Module):
+    pass
+
+
+class _Sub(_Base):
+    pass
+
+
+class _SubSub(_Sub):  # no factory of its own: the nearest registered class in its MRO serves it
+    pass
+
+
+@pytest.mark.parametrize("kind", ["text", "vision"])
+@pytest.mark.parametrize("subclass_first", [True, False])
+def test_most_specific_registered_class_wins(monkeypatch, kind, subclass_first):
+    register, build, registry = {
+        "text": (towers.register_text_tower, towers.build_text_tower, "_TEXT_TOWERS"),
+        "vision": (towers.register_vision_tower, towers.build_vision_tower, "_VISION_TOWERS"),
+    }[kind]
+    monkeypatch.setattr(towers, registry, {})
+
+    def base_factory(module):
+        return ("base", module)
+
+    def sub_factory(module):
+        return ("sub", module)
+
+    order = [(_Sub, sub_factory), (_Base, base_factory)]
+    for cls, factory in order if subclass_first else order[::-1]:
+        assert register(cls)(factory) is factory
+    base, sub, subsub = _Base(), _Sub(), _SubSub()
+    assert build(base) == ("base", base)
+    assert build(sub) == ("sub", sub)
+    assert build(subsub) == ("sub", subsub)
+    with pytest.raises(ValueError, match="already registered"):
+        register(_Sub)(base_factory)
+    assert build(sub) == ("sub", sub)
+
+
+def test_unregistered_modules_name_their_class(monkeypatch):
+    with pytest.raises(TypeError, match="no pseudo-token text tower is registered for .*_Base"):
+        towers.build_text_tower(_Base())
+    with pytest.raises(PatchesUnsupported, match="_Base cannot take visual pseudo tokens: OVI needs a ViT"):
+        towers.build_vision_tower(_Base())
 
 
 def test_tokenizer_accepts_str_and_list(tiny_models):

@@ -89,13 +89,13 @@ def test_snapshots_and_enabled_methods_follow_the_config():
 def test_inverted_galleries_are_opt_in_and_their_cost_is_planned():
     config = load_params(REPO / "params.yaml")
     assert "oti_gallery" not in _names(config, "synthetic", "image_retrieval")
-    assert plan.oti_splits(config["datasets"]["synthetic"], config["evaluation"]) == ["test"]
+    assert plan.oti_sets(config["datasets"]["synthetic"], config["evaluation"]) == ["test"]
     opted = copy.deepcopy(config)
     opted["datasets"]["synthetic"]["inverted_gallery"] = True
     assert "oti_gallery" in _names(opted, "synthetic", "image_retrieval")
     assert "ovi_gallery" in _names(opted, "synthetic", "text_retrieval")
     # the whole train split (6,000 images) is inverted: 47 jobs of 128, no snapshots of it
-    assert plan.oti_splits(opted["datasets"]["synthetic"], opted["evaluation"]) == ["test", "train"]
+    assert plan.oti_sets(opted["datasets"]["synthetic"], opted["evaluation"]) == ["test", "train"]
     assert plan.num_shards(opted, "synthetic", "oti", "train") == 47
     files = plan.all_inversion_files(opted)
     assert "data/inversion/synthetic/tiny/oti-dcb93fcef5/train.safetensors" in files

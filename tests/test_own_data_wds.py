@@ -1,4 +1,4 @@
-"""Your own data, part 2: CLIP_benchmark WebDataset shards (``wds``), the tar reader, and feature
+"""Your own data: CLIP_benchmark WebDataset shards (``wds``), the tar reader, and feature
 extraction streaming images from the shards (and from files) with a tiny random-init model."""
 
 from __future__ import annotations

@@ -21,12 +21,12 @@ from crossgap.pipeline import (
     prompts_step,
     query_crops,
     shard_bounds,
-    split_spec,
+    protocol_split,
 )
 from crossgap.storage import FeatureSet, load_feature_set, save_feature_set
 
 sys.path.insert(0, str(Path(__file__).parent))
-from fixtures_datasets2 import make_revisited  # noqa: E402
+from fixtures_image_benchmarks import make_revisited  # noqa: E402
 
 EMBED_DIM = 32  # test-vit-tiny
 OTI_PARAMS = {"steps": 2, "learning_rate": 0.02, "weight_decay": 0.01, "num_pseudo_tokens": 1,
@@ -63,7 +63,7 @@ def cached_model(monkeypatch, spec, model_and_preprocess):
 
 @pytest.fixture(scope="module")
 def synthetic_manifest(tmp_path_factory) -> Path:
-    from crossgap.synthetic import generate_synthetic
+    from crossgap.synthetic_generator import generate_synthetic
 
     root = tmp_path_factory.mktemp("synthetic")
     generate_synthetic(root, num_train=4, num_test=3, image_size=32, captions_per_image=2)
@@ -113,9 +113,9 @@ def test_shard_bounds_rejects_bad_shard(shard, num_shards):
         shard_bounds(10, shard, num_shards, 4)
 
 
-def test_split_spec():
-    assert split_spec("all") == "*"
-    assert split_spec("test") == "test"
+def test_protocol_split():
+    assert protocol_split("all") == "*"
+    assert protocol_split("test") == "test"
 
 
 # --------------------------------------------------------------------------------- features

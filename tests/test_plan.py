@@ -118,6 +118,38 @@ def test_stale_tag_is_refused_with_the_current_one(default):
         "weight_decay": 0.01, "seed": 0}
 
 
+
+def test_replicate_seeds_are_inversions_of_their_own(default):
+    """``inversion.seeds``: each other seed is the inversion a config with that ``inversion.seed``
+    would run (same tag, so the work is shared), planned and evaluated beside the main one."""
+    seeded = _edit(_edit(_edit(_edit(default, "evaluation.methods", ["gap_shift"]), "inversion.oti.snapshots", [50]),
+                         "inversion.ovi.snapshots", []), "inversion.seeds", [1, 0])
+    assert plan.seed_tags(seeded, "tiny") == [{"oti": "dcb93fcef5", "ovi": "fd57292494"},
+                                              {"oti": "130be3e6f1", "ovi": "f819ffcb2b"}]
+    assert plan.tags(_edit(default, "inversion.seed", 1), "tiny") == {"oti": "130be3e6f1", "ovi": "f819ffcb2b"}
+    files = plan.result_files(seeded, "synthetic", "tiny")
+    replicates = [f for f in files if "130be3e6f1" in f or "f819ffcb2b" in f]
+    # the methods that read an inversion, once more (native and transforms run once)
+    assert replicates == [
+        "data/results/synthetic/tiny/image_retrieval/oti-130be3e6f1.json",
+        "data/results/synthetic/tiny/image_retrieval/oti@50-130be3e6f1.json",
+        "data/results/synthetic/tiny/text_retrieval/ovi-f819ffcb2b.json",
+        "data/results/synthetic/tiny/zero_shot/oti-130be3e6f1.json",
+        "data/results/synthetic/tiny/zero_shot/oti@50-130be3e6f1.json",
+        "data/results/synthetic/tiny/zero_shot/ovi-f819ffcb2b.json",
+    ]
+    # seed 0: image, oti, oti@50, gap_shift; text, ovi, gap_shift; standard, oti, oti@50, ovi, gap_shift
+    assert len(files) == 4 + 3 + 5 + len(replicates)
+    inversions = plan.all_inversion_files(seeded)
+    assert "data/inversion/synthetic/tiny/oti-130be3e6f1/test.safetensors" in inversions
+    assert "data/inversion/synthetic/tiny/oti-130be3e6f1/test.at-50.safetensors" in inversions
+    assert "data/inversion/synthetic/tiny/ovi-f819ffcb2b/classnames.safetensors" in inversions
+    # the replicate's jobs get its own seed; an unknown tag names every seed's
+    assert plan.current_params(seeded, "oti", "synthetic", "tiny", "130be3e6f1")["seed"] == 1
+    with pytest.raises(plan.StaleTagError, match="have tags dcb93fcef5, 130be3e6f1"):
+        plan.current_params(seeded, "oti", "synthetic", "tiny", "0123456789")
+
+
 # --------------------------------------------------------------------------- rule params
 def test_model_spec_is_only_what_loading_reads(default):
     assert plan.model_spec(default, "tiny") == {

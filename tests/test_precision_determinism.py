@@ -47,7 +47,7 @@ def model(spec):
 
 @pytest.fixture(scope="module")
 def manifest(tmp_path_factory) -> Path:
-    from crossgap.synthetic import generate_synthetic
+    from crossgap.synthetic_generator import generate_synthetic
 
     root = tmp_path_factory.mktemp("synthetic")
     generate_synthetic(root, num_train=4, num_test=3, image_size=32, captions_per_image=2)

@@ -13,7 +13,7 @@ import torch
 
 from crossgap import oti, oti_features
 from crossgap.models.prefix import FullTemplateEncoder, PrefixCachedEncoder
-from crossgap.models.towers import OpenClipTextTower
+from crossgap.models.open_clip_tower import OpenClipTextTower
 from test_slip import TINY, official_layout, save_checkpoint  # noqa: F401  (registers SLIP-test-tiny)
 
 TEMPLATES = {"first": "{} in a photo", "middle": "a photo of {} on the grass", "last": "a photo of {}"}

@@ -1,4 +1,4 @@
-"""crossgap.report: summary, baseline-vs-inverted table, aggregate step and plots."""
+"""crossgap.report: summary, all-methods table, aggregate step and plots."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ SUMMARY = {
             "modality_gap": {"native": {"gap": 0.8}},
         },
         "RN50/openai": {
-            # no baseline: nothing to compare
+            # no native result: nothing to compare
             "image_retrieval": {"oti": {"mAP": 10.0}},
             # one inverted method only
             "zero_shot": {"standard": {"top1": 40.0}, "ovi": {"top1": 20.0}},
@@ -45,12 +45,12 @@ SUMMARY = {
 }
 
 
-COLUMNS = ["dataset", "model", "task", "metric", "baseline_method", "baseline", "method", "kind", "score", "delta",
-           "ci95_low", "ci95_high", "significant", "gap"]
+COLUMNS = ["dataset", "model", "task", "metric", "native_method", "native", "method", "kind", "score", "delta",
+           "ci95_low", "ci95_high", "significant", "gap", "seeds", "seeds_delta_mean", "seeds_delta_sd"]
 
 
 def _rows(table: pd.DataFrame) -> list[tuple]:
-    return [tuple(r) for r in table[["dataset", "model", "task", "metric", "baseline_method", "baseline", "method",
+    return [tuple(r) for r in table[["dataset", "model", "task", "metric", "native_method", "native", "method",
                                      "score", "delta"]].itertuples(index=False)]
 
 
@@ -94,10 +94,10 @@ def test_comparison_table_missing_metric_gives_no_delta():
     summary = {"d": {"m": {"zero_shot": {"standard": {"top1": 50.0}, "oti": {"top5": 90.0}},
                            "image_retrieval": {"image": {"R@1": 10.0}, "oti": {"mAP": 5.0}}}}}
     table = comparison_table(summary)
-    # zero-shot OTI has no top1: no row; image retrieval's baseline has no mAP: no delta
+    # zero-shot OTI has no top1: no row; image retrieval's native method has no mAP: no delta
     assert len(table) == 1
     ir = table.iloc[0]
-    assert ir["metric"] == "mAP" and pd.isna(ir["baseline"]) and ir["score"] == 5.0 and pd.isna(ir["delta"])
+    assert ir["metric"] == "mAP" and pd.isna(ir["native"]) and ir["score"] == 5.0 and pd.isna(ir["delta"])
 
 
 def test_comparison_table_of_empty_summary_has_the_columns():
@@ -167,6 +167,26 @@ def test_aggregate_step_writes_summary_table_markdown_and_plot_data(tmp_path):
         "synthetic/tiny/zero_shot/oti": -10.0, "synthetic/tiny/zero_shot/ovi": 1.5})
     # atomic writes leave no temporary files behind
     assert sorted(p.name for p in out.iterdir()) == ["summary.json", "table.csv", "table.md"]
+
+
+
+def test_replicate_seeds_get_their_own_section_of_the_table(tmp_path):
+    paths = []
+    for method, seed, top1 in (("standard", None, 50.0), ("oti", 0, 52.0), ("oti", 1, 56.0), ("oti", 2, 54.0)):
+        path = tmp_path / "r" / f"{method}-{seed}.json"
+        write_result(path, task="zero_shot", method=method, dataset="d", model="m", metrics={"top1": top1},
+                     params={} if seed is None else {"seed": seed})
+        paths.append(str(path))
+    md, csv = tmp_path / "t.md", tmp_path / "t.csv"
+    summary = aggregate_step(results=paths, gaps=[], summary_out=str(tmp_path / "s.json"), table_csv=str(csv),
+                             table_md=str(md), plot_csv=str(tmp_path / "p.csv"), seed=0)
+    assert summary["d"]["m"]["zero_shot"]["oti"]["top1"] == 52.0
+    lines = md.read_text().splitlines()
+    # the main table: seed 0 only; the section: Δ over the 3 seeds (+2, +6, +4: mean 4, sd 2)
+    assert "| d | m | zero_shot | top1 | 50.00 (standard) | oti | 52.00 | +2.00 | — | — |" in lines
+    assert "## Across inversion seeds" in lines
+    assert "| d | m | zero_shot | oti | 3 | +4.00 ± 2.00 |" in lines
+    assert pd.read_csv(csv)[["seeds", "seeds_delta_mean", "seeds_delta_sd"]].values.tolist() == [[3, 4.0, 2.0]]
 
 
 def test_markdown_shows_undefined_values_as_dash(tmp_path):
@@ -251,3 +271,43 @@ def test_plot_losses_writes_a_png(tmp_path):
     with pytest.raises(KeyError, match="step"):
         plot_losses({"x": str(bad)}, str(tmp_path / "bad.png"))
     assert not (tmp_path / "bad.png").exists()
+
+
+def test_html_report_embeds_the_table_and_every_png(tmp_path):
+    import base64
+    import re
+
+    from crossgap.html_report import write_html_report
+
+    md = tmp_path / "table.md"
+    md.write_text("# crossgap results\n\n| dataset | Δ |\n|---|---:|\n| d | +1.00* |\n| e | -2.00 |\n\n## Notes\n\n- a note\n")
+    pngs = {}
+    for name, colour in (("one", "red"), ("two", "blue")):
+        fig = plt_figure(colour)
+        pngs[f"plot {name}"] = tmp_path / f"{name}.png"
+        fig.savefig(pngs[f"plot {name}"], format="png")
+    out = tmp_path / "report.html"
+    write_html_report(md, pngs, out)
+    page = out.read_text()
+    assert page.startswith("<!DOCTYPE html>") and "<h1>crossgap results</h1>" in page
+    assert page.count("<tr>") == 3 and "<td style=\"text-align:right\">+1.00*</td>" in page and "<li>a note</li>" in page
+    uris = re.findall(r'<img src="data:image/png;base64,([^"]+)" alt="([^"]+)">', page)
+    assert [alt for _, alt in uris] == ["plot one", "plot two"]
+    assert [base64.b64decode(data) for data, _ in uris] == [p.read_bytes() for p in pngs.values()]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["one.png", "report.html", "table.md", "two.png"]
+    bad = tmp_path / "bad.png"
+    bad.write_text("not a png")
+    with pytest.raises(ValueError, match="bad.png: not a PNG"):
+        write_html_report(md, {"bad": bad}, tmp_path / "r2.html")
+    assert not (tmp_path / "r2.html").exists()
+
+
+def plt_figure(colour: str):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(2, 2))
+    ax.plot([0, 1], [0, 1], color=colour)
+    return fig

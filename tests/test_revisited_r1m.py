@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from fixtures_datasets import write_image
-from fixtures_datasets2 import make_revisited
+from fixtures_image_benchmarks import make_revisited
 
 from crossgap.cli import main
 from crossgap.datasets import (

@@ -18,17 +18,11 @@ import torch
 from timm.models.vision_transformer import VisionTransformer
 
 from crossgap import load_clip, oti, ovi
-from crossgap.models.base import CLIPWrapper
-from crossgap.models.timm_tower import (
-    PlaceholderTokenizer,
-    TimmVisionTower,
-    set_tokenizer_path,
-    split_pretrained_dir,
-)
+from crossgap.models.base import CLIPWrapper, PatchesUnsupported
+from crossgap.models.timm_tower import TimmVisionTower
+from crossgap.models.tokenizers import PlaceholderTokenizer, set_tokenizer_path, split_pretrained_dir
 from crossgap.models.towers import build_text_tower, build_vision_tower
 from test_pseudo_tokens import assert_image_exact, assert_text_exact
-
-pytest.importorskip("transformers", reason="open_clip's HFTokenizer needs transformers")
 
 WORDS = "a photo of on the grass big red dog cat".split()
 TINY_VIT = dict(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2)
@@ -190,8 +184,8 @@ def test_timm_tower_variants_are_exact(trunk, pool, proj):
 
     torch.manual_seed(0)
     visual = TimmModel(trunk, embed_dim=32 if proj == "none" else 24, image_size=32, pool=pool, proj=proj).eval()
-    tower, reason = build_vision_tower(visual)
-    assert isinstance(tower, TimmVisionTower) and reason is None
+    tower = build_vision_tower(visual)
+    assert isinstance(tower, TimmVisionTower)
     images = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         patches = tower.embed_patches(images)
@@ -203,7 +197,8 @@ def test_non_vit_timm_trunk_has_no_vision_tower():
     from open_clip.timm_model import TimmModel
 
     visual = TimmModel("test_resnet", embed_dim=16, image_size=32, pool="avg", proj="linear")
-    assert build_vision_tower(visual)[0] is None
+    with pytest.raises(PatchesUnsupported, match="ResNet is not a timm VisionTransformer.*OVI needs a ViT"):
+        build_vision_tower(visual)
 
 
 @pytest.mark.slow
@@ -216,8 +211,7 @@ def test_real_vit_b_16_siglip_architecture_is_exact(tmp_path):
     assert type(model.visual.trunk).__name__ == "VisionTransformer" and model.visual.trunk.attn_pool is not None
     tokenizer = PlaceholderTokenizer(HFTokenizer(str(save_tokenizer(tmp_path, "£")), context_length=64,
                                                  clean="canonicalize"))
-    visual, _ = build_vision_tower(model.visual)
-    wrapper = CLIPWrapper(model, build_text_tower(model), visual, tokenizer, name="ViT-B-16-SigLIP",
+    wrapper = CLIPWrapper(model, build_text_tower(model), build_vision_tower(model.visual), tokenizer, name="ViT-B-16-SigLIP",
                           backend="open_clip")
     assert wrapper.visual.num_patches == 196 and not wrapper.text.truncatable
     with torch.no_grad():  # one pass each (ViT-B on 2 CPU cores): sentence vs pseudo tokens, image vs patches

@@ -20,7 +20,7 @@ from crossgap import load_clip, oti, ovi
 from crossgap.models import infer_backend
 from crossgap.models.slip import SLIP, SLIP_ARCHITECTURES, SLIPConfig, SLIPTokenizer, register_slip_architecture
 from crossgap.models.timm_tower import TimmVisionTower
-from crossgap.models.towers import OpenAITextTower
+from crossgap.models.openai_tower import OpenAITextTower
 from test_pseudo_tokens import assert_image_exact, assert_text_exact
 
 TINY = SLIPConfig(

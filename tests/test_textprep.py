@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from fixtures_datasets2 import make_imdb, make_nanobeir
+from fixtures_text_datasets import make_imdb, make_nanobeir
 
 from crossgap import plan
 from crossgap.config import ConfigError, load_params, text_options, text_settings

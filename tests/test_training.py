@@ -11,7 +11,7 @@ import open_clip
 import pytest
 import torch
 
-from crossgap.synthetic import generate_synthetic
+from crossgap.synthetic_generator import generate_synthetic
 from crossgap.training import (
     augment,
     clip_loss,

@@ -11,7 +11,8 @@ import torch
 from open_clip.transformer import VisionTransformer
 
 from crossgap.models.blocks import block_step, causal_mask, is_mha_block, run_blocks
-from crossgap.models.towers import OpenAIVisionTower, OpenClipVisionTower
+from crossgap.models.open_clip_tower import OpenClipVisionTower
+from crossgap.models.openai_tower import OpenAIVisionTower
 
 
 def images(n: int = 2) -> torch.Tensor:

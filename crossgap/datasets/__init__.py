@@ -1,7 +1,12 @@
 """Datasets: adapters that turn on-disk datasets into Parquet manifests, and manifest I/O.
 
 Importing this package registers every adapter (one module each, imported below).
-See :mod:`crossgap.datasets.manifest` for the manifest schema and protocol selection.
+The pieces: :mod:`~crossgap.datasets.base` (the adapter base class),
+:mod:`~crossgap.datasets.protocols` (evaluation protocols), :mod:`~crossgap.datasets.rows`
+(manifest rows), :mod:`~crossgap.datasets.manifest` (the manifest schema and its I/O),
+:mod:`~crossgap.datasets.selection` (the rows a protocol evaluates),
+:mod:`~crossgap.datasets.registry` and :mod:`~crossgap.datasets.options` (adapters configured
+from params), :mod:`~crossgap.datasets.checks` (``crossgap datasets check``).
 """
 
 from __future__ import annotations
@@ -23,14 +28,17 @@ from crossgap.datasets.errors import (
 from crossgap.datasets.manifest import (
     MANIFEST_COLUMNS,
     MANIFEST_VERSION,
-    query_gallery,
     read_manifest,
     read_manifest_meta,
-    relevance,
-    select,
     skipped_sidecar_path,
     write_manifest,
-    zero_shot_rows,
+)
+from crossgap.datasets.options import (
+    ConfigurableAdapter,
+    DatasetOptionsError,
+    adapter_for,
+    configured_adapter,
+    dataset_protocol,
 )
 from crossgap.datasets.prepare import prepare_manifest
 from crossgap.datasets.registry import (
@@ -40,48 +48,49 @@ from crossgap.datasets.registry import (
     register,
     register_dataset,
 )
+from crossgap.datasets.selection import (
+    qrels_pairs,
+    query_boxes,
+    query_gallery,
+    relevance,
+    revisited_ground_truth,
+    select,
+    zero_shot_rows,
+)
 
 __all__ = [
     "MANIFEST_COLUMNS",
     "MANIFEST_VERSION",
+    "ConfigurableAdapter",
     "DatasetAdapter",
     "DatasetError",
     "DatasetIntegrityError",
     "DatasetLayoutError",
     "DatasetNotFoundError",
+    "DatasetOptionsError",
     "DatasetReport",
     "FileProblem",
     "Inspection",
     "ManifestError",
     "UnknownDatasetError",
+    "adapter_for",
     "check_dataset",
+    "configured_adapter",
+    "dataset_protocol",
     "get_adapter",
     "list_datasets",
     "prepare_manifest",
+    "qrels_pairs",
+    "query_boxes",
     "query_gallery",
     "read_manifest",
     "read_manifest_meta",
     "register",
     "register_dataset",
     "relevance",
+    "revisited_ground_truth",
     "select",
     "skipped_sidecar_path",
     "write_manifest",
     "zero_shot_rows",
 ]
-
-# explicit-relevance helpers (qrels / revisited ground truth) and query crops
-from crossgap.datasets.manifest import qrels_pairs, query_boxes, revisited_ground_truth  # noqa: E402
-
-__all__ += ["qrels_pairs", "query_boxes", "revisited_ground_truth"]
-
-# your own data: adapters configured by the ``options`` of a params.yaml entry, protocols from params alone
-from crossgap.datasets.options import (  # noqa: E402
-    ConfigurableAdapter,
-    DatasetOptionsError,
-    adapter_for,
-    configured_adapter,
-    dataset_protocol,
-)
-
-__all__ += ["ConfigurableAdapter", "DatasetOptionsError", "adapter_for", "configured_adapter", "dataset_protocol"]

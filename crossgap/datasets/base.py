@@ -1,9 +1,23 @@
-"""The abstract dataset adapter: locate a dataset, list its rows, check files, build a manifest.
+"""The dataset adapter: locate a dataset, list its rows, check its files, build its manifest.
 
-A concrete adapter states ``slug``, ``folder``, ``expected_sizes``, ``templates``,
-``protocol``, ``layout`` and ``required`` and implements :meth:`DatasetAdapter.classnames`
-and :meth:`DatasetAdapter.rows`. Everything else (counting, file checks, skipping,
-metadata) is shared here.
+Every adapter subclasses :class:`DatasetAdapter`. A concrete adapter states ``slug``,
+``folder``, ``expected_sizes``, ``templates``, ``protocol`` (:mod:`crossgap.datasets.protocols`),
+``layout`` and ``required``, says what its sizes count with ``unit`` (``"images"``, ``"texts"``
+or ``"groups"``: caption groups, one per source image) and implements
+:meth:`~DatasetAdapter.classnames` and :meth:`~DatasetAdapter.rows`. Optional hooks (each has
+a default, so an adapter overrides only what its dataset needs):
+
+* :meth:`~DatasetAdapter.read`: the rows *and* the problems found while reading them (text
+  files that cannot be read; WebDataset shards, whose images are decoded while streaming);
+* :meth:`~DatasetAdapter.check_files`: how the image files the rows name are checked (default:
+  each must exist and decode);
+* :meth:`~DatasetAdapter.extra_warnings`: checks beyond the per-split counts (e.g. classes per split);
+* :meth:`~DatasetAdapter.extra_meta`: metadata keys beyond the common ones (``gnd``, ``qrels``, ...).
+
+Everything else (counting, count warnings, skipping, metadata) is shared here. Adapters
+whose layout and protocol come from ``datasets.<name>.options`` in params subclass it through
+:class:`crossgap.datasets.options.ConfigurableAdapter`. Rows are built with
+:mod:`crossgap.datasets.rows`, folders listed with :func:`crossgap.datasets.files.visible_entries`.
 """
 
 from __future__ import annotations
@@ -18,68 +32,36 @@ from typing import Any, Mapping
 
 import pandas as pd
 
-from crossgap.datasets.checks import count_warnings, scan_files
 from crossgap.datasets.errors import DatasetIntegrityError, DatasetNotFoundError, FileProblem
+from crossgap.datasets.files import scan_files
 from crossgap.datasets.images import DEFAULT_TRUNCATED_IMAGES, split_truncated, truncated_meta, truncated_policy
-from crossgap.datasets.manifest import MANIFEST_COLUMNS, crossgap_version, validate_frame
+from crossgap.datasets.manifest import crossgap_version, validate_frame, validate_meta
+from crossgap.datasets.protocols import LABEL_RETRIEVAL_PROTOCOL
+from crossgap.datasets.rows import Row, frame_from_rows
 
 log = logging.getLogger(__name__)
 
-Row = dict[str, Any]
-
-#: Protocol shared by datasets with train/test splits and no captions.
-LABEL_RETRIEVAL_PROTOCOL: dict[str, Any] = {
-    "image_retrieval": {
-        "query": {"split": "test", "select": "all"},
-        "gallery": {"split": "train", "select": "all"},
-        "relevance": "label",
-    },
-    "text_retrieval": None,
-    "zero_shot": {"split": "test", "select": "all"},
-}
+#: What an adapter's ``counts`` (and ``expected_sizes``) count, and the word its warnings use:
+#: image rows, text rows, or caption groups (one per source image, so they read as images).
+COUNT_UNITS: dict[str, str] = {"images": "images", "texts": "texts", "groups": "images"}
 
 
-def image_row(split: str, path: str, label: int, classname: str | None) -> Row:
-    """A manifest row for an image; its id is ``"<split>/<path>"``."""
-    return {
-        "id": f"{split}/{path}",
-        "split": split,
-        "modality": "image",
-        "path": path,
-        "text": None,
-        "label": int(label),
-        "classname": classname,
-        "group": None,
-    }
-
-
-def text_rows(image: Row, captions: list[str]) -> list[Row]:
-    """Manifest rows for the captions of ``image``: ids ``"<image id>#<k>"``, group = image id."""
-    return [
-        {
-            "id": f"{image['id']}#{k}",
-            "split": image["split"],
-            "modality": "text",
-            "path": None,
-            "text": text,
-            "label": image["label"],
-            "classname": image["classname"],
-            "group": image["id"],
-        }
-        for k, text in enumerate(captions)
-    ]
-
-
-def frame_from_rows(rows: list[Row]) -> pd.DataFrame:
-    """Rows -> a DataFrame with exactly :data:`MANIFEST_COLUMNS` and an int64 label."""
-    df = pd.DataFrame.from_records(rows, columns=list(MANIFEST_COLUMNS))
-    df["label"] = df["label"].astype("int64")
-    return df
-
-
-def coop_classname(name: str) -> str:
-    """Class name as CoOp prompts it: underscores become spaces."""
-    return name.replace("_", " ").strip()
+def count_warnings(
+    dataset: str, counts: Mapping[str, int], expected: Mapping[str, int], unit: str = "images"
+) -> list[str]:
+    """One message per split whose count (of ``unit``) differs from ``expected`` (empty ``expected``: no check)."""
+    if not expected:
+        return []
+    out = []
+    for split in sorted(set(counts) | set(expected)):
+        have, want = counts.get(split, 0), expected.get(split)
+        if want is None:
+            out.append(
+                f"{dataset}: split {split!r} has {have} {unit} but is not an expected split ({sorted(expected)})"
+            )
+        elif have != want:
+            out.append(f"{dataset}: split {split!r} has {have} {unit}, expected {want}")
+    return out
 
 
 @dataclass
@@ -101,7 +83,9 @@ class DatasetAdapter(ABC):
     slug: str = ""
     folder: str = ""
     version: str = "1"
-    #: images per split in the published split; empty = no count check
+    #: what ``expected_sizes`` and ``counts`` count: a key of :data:`COUNT_UNITS`
+    unit: str = "images"
+    #: items (of ``unit``) per split in the published split; empty = no count check
     expected_sizes: Mapping[str, int] = {}
     num_classes: int | None = None
     templates: tuple[str, ...] = ("a photo of a {}.",)
@@ -143,34 +127,76 @@ class DatasetAdapter(ABC):
     def rows(self, folder: Path, classnames: list[str]) -> list[Row]:
         """All manifest rows (images, then any texts), in manifest order."""
 
+    # ------------------------------------------------------------------ optional hooks
+    def read(
+        self, folder: Path, classnames: list[str], *, check_images: bool = True, workers: int | None = None
+    ) -> tuple[list[Row], list[FileProblem]]:
+        """The rows of :meth:`rows` and the problems found while reading them (default: none).
+
+        An adapter whose source files can be unreadable returns such a row anyway (text ``""``)
+        and lists it as a problem, so that ``build`` can stop or skip it. ``check_images`` and
+        ``workers`` are :meth:`inspect`'s, for adapters that check images while reading.
+        """
+        return self.rows(folder, classnames), []
+
+    def check_files(
+        self, root: Path, images: pd.DataFrame, *, check_images: bool = True, workers: int | None = None
+    ) -> list[FileProblem]:
+        """Problems of the image files of the image rows ``images`` (relative to ``root``):
+        missing, and with ``check_images`` corrupt or truncated (:func:`~crossgap.datasets.files.scan_files`)."""
+        if not len(images):
+            return []
+        return scan_files(root, zip(images["id"], images["path"]), check_images=check_images, workers=workers,
+                          desc=f"{self.slug} files")
+
+    def extra_warnings(self, ins: Inspection) -> list[str]:
+        """Warnings beyond the per-split counts (e.g. number of classes per split)."""
+        return []
+
+    def extra_meta(self, folder: Path, df: pd.DataFrame) -> dict[str, Any]:
+        """Metadata keys to add to the built manifest (``df`` is after any skipping)."""
+        return {}
+
     # ------------------------------------------------------------------ checks
+    def counts(self, df: pd.DataFrame) -> dict[str, int]:
+        """Items of :attr:`unit` per split, in manifest order of the splits."""
+        if self.unit == "images":
+            per = df.loc[df["modality"] == "image", "split"].value_counts(sort=False)
+        else:
+            texts = df[df["modality"] == "text"]
+            if self.unit == "groups":
+                keys = texts["group"].where(texts["group"].notna(), texts["id"])
+                per = keys.groupby(texts["split"], sort=False).nunique()
+            else:
+                per = texts["split"].value_counts(sort=False)
+        return {str(k): int(v) for k, v in per.items()}
+
     def inspect(
         self, dataroot: str | os.PathLike, *, check_images: bool = True, workers: int | None = None
     ) -> Inspection:
-        """Locate, list, count and check files; logs count mismatches as warnings."""
+        """Locate, read, count and check files; count mismatches and :meth:`extra_warnings` are logged."""
         folder = self.locate(dataroot)
         names = self.classnames(folder)
-        df = frame_from_rows(self.rows(folder, names))
+        rows, problems = self.read(folder, names, check_images=check_images, workers=workers)
+        df = frame_from_rows(rows)
         validate_frame(df, f"{self.slug} adapter output")
-        images = df[df["modality"] == "image"]
-        counts = {str(k): int(v) for k, v in images["split"].value_counts(sort=False).items()}
-        warnings = count_warnings(self.slug, counts, self.expected_sizes)
+        counts = self.counts(df)
+        warnings = count_warnings(self.slug, counts, self.expected_sizes, COUNT_UNITS[self.unit])
         if self.num_classes is not None and len(names) != self.num_classes:
             warnings.append(f"{self.slug}: {len(names)} classes, expected {self.num_classes}")
         for message in warnings:
             log.warning(message)
         root = self.image_root(folder)
-        problems = scan_files(
-            root,
-            zip(images["id"], images["path"]),
-            check_images=check_images,
-            workers=workers,
-            desc=f"{self.slug} files",
-        )
-        log.info(
-            "%s: %s images (%d classes) in %s; %d problem file(s)", self.slug, counts, len(names), root, len(problems)
-        )
-        return Inspection(folder, root, names, df, counts, warnings, problems)
+        problems = problems + self.check_files(root, df[df["modality"] == "image"], check_images=check_images,
+                                               workers=workers)
+        log.info("%s: %s %s (%d classes) in %s; %d problem(s)", self.slug, counts, self.unit, len(names), root,
+                 len(problems))
+        ins = Inspection(folder, root, names, df, counts, warnings, problems)
+        extra = self.extra_warnings(ins)
+        for message in extra:
+            log.warning(message)
+        ins.warnings = [*warnings, *extra]
+        return ins
 
     # ------------------------------------------------------------------ build
     def build(
@@ -182,9 +208,9 @@ class DatasetAdapter(ABC):
         workers: int | None = None,
         truncated_images: str = DEFAULT_TRUNCATED_IMAGES,
     ) -> tuple[pd.DataFrame, dict[str, Any]]:
-        """Manifest ``(df, meta)`` for this dataset.
+        """Manifest ``(df, meta)`` for this dataset; the metadata is validated.
 
-        Missing or undecodable images raise :class:`DatasetIntegrityError` listing them,
+        Missing or undecodable files raise :class:`DatasetIntegrityError` listing them,
         unless ``skip_corrupt``: then they (and captions of their images) are dropped and
         recorded in ``meta["skipped"]``.  Images that decode only with PIL's truncated loading
         follow ``truncated_images`` alone (:mod:`crossgap.datasets.images`): ``load`` keeps them,
@@ -225,10 +251,16 @@ class DatasetAdapter(ABC):
             "skipped": skipped,
             "expected_sizes": dict(self.expected_sizes),
             "counts": ins.counts,
+            "count_unit": self.unit,
             "check_images": check_images,
             "truncated_images": truncated_meta(policy, truncated, check_images),
             "created_by": f"crossgap {crossgap_version()}",
         }
+        if self.unit != "images":  # text datasets also record their text rows per split
+            texts = df[df["modality"] == "text"]
+            meta["text_counts"] = {str(k): int(v) for k, v in texts["split"].value_counts(sort=False).items()}
+        meta.update(self.extra_meta(ins.folder, df))
+        validate_meta(meta, f"{self.slug} adapter output")
         return df, meta
 
     def __repr__(self) -> str:

@@ -24,32 +24,26 @@ import re
 from pathlib import Path
 from typing import Any
 
-from crossgap.datasets.base import Row
-from crossgap.datasets.errors import DatasetLayoutError, FileProblem
+from crossgap.datasets.base import DatasetAdapter
+from crossgap.datasets.errors import DatasetLayoutError
 from crossgap.datasets.formats import read_json
+from crossgap.datasets.protocols import ProtocolDict, group_retrieval, make_protocol
 from crossgap.datasets.registry import register_dataset
-from crossgap.datasets.text_base import TextDatasetAdapter, caption_rows
+from crossgap.datasets.rows import Row, caption_rows
 
 log = logging.getLogger(__name__)
 
 
-def caption_protocol(split: str) -> dict[str, Any]:
-    """First caption of each image of ``split`` -> the other captions of ``split``; same image."""
-    return {
-        "image_retrieval": None,
-        "text_retrieval": {
-            "query": {"split": split, "select": "first_per_group"},
-            "gallery": {"split": split, "select": "rest_per_group"},
-            "relevance": "group",
-        },
-        "zero_shot": None,
-    }
+def caption_protocol(split: str) -> ProtocolDict:
+    """Text retrieval only: first caption of each image of ``split`` -> the other captions of ``split``."""
+    return make_protocol(text_retrieval=group_retrieval(split))
 
 
-class CaptionAdapter(TextDatasetAdapter):
-    """Base of the caption datasets: no classes, sizes counted in images (caption groups)."""
+class CaptionAdapter(DatasetAdapter):
+    """Base of the caption datasets: texts only, no classes, sizes counted in images (caption groups)."""
 
-    count_unit = "groups"
+    unit = "groups"
+    templates: tuple[str, ...] = ()
 
     def classnames(self, folder: Path) -> list[str]:
         """Caption datasets have no classes."""
@@ -72,7 +66,7 @@ class CocoTextAdapter(CaptionAdapter):
         "|-- train2014/, val2014/      # images (not needed for text retrieval)"
     )
 
-    def read(self, folder: Path, classnames: list[str]) -> tuple[list[Row], list[FileProblem]]:
+    def rows(self, folder: Path, classnames: list[str]) -> list[Row]:
         """Captions of every image, in file order (``sentences[].raw`` as written)."""
         path = folder / "dataset_coco_light.json"
         data = read_json(path)
@@ -95,7 +89,7 @@ class CocoTextAdapter(CaptionAdapter):
             if not captions:
                 log.warning("%s: %s has no captions; ignored", self.slug, where)
             rows += caption_rows(str(image["split"]), str(image["filename"]), captions)
-        return rows, []
+        return rows
 
 
 FLICKR_SPLITS: tuple[str, ...] = ("train", "val", "test")
@@ -139,7 +133,7 @@ class Flickr30kTextAdapter(CaptionAdapter):
         "|-- flickr30k_images/     # images (not needed for text retrieval)"
     )
 
-    def read(self, folder: Path, classnames: list[str]) -> tuple[list[Row], list[FileProblem]]:
+    def rows(self, folder: Path, classnames: list[str]) -> list[Row]:
         """Images of each Karpathy split in ``results.csv`` order; captions in file order."""
         captions = read_flickr_results(folder / "results.csv")
         split_of: dict[str, str] = {}
@@ -166,7 +160,7 @@ class Flickr30kTextAdapter(CaptionAdapter):
             for name, caps in captions.items():
                 if split_of.get(name) == split:
                     rows += caption_rows(split, name, caps)
-        return rows, []
+        return rows
 
 
 @register_dataset
@@ -184,7 +178,7 @@ class NocapsTextAdapter(CaptionAdapter):
         '"annotations": [{"image_id", "caption", ...}]}'
     )
 
-    def read(self, folder: Path, classnames: list[str]) -> tuple[list[Row], list[FileProblem]]:
+    def rows(self, folder: Path, classnames: list[str]) -> list[Row]:
         """Images in order of their first caption in ``annotations``; captions in file order."""
         path = folder / "nocaps_val_4500_captions.json"
         data = read_json(path)
@@ -212,4 +206,4 @@ class NocapsTextAdapter(CaptionAdapter):
         rows: list[Row] = []
         for image_id, caps in by_image.items():
             rows += caption_rows("val", names[image_id], caps)
-        return rows, []
+        return rows

@@ -1,109 +1,20 @@
-"""Dataset health checks: found or not, item counts vs expected, missing, corrupt and truncated files.
+"""``crossgap datasets check``: every check of one dataset, gathered in a :class:`DatasetReport`.
 
-:func:`scan_files` and :func:`count_warnings` are used by every adapter's ``build``;
-:func:`check_dataset` runs all checks for one adapter and returns a
-:class:`DatasetReport` (never raises for data problems), which the CLI prints.
+:func:`check_dataset` locates and inspects a dataset with its adapter
+(:meth:`~crossgap.datasets.base.DatasetAdapter.inspect`: item counts against the expected ones,
+missing, corrupt and truncated files) and returns a :class:`DatasetReport` (it never raises
+for data problems), which the CLI prints.
 """
 
 from __future__ import annotations
 
-import logging
 import os
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Mapping
+from typing import Any
 
-from tqdm import tqdm
-
+from crossgap.datasets.base import DatasetAdapter
 from crossgap.datasets.errors import DatasetError, FileProblem
-from crossgap.datasets.images import (
-    DEFAULT_TRUNCATED_IMAGES,
-    decode_error,
-    reclassify_truncated,
-    split_truncated,
-    truncated_loading,
-    truncated_policy,
-)
-
-if TYPE_CHECKING:
-    from crossgap.datasets.base import DatasetAdapter
-
-log = logging.getLogger(__name__)
-
-
-CHUNK = 256  # files per thread-pool task
-
-
-def default_workers() -> int:
-    """Threads used to decode images (PIL releases the GIL while decoding)."""
-    return max(1, min(8, os.cpu_count() or 1))
-
-
-def verify_image(path: Path) -> str | None:
-    """``None`` if ``path`` decodes completely with PIL (no truncated loading), else the reason it does not."""
-    with truncated_loading(False):
-        return decode_error(path)
-
-
-def _probe(path: Path, check_images: bool) -> tuple[str, str] | None:
-    if not path.is_file():
-        return "missing", "file does not exist"
-    if check_images:
-        reason = decode_error(path)  # the caller holds truncated_loading(False)
-        if reason is not None:
-            return "corrupt", reason
-    return None
-
-
-def scan_files(
-    root: Path,
-    items: Iterable[tuple[str, str]],
-    *,
-    check_images: bool = True,
-    workers: int | None = None,
-    desc: str = "checking images",
-) -> list[FileProblem]:
-    """Check each ``(id, relative_path)`` under ``root``; return problems in input order.
-
-    A file is ``missing`` when it is not a regular file; with ``check_images``, ``truncated``
-    when PIL decodes it only with ``LOAD_TRUNCATED_IMAGES`` (:mod:`crossgap.datasets.images`) and
-    ``corrupt`` when it cannot decode it even so.
-    """
-    items = list(items)
-    paths = [root / rel for _, rel in items]
-    chunks = [paths[i : i + CHUNK] for i in range(0, len(paths), CHUNK)]
-    results: list[tuple[str, str] | None] = []
-    with (
-        truncated_loading(False),  # strict decoding for the whole pass (threads read PIL's flag)
-        ThreadPoolExecutor(max_workers=workers or default_workers()) as pool,
-        tqdm(total=len(paths), desc=desc, unit="img", disable=None, leave=False) as bar,
-    ):
-        for chunk_results in pool.map(lambda chunk: [_probe(p, check_images) for p in chunk], chunks):
-            results += chunk_results
-            bar.update(len(chunk_results))
-    problems = [
-        FileProblem(id=item_id, path=str(path), kind=res[0], reason=res[1])
-        for (item_id, _), path, res in zip(items, paths, results)
-        if res is not None
-    ]
-    return reclassify_truncated(problems) if check_images else problems
-
-
-def count_warnings(dataset: str, counts: Mapping[str, int], expected: Mapping[str, int]) -> list[str]:
-    """One message per split whose image count differs from ``expected`` (empty ``expected``: no check)."""
-    if not expected:
-        return []
-    out = []
-    for split in sorted(set(counts) | set(expected)):
-        have, want = counts.get(split, 0), expected.get(split)
-        if want is None:
-            out.append(
-                f"{dataset}: split {split!r} has {have} images but is not an expected split ({sorted(expected)})"
-            )
-        elif have != want:
-            out.append(f"{dataset}: split {split!r} has {have} images, expected {want}")
-    return out
+from crossgap.datasets.images import DEFAULT_TRUNCATED_IMAGES, split_truncated, truncated_policy
 
 
 @dataclass
@@ -178,7 +89,7 @@ class DatasetReport:
 
 
 def check_dataset(
-    adapter: "DatasetAdapter",
+    adapter: DatasetAdapter,
     dataroot: str | os.PathLike,
     *,
     check_images: bool = True,

@@ -18,10 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Mapping
 
-from crossgap.datasets.base import DatasetAdapter, Row, coop_classname, image_row
+from crossgap.datasets.base import DatasetAdapter
 from crossgap.datasets.errors import DatasetLayoutError
-from crossgap.datasets.formats import labels_to_names, read_json, read_split_json
+from crossgap.datasets.formats import coop_classname, labels_to_names, read_json, read_split_json
 from crossgap.datasets.registry import register
+from crossgap.datasets.rows import Row, image_row
 
 log = logging.getLogger(__name__)
 

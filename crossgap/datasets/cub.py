@@ -19,10 +19,12 @@ import logging
 import re
 from pathlib import Path
 
-from crossgap.datasets.base import DatasetAdapter, Row, image_row
+from crossgap.datasets.base import DatasetAdapter
 from crossgap.datasets.errors import DatasetLayoutError
 from crossgap.datasets.formats import clean_relpath, read_lines
+from crossgap.datasets.protocols import make_protocol, retrieval
 from crossgap.datasets.registry import register_dataset
+from crossgap.datasets.rows import Row, image_row
 
 log = logging.getLogger(__name__)
 
@@ -58,15 +60,7 @@ class CUBAdapter(DatasetAdapter):
     expected_sizes = {"train": 5994, "test": 5794}
     num_classes = 200
     templates = ("a photo of a {}, a type of bird.",)
-    protocol = {
-        "image_retrieval": {
-            "query": {"split": "*", "select": "all"},
-            "gallery": {"split": "*", "select": "all"},
-            "relevance": "label",
-        },
-        "text_retrieval": None,
-        "zero_shot": None,
-    }
+    protocol = make_protocol(image_retrieval=retrieval("*", "*"))  # leave-one-out over every image
     required = ("images", "images.txt", "image_class_labels.txt", "train_test_split.txt", "classes.txt")
     layout = (
         "<dataroot>/CUB_200_2011/        # extracted CUB_200_2011.tgz\n"

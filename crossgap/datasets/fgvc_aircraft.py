@@ -10,10 +10,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from crossgap.datasets.base import DatasetAdapter, Row, coop_classname, image_row
+from crossgap.datasets.base import DatasetAdapter
 from crossgap.datasets.errors import DatasetLayoutError
-from crossgap.datasets.formats import read_lines
+from crossgap.datasets.formats import coop_classname, read_lines
 from crossgap.datasets.registry import register_dataset
+from crossgap.datasets.rows import Row, image_row
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 

@@ -1,4 +1,4 @@
-"""Parsers for the small index files dataset layouts use (split JSON, class lists, ...).
+"""Parsers for the small index files dataset layouts use (split JSON, class lists, tables, ...).
 
 Every parser raises :class:`DatasetLayoutError` naming the file, the offending key or
 line, and what was expected.
@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 from pathlib import Path, PurePosixPath
 from typing import Any
+
+import pandas as pd
 
 from crossgap.datasets.errors import DatasetLayoutError
 
@@ -23,6 +25,11 @@ def read_json(path: Path) -> Any:
         return json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise DatasetLayoutError(f"{path}: not valid JSON ({exc})") from exc
+
+
+def coop_classname(name: str) -> str:
+    """Class name as CoOp prompts it: underscores become spaces."""
+    return name.replace("_", " ").strip()
 
 
 def clean_relpath(rel: str, where: str) -> str:
@@ -108,3 +115,10 @@ def read_name_list(path: Path) -> list[str]:
     if dup:
         raise DatasetLayoutError(f"{path}: class names must be unique, repeated: {dup[:10]}")
     return names
+
+
+def require_columns(df: pd.DataFrame, columns: tuple[str, ...], path: Path, layout: str) -> None:
+    """Raise :class:`DatasetLayoutError` naming ``path`` when ``df`` lacks any of ``columns``."""
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise DatasetLayoutError(f"{path}: missing column(s) {missing}; found {list(df.columns)}; expected {layout}")

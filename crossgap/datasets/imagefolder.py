@@ -28,17 +28,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from crossgap.datasets.base import Row, coop_classname
 from crossgap.datasets.errors import DatasetLayoutError
-from crossgap.datasets.formats import SPLIT_ORDER, read_name_list
+from crossgap.datasets.files import visible_entries
+from crossgap.datasets.formats import SPLIT_ORDER, coop_classname, read_name_list
 from crossgap.datasets.options import (
     ConfigurableAdapter,
     DatasetOptionsError,
+    check_query_gallery,
     check_split_name,
     check_templates,
     resolve_under,
 )
+from crossgap.datasets.protocols import ProtocolDict, classification_protocol
 from crossgap.datasets.registry import register_dataset
+from crossgap.datasets.rows import Row, image_row
 
 log = logging.getLogger(__name__)
 
@@ -69,9 +72,7 @@ class ImageFolderOptions:
     def __post_init__(self) -> None:
         for name in self.splits:
             check_split_name(name, "splits")
-        check_split_name(self.query_split, "query_split")
-        if self.gallery_split is not None:
-            check_split_name(self.gallery_split, "gallery_split")
+        check_query_gallery(self.query_split, self.gallery_split)
         if len(set(self.splits)) != len(self.splits):
             raise DatasetOptionsError(f"splits: names must be unique, got {list(self.splits)}")
         for key in ("query_split", "gallery_split"):
@@ -86,18 +87,18 @@ class ImageFolderOptions:
 
 
 def is_image(path: Path) -> bool:
-    """A regular, non-hidden file with an image suffix."""
-    return path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".") and path.is_file()
+    """A regular file with an image suffix (hidden files are never listed: :func:`visible_entries`)."""
+    return path.suffix.lower() in IMAGE_SUFFIXES and path.is_file()
 
 
 def list_class_folders(folder: Path) -> list[Path]:
     """Non-hidden sub-folders of ``folder``, sorted by name."""
-    return sorted((p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")), key=lambda p: p.name)
+    return [Path(e.path) for e in visible_entries(folder) if e.is_dir()]
 
 
 def list_images(class_dir: Path) -> list[Path]:
     """Image files of a class folder, sorted by name; an empty class folder is an error naming it."""
-    files = sorted(p for p in class_dir.iterdir() if not p.name.startswith("."))
+    files = [Path(e.path) for e in visible_entries(class_dir)]
     images = [p for p in files if is_image(p)]
     if not images:
         raise DatasetLayoutError(
@@ -136,17 +137,9 @@ class ImageFolderAdapter(ConfigurableAdapter):
         )
 
     @classmethod
-    def options_protocol(cls, options: ImageFolderOptions) -> dict[str, Any]:
+    def options_protocol(cls, options: ImageFolderOptions) -> ProtocolDict:
         """Image retrieval (query vs gallery split, same label) and zero-shot on the query split."""
-        return {
-            "image_retrieval": {
-                "query": {"split": options.query_split, "select": "all"},
-                "gallery": {"split": options.gallery_split or options.query_split, "select": "all"},
-                "relevance": "label",
-            },
-            "text_retrieval": None,
-            "zero_shot": {"split": options.query_split, "select": "all"},
-        }
+        return classification_protocol(options.query_split, options.gallery_split)
 
     # ------------------------------------------------------------------ layout
     def split_dirs(self, folder: Path) -> dict[str, Path]:
@@ -197,8 +190,8 @@ class ImageFolderAdapter(ConfigurableAdapter):
                 splits = [split] * len(images) if split else self._single_folder_splits(len(images), class_dir.name)
                 for path, row_split in zip(images, splits):
                     key = path.relative_to(base).as_posix()
-                    rows.append(self._row(row_split, key, path.relative_to(folder).as_posix(), label,
-                                          classnames[label]))
+                    rows.append(image_row(row_split, path.relative_to(folder).as_posix(), label, classnames[label],
+                                          key=key))
         if not self.options.splits:
             rank = {self.options.query_split: 1}
             rows.sort(key=lambda r: rank.get(r["split"], 0))  # stable: gallery first, then queries
@@ -211,11 +204,6 @@ class ImageFolderAdapter(ConfigurableAdapter):
             return [opt.query_split] * n
         query = seeded_split(n, opt.query_fraction, opt.seed, key)
         return [opt.query_split if i in query else opt.gallery_split for i in range(n)]
-
-    @staticmethod
-    def _row(split: str, key: str, path: str, label: int, classname: str) -> Row:
-        return {"id": f"{split}/{key}", "split": split, "modality": "image", "path": path, "text": None,
-                "label": label, "classname": classname, "group": None}
 
     # ------------------------------------------------------------------ init
     @classmethod

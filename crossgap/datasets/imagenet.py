@@ -9,21 +9,19 @@ queries and zero-shot run on ``val``, the gallery is ``train`` (1,281,167 images
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
-from crossgap.datasets.base import DatasetAdapter, Row, coop_classname, image_row
+from crossgap.datasets.base import DatasetAdapter
 from crossgap.datasets.errors import DatasetLayoutError
-from crossgap.datasets.formats import read_lines
+from crossgap.datasets.files import visible_entries
+from crossgap.datasets.formats import coop_classname, read_lines
+from crossgap.datasets.protocols import classification_protocol
 from crossgap.datasets.registry import register_dataset
+from crossgap.datasets.rows import Row, image_row
 
 log = logging.getLogger(__name__)
 
 SPLITS: tuple[str, ...] = ("train", "val")
-
-
-def _visible(entries: list[os.DirEntry]) -> list[os.DirEntry]:
-    return sorted((e for e in entries if not e.name.startswith(".")), key=lambda e: e.name)
 
 
 def read_wnid_classnames(path: Path) -> dict[str, str]:
@@ -49,15 +47,7 @@ class ImageNetAdapter(DatasetAdapter):
     expected_sizes = {"train": 1281167, "val": 50000}
     num_classes = 1000
     templates = ("a photo of a {}.",)
-    protocol = {
-        "image_retrieval": {
-            "query": {"split": "val", "select": "all"},
-            "gallery": {"split": "train", "select": "all"},
-            "relevance": "label",
-        },
-        "text_retrieval": None,
-        "zero_shot": {"split": "val", "select": "all"},
-    }
+    protocol = classification_protocol("val", "train")
     required = ("images/train", "images/val", "classnames.txt")
     layout = (
         "<dataroot>/imagenet/\n"
@@ -77,9 +67,7 @@ class ImageNetAdapter(DatasetAdapter):
         root = self.image_root(folder)
         rows: list[Row] = []
         for split in SPLITS:
-            with os.scandir(root / split) as it:
-                class_dirs = _visible(list(it))
-            for entry in class_dirs:
+            for entry in visible_entries(root / split):
                 if not entry.is_dir():
                     log.warning("%s: ignoring %s (not a class folder)", self.slug, entry.path)
                     continue
@@ -88,7 +76,6 @@ class ImageNetAdapter(DatasetAdapter):
                         f"{entry.path}: class folder {entry.name!r} is not listed in {folder / 'classnames.txt'}"
                     )
                 label = wnids[entry.name]
-                with os.scandir(entry.path) as files:
-                    for f in _visible(list(files)):
-                        rows.append(image_row(split, f"{split}/{entry.name}/{f.name}", label, classnames[label]))
+                for f in visible_entries(entry.path):
+                    rows.append(image_row(split, f"{split}/{entry.name}/{f.name}", label, classnames[label]))
         return rows

@@ -15,18 +15,19 @@ class's index among the 1,000) to map back. Every image is in split ``test``.
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from crossgap.datasets.base import Row, image_row
+from crossgap.datasets.base import DatasetAdapter
 from crossgap.datasets.errors import DatasetLayoutError, DatasetNotFoundError
+from crossgap.datasets.files import visible_entries
 from crossgap.datasets.imagenet import read_wnid_classnames
+from crossgap.datasets.protocols import ZERO_SHOT_ONLY
 from crossgap.datasets.registry import register
-from crossgap.datasets.text_base import ZERO_SHOT_ONLY, ExtendedAdapter
+from crossgap.datasets.rows import Row, image_row
 
 log = logging.getLogger(__name__)
 
@@ -54,15 +55,14 @@ VARIANTS: tuple[VariantSpec, ...] = (
 
 
 def _visible_dirs(folder: Path) -> list[str]:
-    with os.scandir(folder) as it:
-        entries = sorted((e for e in it if not e.name.startswith(".")), key=lambda e: e.name)
+    entries = visible_entries(folder)
     for e in entries:
         if not e.is_dir():
             log.debug("ignoring %s (not a class folder)", e.path)
     return [e.name for e in entries if e.is_dir()]
 
 
-class ImageNetVariantAdapter(ExtendedAdapter):
+class ImageNetVariantAdapter(DatasetAdapter):
     """One ImageNet variant (see :data:`VARIANTS`)."""
 
     templates = ("a photo of a {}.",)
@@ -126,8 +126,7 @@ class ImageNetVariantAdapter(ExtendedAdapter):
             if not (root / sub).is_dir():
                 log.warning("%s: class folder %s is missing", self.slug, root / sub)
                 continue
-            with os.scandir(root / sub) as it:
-                files = sorted(e.name for e in it if not e.name.startswith(".") and e.is_file())
+            files = [e.name for e in visible_entries(root / sub) if e.is_file()]
             rows += [image_row("test", f"{sub}/{f}", label, name) for f in files]
         return rows
 

@@ -49,7 +49,8 @@ from crossgap.datasets.llm_summaries import (  # noqa: F401  (LLMConfig, build_p
     llm_summaries,
 )
 from crossgap.datasets.manifest import read_manifest, write_manifest
-from crossgap.datasets.text_base import strip_split
+from crossgap.datasets.rows import strip_split
+from crossgap.datasets.selection import select
 from crossgap.safe_pickle import UnsafePickleError, restricted_load
 
 log = logging.getLogger(__name__)
@@ -188,8 +189,6 @@ def default_rows(df: pd.DataFrame, meta: Mapping[str, Any], strategy: str, split
         return texts & df["split"].isin(list(splits))
     spec = (meta.get("protocol") or {}).get("text_retrieval")
     if strategy != "truncate" and spec and "gallery" in spec:
-        from crossgap.datasets.manifest import select
-
         mask = pd.Series(False, index=df.index)
         mask[select(df, "text", spec["gallery"]).index] = True
         return mask

@@ -24,34 +24,14 @@ key ``crossgap`` (see :data:`META_KEY`):
 label), ``templates`` (zero-shot prompts containing ``{}``), ``protocol`` (below),
 ``skipped`` (list of ``{"id", "path", "kind", "reason"}``), ``created_by``
 (``"crossgap <version>"``) and ``manifest_version`` (:data:`MANIFEST_VERSION`).
-Adapters add informational keys (``expected_sizes``, ``counts`` of images per split,
-``check_images``); readers must ignore keys they do not know.
+Adapters add informational keys (``expected_sizes`` and ``counts`` per split, of
+``count_unit``: images, texts or caption groups; ``check_images``, ...); readers must
+ignore keys they do not know.
 
-``protocol`` maps a task to its row selection, or to null when unsupported::
-
-    {"image_retrieval": {"query": {"split": "test"}, "gallery": {"split": "train"}, "relevance": "label"},
-     "text_retrieval":  {"query": {"split": "test", "select": "first_per_group"},
-                         "gallery": {"split": "train", "select": "all"}, "relevance": "label"},
-     "zero_shot": {"split": "test"}}
-
-A selection spec has ``split`` (a split name, or ``"*"`` for all splits), optional
-``select`` (:data:`SELECTORS`: ``all`` | ``first_per_group`` | ``rest_per_group``) and
-optional ``modality`` (defaults to the task's, :data:`TASK_MODALITY`). ``relevance`` is
-``label``, ``group``, ``qrels`` or ``revisited`` (:data:`RELEVANCE`). Use :func:`select`,
-:func:`query_gallery` and :func:`zero_shot_rows` rather than filtering by hand.
-
-Explicit relevance (both by row ``id``, so skipping rows never shifts anything):
-
-* ``"relevance": "qrels"`` (BEIR-style): metadata key ``qrels`` is a list of
-  ``[query_id, gallery_id, score]``; a pair is relevant when ``score > 0``.
-  :func:`qrels_pairs` turns it into ``(query position, gallery position)`` pairs for
-  ``evaluate_retrieval(relevance=...)``.
-* ``"relevance": "revisited"`` (revisited Oxford/Paris): metadata key ``gnd`` is a list of
-  ``{"query": id, "easy": [ids], "hard": [ids], "junk": [ids], "bbx": [x1, y1, x2, y2] | null}``.
-  :func:`revisited_ground_truth` gives per-query gallery positions for
-  ``evaluate_revisited(gnd=...)``. Such a task may also say ``"query_crop": "bbx"``
-  (crop each query image to its ``bbx``; default ``null``: the full image), see
-  :func:`query_boxes`.
+``protocol`` maps each task to the rows it is evaluated on, or to null when unsupported
+(format and validation: :mod:`crossgap.datasets.protocols`; selecting those rows and reading
+explicit ground truth such as ``qrels`` / ``gnd``: :mod:`crossgap.datasets.selection`, whose
+functions this module re-exports for existing callers).
 
 Next to each manifest, :func:`write_manifest` writes ``<stem>.skipped.json`` (see
 :func:`skipped_sidecar_path`) listing the skipped rows, so nothing is dropped silently.
@@ -63,14 +43,17 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
-import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from crossgap.datasets.errors import ManifestError
+from crossgap.datasets.protocols import MODALITIES, validate_protocol, validate_relevance_data
+# re-exported for callers that read a manifest and select its rows through this module
+from crossgap.datasets.selection import qrels_pairs, query_boxes, query_gallery, relevance  # noqa: F401
+from crossgap.datasets.selection import revisited_ground_truth, select, zero_shot_rows  # noqa: F401
 from crossgap.utils import atomic_path, write_json
 
 log = logging.getLogger(__name__)
@@ -79,13 +62,6 @@ MANIFEST_VERSION = "1"
 META_KEY = b"crossgap"
 MANIFEST_COLUMNS: tuple[str, ...] = ("id", "split", "modality", "path", "text", "label", "classname", "group")
 STRING_COLUMNS: tuple[str, ...] = ("id", "split", "modality", "path", "text", "classname", "group")
-MODALITIES: tuple[str, ...] = ("image", "text")
-RELEVANCE: tuple[str, ...] = ("label", "group", "qrels", "revisited")
-#: Relevance kinds whose ground truth lives in a metadata key (row ids, not positions).
-RELEVANCE_META_KEY: dict[str, str] = {"qrels": "qrels", "revisited": "gnd"}
-#: Allowed values of a retrieval task's optional ``query_crop``.
-QUERY_CROPS: tuple[str | None, ...] = (None, "bbx")
-GND_LISTS: tuple[str, ...] = ("easy", "hard", "junk")
 REQUIRED_META: dict[str, type | tuple[type, ...]] = {
     "dataset": str,
     "adapter": str,
@@ -98,23 +74,7 @@ REQUIRED_META: dict[str, type | tuple[type, ...]] = {
     "skipped": list,
     "created_by": str,
 }
-#: The modality each retrieval task ranks (query and gallery) unless its spec overrides it.
-TASK_MODALITY: dict[str, str] = {"image_retrieval": "image", "text_retrieval": "text", "zero_shot": "image"}
-
 ARROW_SCHEMA = pa.schema([(c, pa.int64() if c == "label" else pa.string()) for c in MANIFEST_COLUMNS])
-
-
-def _group_key(df: pd.DataFrame) -> pd.Series:
-    """Group of each row; a row without a group is a group of its own."""
-    return df["group"].where(df["group"].notna(), df["id"])
-
-
-#: Row selectors: each maps a (split/modality filtered) frame to a boolean mask.
-SELECTORS: dict[str, Callable[[pd.DataFrame], pd.Series]] = {
-    "all": lambda df: pd.Series(True, index=df.index),
-    "first_per_group": lambda df: ~_group_key(df).duplicated(keep="first"),
-    "rest_per_group": lambda df: _group_key(df).duplicated(keep="first"),
-}
 
 
 def crossgap_version() -> str:
@@ -174,44 +134,6 @@ def validate_frame(df: pd.DataFrame, source: str = "<DataFrame>") -> None:
             raise ManifestError(f"{source}: column {col!r}: {what}; e.g. id {df.loc[bad, 'id'].iloc[0]!r}")
 
 
-def validate_spec(spec: Any, where: str) -> dict[str, Any]:
-    """Check one selection spec (``{"split", "select"?, "modality"?}``); return it with defaults."""
-    if not isinstance(spec, Mapping) or not isinstance(spec.get("split"), str):
-        raise ManifestError(f"{where}: expected an object with a string 'split' (or '*'), got {spec!r}")
-    out = {"select": "all", **spec}
-    if out["select"] not in SELECTORS:
-        raise ManifestError(f"{where}: 'select' must be one of {list(SELECTORS)}, got {out['select']!r}")
-    if "modality" in out and out["modality"] not in MODALITIES:
-        raise ManifestError(f"{where}: 'modality' must be one of {list(MODALITIES)}, got {out['modality']!r}")
-    return out
-
-
-def validate_protocol(protocol: Mapping[str, Any], source: str) -> None:
-    """Check the ``protocol`` metadata object (unknown tasks are allowed if well formed)."""
-    for task, spec in protocol.items():
-        where = f"{source}: protocol[{task!r}]"
-        if spec is None:
-            continue
-        if not isinstance(spec, Mapping):
-            raise ManifestError(f"{where}: expected an object or null, got {spec!r}")
-        if "query" in spec or "gallery" in spec:
-            validate_spec(spec.get("query"), f"{where}['query']")
-            validate_spec(spec.get("gallery"), f"{where}['gallery']")
-            if spec.get("relevance", "label") not in RELEVANCE:
-                raise ManifestError(
-                    f"{where}: 'relevance' must be one of {list(RELEVANCE)}, got {spec.get('relevance')!r}"
-                )
-            crop = spec.get("query_crop")
-            if crop not in QUERY_CROPS:
-                raise ManifestError(f"{where}: 'query_crop' must be one of {list(QUERY_CROPS)}, got {crop!r}")
-            if crop == "bbx" and spec.get("relevance") != "revisited":
-                raise ManifestError(
-                    f"{where}: 'query_crop': 'bbx' needs 'relevance': 'revisited' (boxes come from 'gnd')"
-                )
-        else:
-            validate_spec(spec, where)
-
-
 def validate_meta(meta: Mapping[str, Any], source: str = "<metadata>") -> None:
     """Raise :class:`ManifestError` naming ``source`` and the key if ``meta`` is malformed."""
     for key, typ in REQUIRED_META.items():
@@ -228,50 +150,7 @@ def validate_meta(meta: Mapping[str, Any], source: str = "<metadata>") -> None:
         if not isinstance(item, Mapping) or "id" not in item or "reason" not in item:
             raise ManifestError(f"{source}: metadata 'skipped' entries need 'id' and 'reason', got {item!r}")
     validate_protocol(meta["protocol"], source)
-    _validate_relevance_data(meta, source)
-
-
-def _is_number(x: Any) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool)
-
-
-def _validate_relevance_data(meta: Mapping[str, Any], source: str) -> None:
-    """Check the ``qrels`` / ``gnd`` metadata keys that explicit-relevance tasks need."""
-    used = {
-        spec.get("relevance")
-        for spec in meta["protocol"].values()
-        if isinstance(spec, Mapping) and spec.get("relevance") in RELEVANCE_META_KEY
-    }
-    if "qrels" in used:
-        qrels = meta.get("qrels")
-        if not isinstance(qrels, list):
-            raise ManifestError(
-                f"{source}: relevance 'qrels' needs metadata 'qrels': [[query_id, gallery_id, score], ...]"
-            )
-        for i, item in enumerate(qrels):
-            ok = isinstance(item, (list, tuple)) and len(item) == 3
-            if not (ok and isinstance(item[0], str) and isinstance(item[1], str) and _is_number(item[2])):
-                raise ManifestError(
-                    f"{source}: metadata 'qrels'[{i}] must be [query_id, gallery_id, score], got {item!r}"
-                )
-    if "revisited" in used:
-        gnd = meta.get("gnd")
-        if not isinstance(gnd, list):
-            raise ManifestError(
-                f"{source}: relevance 'revisited' needs metadata 'gnd': "
-                '[{"query": id, "easy": [ids], "hard": [ids], "junk": [ids], "bbx": [x1, y1, x2, y2] | null}, ...]'
-            )
-        for i, entry in enumerate(gnd):
-            where = f"{source}: metadata 'gnd'[{i}]"
-            if not isinstance(entry, Mapping) or not isinstance(entry.get("query"), str):
-                raise ManifestError(f"{where}: expected an object with a string 'query' id, got {entry!r}")
-            for key in GND_LISTS:
-                ids = entry.get(key)
-                if not isinstance(ids, list) or not all(isinstance(x, str) for x in ids):
-                    raise ManifestError(f"{where}: {key!r} must be a list of gallery row ids")
-            bbx = entry.get("bbx")
-            if bbx is not None and not (isinstance(bbx, list) and len(bbx) == 4 and all(map(_is_number, bbx))):
-                raise ManifestError(f"{where}: 'bbx' must be null or [x1, y1, x2, y2], got {bbx!r}")
+    validate_relevance_data(meta, source)
 
 
 def _validate_labels(df: pd.DataFrame, meta: Mapping[str, Any], source: str) -> None:
@@ -352,152 +231,3 @@ def read_manifest(path: str | os.PathLike) -> tuple[pd.DataFrame, dict[str, Any]
     validate_frame(df, str(path))
     _validate_labels(df, meta, str(path))
     return df, meta
-
-
-# --------------------------------------------------------------------------- protocol selection
-
-
-def select(df: pd.DataFrame, modality: str, spec: Mapping[str, Any]) -> pd.DataFrame:
-    """Rows of ``modality`` chosen by ``spec`` (``split``/``select``), in manifest order.
-
-    The original index is kept, so for a freshly read manifest it is the row number.
-    """
-    spec = validate_spec(spec, "selection spec")
-    modality = spec.get("modality", modality)
-    if modality not in MODALITIES:
-        raise ManifestError(f"selection: modality must be one of {list(MODALITIES)}, got {modality!r}")
-    mask = df["modality"] == modality
-    if spec["split"] != "*":
-        mask &= df["split"] == spec["split"]
-    rows = df[mask]
-    return rows[SELECTORS[spec["select"]](rows)]
-
-
-def _task_spec(meta: Mapping[str, Any], task: str) -> Mapping[str, Any]:
-    spec = meta.get("protocol", {}).get(task)
-    if spec is None:
-        supported = sorted(t for t, s in meta.get("protocol", {}).items() if s is not None)
-        raise ManifestError(f"dataset {meta.get('dataset')!r} does not support task {task!r} (supported: {supported})")
-    return spec
-
-
-def query_gallery(df: pd.DataFrame, meta: Mapping[str, Any], task: str) -> tuple[pd.DataFrame, pd.DataFrame, bool]:
-    """``(query_rows, gallery_rows, exclude_self)`` for retrieval ``task`` per ``meta["protocol"]``.
-
-    ``exclude_self`` is True when query and gallery are the very same rows (then a
-    query must not retrieve itself).
-    """
-    spec = _task_spec(meta, task)
-    if "query" not in spec or "gallery" not in spec:
-        raise ManifestError(f"protocol[{task!r}] of {meta.get('dataset')!r} has no query/gallery; not a retrieval task")
-    default = TASK_MODALITY.get(task)
-    if default is None and not all("modality" in spec[role] for role in ("query", "gallery")):
-        raise ManifestError(
-            f"protocol[{task!r}] of {meta.get('dataset')!r}: task has no default modality "
-            f"(known: {sorted(TASK_MODALITY)}); give 'modality' in both query and gallery"
-        )
-    query = select(df, default or "image", spec["query"])
-    gallery = select(df, default or "image", spec["gallery"])
-    same = len(query) == len(gallery) and bool((query["id"].to_numpy() == gallery["id"].to_numpy()).all())
-    return query, gallery, same
-
-
-def zero_shot_rows(df: pd.DataFrame, meta: Mapping[str, Any]) -> pd.DataFrame:
-    """The image rows zero-shot classification is evaluated on."""
-    return select(df, TASK_MODALITY["zero_shot"], _task_spec(meta, "zero_shot"))
-
-
-def relevance(meta: Mapping[str, Any], task: str) -> str:
-    """How relevance is decided: the column ``label`` or ``group``, or ``qrels`` / ``revisited``
-    (explicit ground truth: use :func:`qrels_pairs` / :func:`revisited_ground_truth`)."""
-    return str(_task_spec(meta, task).get("relevance", "label"))
-
-
-# --------------------------------------------------------------------------- explicit relevance
-
-
-def _explicit_spec(meta: Mapping[str, Any], task: str, kind: str) -> Mapping[str, Any]:
-    spec = _task_spec(meta, task)
-    if spec.get("relevance") != kind:
-        raise ManifestError(
-            f"protocol[{task!r}] of {meta.get('dataset')!r} has relevance "
-            f"{spec.get('relevance', 'label')!r}, not {kind!r}"
-        )
-    return spec
-
-
-def _positions(rows: pd.DataFrame) -> dict[str, int]:
-    return {row_id: i for i, row_id in enumerate(rows["id"])}
-
-
-def qrels_pairs(meta: Mapping[str, Any], task: str, query: pd.DataFrame, gallery: pd.DataFrame) -> np.ndarray:
-    """Relevant ``(query position, gallery position)`` pairs, int64 ``[P, 2]``, of a ``qrels`` task.
-
-    Positions index ``query`` / ``gallery`` as returned by :func:`query_gallery`; pass the
-    result as ``evaluate_retrieval(relevance=...)``. Pairs with ``score <= 0`` are not
-    relevant; pairs naming rows outside the selection (e.g. skipped rows) are dropped with
-    a warning.
-    """
-    _explicit_spec(meta, task, "qrels")
-    qpos, gpos = _positions(query), _positions(gallery)
-    pairs, dropped = [], 0
-    for qid, gid, score in meta["qrels"]:
-        if score <= 0:
-            continue
-        if qid in qpos and gid in gpos:
-            pairs.append((qpos[qid], gpos[gid]))
-        else:
-            dropped += 1
-    if dropped:
-        log.warning("%s: %d qrels name rows outside the query/gallery selection; dropped", meta.get("dataset"), dropped)
-    return np.asarray(sorted(set(pairs)), dtype=np.int64).reshape(-1, 2)
-
-
-def _gnd_by_query(meta: Mapping[str, Any], query: pd.DataFrame) -> list[Mapping[str, Any]]:
-    by_id = {entry["query"]: entry for entry in meta["gnd"]}
-    missing = [q for q in query["id"] if q not in by_id]
-    if missing:
-        raise ManifestError(f"{meta.get('dataset')!r}: metadata 'gnd' has no entry for query row(s) {missing[:10]}")
-    return [by_id[q] for q in query["id"]]
-
-
-def revisited_ground_truth(
-    meta: Mapping[str, Any], task: str, query: pd.DataFrame, gallery: pd.DataFrame
-) -> list[dict[str, Any]]:
-    """Per query row: ``{"easy", "hard", "junk"}`` gallery positions (and ``"bbx"``) of a ``revisited`` task.
-
-    The list is in ``query`` order and fits ``evaluate_revisited(gnd=...)``. Ids not in
-    ``gallery`` (e.g. skipped images) are dropped with a warning.
-    """
-    _explicit_spec(meta, task, "revisited")
-    gpos = _positions(gallery)
-    out, dropped = [], 0
-    for entry in _gnd_by_query(meta, query):
-        item: dict[str, Any] = {"bbx": entry.get("bbx")}
-        for key in GND_LISTS:
-            item[key] = [gpos[g] for g in entry[key] if g in gpos]
-            dropped += len(entry[key]) - len(item[key])
-        out.append(item)
-    if dropped:
-        log.warning("%s: %d ground-truth ids are not in the gallery selection; dropped", meta.get("dataset"), dropped)
-    return out
-
-
-def query_boxes(
-    meta: Mapping[str, Any], task: str, query: pd.DataFrame
-) -> list[tuple[float, float, float, float] | None]:
-    """Per query row, the ``(x1, y1, x2, y2)`` box to crop the query image to, or ``None`` (full image).
-
-    Boxes come from metadata ``gnd`` when the task says ``"query_crop": "bbx"``.
-    """
-    spec = _task_spec(meta, task)
-    if spec.get("query_crop") != "bbx":
-        return [None] * len(query)
-    boxes = []
-    for entry in _gnd_by_query(meta, query):
-        if entry.get("bbx") is None:
-            raise ManifestError(
-                f"{meta.get('dataset')!r}: query {entry['query']!r} has no 'bbx' but the task crops queries"
-            )
-        boxes.append(tuple(float(v) for v in entry["bbx"]))
-    return boxes

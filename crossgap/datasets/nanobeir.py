@@ -13,7 +13,7 @@ The row text is the ``text`` field alone, as the reference implementation encode
 (``datasets.<name>.text.title: true``, :mod:`crossgap.datasets.textprep`). Rows: the queries (split ``queries``, ids
 ``queries/<_id>``) then the corpus (split ``corpus``, ids ``corpus/<_id>``), unlabelled.
 The protocol is ``relevance: "qrels"``: metadata ``qrels`` lists
-``[query row id, corpus row id, score]`` (see :func:`crossgap.datasets.manifest.qrels_pairs`).
+``[query row id, corpus row id, score]`` (see :func:`crossgap.datasets.selection.qrels_pairs`).
 """
 
 from __future__ import annotations
@@ -26,10 +26,12 @@ from typing import Any
 import pandas as pd
 import pyarrow as pa
 
-from crossgap.datasets.base import Inspection, Row
-from crossgap.datasets.errors import DatasetLayoutError, DatasetNotFoundError, FileProblem
+from crossgap.datasets.base import DatasetAdapter, Inspection
+from crossgap.datasets.errors import DatasetLayoutError, DatasetNotFoundError
+from crossgap.datasets.formats import require_columns
+from crossgap.datasets.protocols import make_protocol, retrieval
 from crossgap.datasets.registry import register
-from crossgap.datasets.text_base import TextDatasetAdapter, plain_text_row, require_columns
+from crossgap.datasets.rows import Row, plain_text_row
 
 log = logging.getLogger(__name__)
 
@@ -44,15 +46,7 @@ NANO_CORPUS_SIZES: dict[str, int] = {
     "SciFact": 2919,
 }
 PARTS: tuple[str, ...] = ("corpus", "queries", "qrels")
-NANO_PROTOCOL: dict[str, Any] = {
-    "image_retrieval": None,
-    "text_retrieval": {
-        "query": {"split": "queries", "select": "all"},
-        "gallery": {"split": "corpus", "select": "all"},
-        "relevance": "qrels",
-    },
-    "zero_shot": None,
-}
+NANO_PROTOCOL = make_protocol(text_retrieval=retrieval("queries", "corpus", "qrels"))
 
 
 def read_parquet_part(folder: Path, part: str) -> pd.DataFrame:
@@ -70,10 +64,12 @@ def read_parquet_part(folder: Path, part: str) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
-class NanoBEIRAdapter(TextDatasetAdapter):
+class NanoBEIRAdapter(DatasetAdapter):
     """One NanoBEIR dataset."""
 
     folder = "NanoBEIR"
+    unit = "texts"
+    templates: tuple[str, ...] = ()
     protocol = NANO_PROTOCOL
     #: documents longer than a CLIP context: the DAG runs the text-preparation step (crossgap.plan)
     long_texts = True
@@ -133,12 +129,12 @@ class NanoBEIRAdapter(TextDatasetAdapter):
             raise DatasetLayoutError(f"{folder / part}: '_id' must be unique; repeated: {sorted(set(dup))[:10]}")
         return df
 
-    def read(self, folder: Path, classnames: list[str]) -> tuple[list[Row], list[FileProblem]]:
+    def rows(self, folder: Path, classnames: list[str]) -> list[Row]:
         """Query rows then corpus rows, in file order."""
         queries, corpus = self._texts(folder, "queries"), self._texts(folder, "corpus")
         rows = [plain_text_row("queries", i, t.strip()) for i, t in zip(queries["_id"], queries["text"])]
         rows += [plain_text_row("corpus", i, t.strip()) for i, t in zip(corpus["_id"], corpus["text"])]
-        return rows, []
+        return rows
 
     def qrels(self, folder: Path) -> tuple[list[list[Any]], int]:
         """``[query row id, corpus row id, score]`` per qrels line, and how many lines name unknown ids
@@ -169,11 +165,11 @@ class NanoBEIRAdapter(TextDatasetAdapter):
         return out
 
     def extra_meta(self, folder: Path, df: pd.DataFrame) -> dict[str, Any]:
-        """``qrels``, ``titles`` of the corpus rows kept (non-empty ones), and ``text_counts``."""
+        """``qrels`` and the ``titles`` of the corpus rows kept (non-empty ones)."""
         corpus = self._texts(folder, "corpus")
         kept = set(df["id"])
         titles = {f"corpus/{i}": t for i, t in zip(corpus["_id"], corpus["title"]) if t and f"corpus/{i}" in kept}
-        return {**super().extra_meta(folder, df), "qrels": self.qrels(folder)[0], "titles": titles}
+        return {"qrels": self.qrels(folder)[0], "titles": titles}
 
 
 for _name in NANO_CORPUS_SIZES:

@@ -32,7 +32,8 @@ import pandas as pd
 
 from crossgap.datasets.base import DatasetAdapter
 from crossgap.datasets.errors import DatasetError
-from crossgap.datasets.registry import get_adapter
+from crossgap.datasets.protocols import validate_adapter_protocol
+from crossgap.datasets.registry import get_adapter, list_datasets
 
 T = TypeVar("T")
 
@@ -127,6 +128,13 @@ def check_split_name(name: str, key: str) -> str:
     return name
 
 
+def check_query_gallery(query: str, gallery: str | None, query_key: str = "query_split") -> None:
+    """The evaluated split (option ``query_key``) and the optional ``gallery_split`` are valid split names."""
+    check_split_name(query, query_key)
+    if gallery is not None:
+        check_split_name(gallery, "gallery_split")
+
+
 def check_templates(templates: tuple[str, ...], key: str) -> tuple[str, ...]:
     """Zero-shot templates: at least one, each with exactly one ``{}``."""
     if not templates:
@@ -164,11 +172,12 @@ class ConfigurableAdapter(DatasetAdapter):
         #: the dataset's name in params.yaml: the manifest's ``dataset`` (results and summaries are keyed by it)
         self.name = name or self.slug
         self.protocol = self.options_protocol(self.options)
+        validate_adapter_protocol(self.protocol, f"dataset adapter {self.slug!r} configured for {self.name!r}")
         self.templates = self.templates_for(self.options)
 
     @classmethod
     def options_protocol(cls, options: Any) -> dict[str, Any]:
-        """The protocol implied by ``options`` alone (see :mod:`crossgap.datasets.manifest`)."""
+        """The protocol implied by ``options`` alone (see :mod:`crossgap.datasets.protocols`)."""
         raise NotImplementedError
 
     def protocol_for(self, dataset_cfg: Mapping[str, Any], name: str = "<dataset>") -> dict[str, Any]:
@@ -220,8 +229,6 @@ def configured_adapter(adapter: str, options: Mapping[str, Any] | None = None, w
 
 def configurable_adapters() -> dict[str, ConfigurableAdapter]:
     """Registered adapters that take options, by slug."""
-    from crossgap.datasets.registry import list_datasets
-
     return {s: a for s in list_datasets() if isinstance(a := get_adapter(s), ConfigurableAdapter)}
 
 

@@ -1,23 +1,25 @@
 """Registry of dataset adapters, keyed by slug.
 
-Adding a dataset is one module that defines an adapter and registers it, either with
-the :func:`register_dataset` class decorator (the class is instantiated without
-arguments) or with :func:`register` on an instance; then import that module in
-``crossgap/datasets/__init__.py``.
+Adding a dataset is one module that defines an adapter (a
+:class:`~crossgap.datasets.base.DatasetAdapter`) and registers it, either with the
+:func:`register_dataset` class decorator (the class is instantiated without arguments) or
+with :func:`register` on an instance; then import that module in
+``crossgap/datasets/__init__.py``. Registering checks the adapter's ``protocol``
+(:func:`~crossgap.datasets.protocols.validate_adapter_protocol`) and ``unit``, so a
+malformed one fails on import, naming the adapter and the key.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, TypeVar
+from typing import TypeVar
 
+from crossgap.datasets.base import COUNT_UNITS, DatasetAdapter
 from crossgap.datasets.errors import DatasetError
+from crossgap.datasets.protocols import validate_adapter_protocol
 
-if TYPE_CHECKING:
-    from crossgap.datasets.base import DatasetAdapter
+_REGISTRY: dict[str, DatasetAdapter] = {}
 
-_REGISTRY: dict[str, "DatasetAdapter"] = {}
-
-A = TypeVar("A", bound="DatasetAdapter")
+A = TypeVar("A", bound=DatasetAdapter)
 C = TypeVar("C", bound=type)
 
 
@@ -29,12 +31,20 @@ class UnknownDatasetError(DatasetError, KeyError):
 
 
 def register(adapter: A) -> A:
-    """Register ``adapter`` under ``adapter.slug``; a slug may be registered only once."""
+    """Register ``adapter`` under ``adapter.slug``; a slug may be registered only once.
+
+    A malformed ``protocol`` raises :class:`~crossgap.datasets.errors.ManifestError` naming the
+    adapter and the protocol key; an unknown ``unit`` raises ``ValueError``.
+    """
     slug = adapter.slug
     if not slug or not isinstance(slug, str):
         raise ValueError(f"adapter {adapter!r} has no valid 'slug'")
     if slug in _REGISTRY:
         raise ValueError(f"dataset slug {slug!r} is already registered by {_REGISTRY[slug]!r}")
+    source = f"dataset adapter {slug!r} ({type(adapter).__module__}.{type(adapter).__qualname__})"
+    if adapter.unit not in COUNT_UNITS:
+        raise ValueError(f"{source}: 'unit' must be one of {list(COUNT_UNITS)}, got {adapter.unit!r}")
+    validate_adapter_protocol(adapter.protocol, source)
     _REGISTRY[slug] = adapter
     return adapter
 
@@ -45,7 +55,7 @@ def register_dataset(cls: C) -> C:
     return cls
 
 
-def get_adapter(slug: str) -> "DatasetAdapter":
+def get_adapter(slug: str) -> DatasetAdapter:
     """The adapter registered as ``slug``; :class:`UnknownDatasetError` (a ``KeyError``) lists known slugs."""
     try:
         return _REGISTRY[slug]

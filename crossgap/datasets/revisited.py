@@ -11,10 +11,10 @@ with ``easy``, ``hard``, ``junk`` (indices into ``imlist``) and ``bbx`` (the que
 (split ``database``: 4,993 / 6,322 images), both unlabelled (label ``-1``).
 
 The protocol is ``relevance: "revisited"`` with the ground truth stored by row id in the
-metadata key ``gnd`` (see :mod:`crossgap.datasets.manifest`). The paper encodes the full
+metadata key ``gnd`` (see :mod:`crossgap.datasets.selection`). The paper encodes the full
 query image; the ``*_bbx`` variants (``roxford5k_bbx``, ``rparis6k_bbx``) declare
 ``query_crop: "bbx"``, the standard protocol's crop of each query to its box (apply it
-with :func:`crossgap.datasets.manifest.query_boxes`). The 1M distractors are not included.
+with :func:`crossgap.datasets.selection.query_boxes`). The 1M distractors are not included.
 
 The ``.pkl`` is read with an unpickler that only accepts plain containers, numbers,
 strings and numpy arrays, so a tampered file cannot run code.
@@ -28,11 +28,12 @@ from typing import Any
 
 import pandas as pd
 
-from crossgap.datasets.base import Row, image_row
+from crossgap.datasets.base import DatasetAdapter
 from crossgap.datasets.errors import DatasetLayoutError
+from crossgap.datasets.protocols import make_protocol, retrieval
 from crossgap.datasets.registry import register
+from crossgap.datasets.rows import Row, image_row
 from crossgap.safe_pickle import UnsafePickleError, restricted_load
-from crossgap.datasets.text_base import ExtendedAdapter
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +96,7 @@ def read_gnd(path: Path) -> tuple[list[str], list[str], list[dict[str, Any]]]:
     return imlist, qimlist, gnd
 
 
-class RevisitedAdapter(ExtendedAdapter):
+class RevisitedAdapter(DatasetAdapter):
     """One revisited dataset (``name`` = ``roxford5k`` or ``rparis6k``), optionally with query crops."""
 
     images_dir = "jpg"
@@ -110,16 +111,9 @@ class RevisitedAdapter(ExtendedAdapter):
         self.expected_sizes = dict(SIZES[name])
         self.gnd_file = f"gnd_{name}.pkl"
         self.required = (self.gnd_file, "jpg")
-        self.protocol = {
-            "image_retrieval": {
-                "query": {"split": "query", "select": "all"},
-                "gallery": {"split": "database", "select": "all"},
-                "relevance": "revisited",
-                "query_crop": "bbx" if crop else None,
-            },
-            "text_retrieval": None,
-            "zero_shot": None,
-        }
+        self.protocol = make_protocol(
+            image_retrieval=retrieval("query", "database", "revisited", query_crop="bbx" if crop else None)
+        )
         self.layout = (
             f"<dataroot>/{name}/\n"
             f"|-- {self.gnd_file}   # pickled dict: imlist, qimlist, gnd (easy/hard/junk/bbx per query)\n"

@@ -36,10 +36,11 @@ from typing import Any
 
 import pandas as pd
 
-from crossgap.datasets.base import Inspection, Row
+from crossgap.datasets.base import Inspection
 from crossgap.datasets.errors import DatasetLayoutError, DatasetNotFoundError
 from crossgap.datasets.registry import register
 from crossgap.datasets.revisited import SIZES, RevisitedAdapter, read_gnd
+from crossgap.datasets.rows import Row, image_row
 
 log = logging.getLogger(__name__)
 
@@ -67,11 +68,6 @@ def read_distractor_list(path: Path) -> list[str]:
     if not entries:
         raise DatasetLayoutError(f"{path}: the distractor list is empty")
     return entries
-
-
-def _row(split: str, key: str, path: str) -> Row:
-    return {"id": f"{split}/{key}", "split": split, "modality": "image", "path": path, "text": None,
-            "label": -1, "classname": None, "group": None}
 
 
 class RevisitedR1MAdapter(RevisitedAdapter):
@@ -114,9 +110,9 @@ class RevisitedR1MAdapter(RevisitedAdapter):
         jpg = f"{self.folder}/jpg"
         entries = read_distractor_list(self.distractor_dir(folder) / R1M_LIST)
         return (
-            [_row("query", f"{q}.jpg", f"{jpg}/{q}.jpg") for q in qimlist]
-            + [_row("database", f"{im}.jpg", f"{jpg}/{im}.jpg") for im in imlist]
-            + [_row("database", f"{R1M_FOLDER}/{e}", f"{R1M_FOLDER}/jpg/{e}") for e in entries]
+            [image_row("query", f"{jpg}/{q}.jpg", -1, None, key=f"{q}.jpg") for q in qimlist]
+            + [image_row("database", f"{jpg}/{im}.jpg", -1, None, key=f"{im}.jpg") for im in imlist]
+            + [image_row("database", f"{R1M_FOLDER}/jpg/{e}", -1, None, key=f"{R1M_FOLDER}/{e}") for e in entries]
         )
 
     def extra_warnings(self, ins: Inspection) -> list[str]:

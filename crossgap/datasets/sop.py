@@ -16,11 +16,12 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from crossgap.datasets.base import Inspection, Row, image_row
+from crossgap.datasets.base import DatasetAdapter, Inspection
 from crossgap.datasets.errors import DatasetLayoutError
 from crossgap.datasets.formats import clean_relpath, read_lines
+from crossgap.datasets.protocols import make_protocol, retrieval
 from crossgap.datasets.registry import register_dataset
-from crossgap.datasets.text_base import ExtendedAdapter
+from crossgap.datasets.rows import Row, image_row
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,7 @@ def super_class_name(rel: str) -> str:
 
 
 @register_dataset
-class SOPAdapter(ExtendedAdapter):
+class SOPAdapter(DatasetAdapter):
     """Stanford Online Products; labels are ``class_id - 1``."""
 
     slug = "sop"
@@ -61,15 +62,7 @@ class SOPAdapter(ExtendedAdapter):
     expected_sizes = {"train": 59551, "test": 60502}
     num_classes = 22634
     templates = ("a photo of a {}.",)
-    protocol = {
-        "image_retrieval": {
-            "query": {"split": "test", "select": "all"},
-            "gallery": {"split": "test", "select": "all"},
-            "relevance": "label",
-        },
-        "text_retrieval": None,
-        "zero_shot": None,
-    }
+    protocol = make_protocol(image_retrieval=retrieval("test", "test"))  # leave-one-out within test
     required = tuple(FILES.values())
     layout = (
         "<dataroot>/Stanford_Online_Products/   # extracted Stanford_Online_Products.zip\n"

@@ -1,6 +1,6 @@
 """Adapter for the generated Synthetic image-caption dataset (slug ``synthetic``).
 
-Layout (produced by the synthetic generator)::
+Layout (produced by the generator, :mod:`crossgap.synthetic_generator`)::
 
     <dataroot>/synthetic/
       images/{train,test}/<name>.png
@@ -19,14 +19,15 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from crossgap.datasets.base import DatasetAdapter, Row, image_row, text_rows
+from crossgap.datasets.base import DatasetAdapter
 from crossgap.datasets.errors import DatasetLayoutError
 from crossgap.datasets.formats import read_json, read_name_list, read_split_json
+from crossgap.datasets.protocols import make_protocol, retrieval
 from crossgap.datasets.registry import register_dataset
+from crossgap.datasets.rows import Row, image_row, text_rows
+from crossgap.synthetic_generator import DATASET_DIRNAME, SPLIT_FILENAME
 
 log = logging.getLogger(__name__)
-
-SPLIT_FILE = "split_zhou_Synthetic.json"
 
 
 @register_dataset
@@ -34,28 +35,20 @@ class SyntheticAdapter(DatasetAdapter):
     """Synthetic shapes with captions; supports image and text retrieval and zero-shot."""
 
     slug = "synthetic"
-    folder = "synthetic"
+    folder = DATASET_DIRNAME
     images_dir = "images"
     expected_sizes: dict[str, int] = {}
     templates = ("a photo of a {}.",)
-    protocol = {
-        "image_retrieval": {
-            "query": {"split": "test", "select": "all"},
-            "gallery": {"split": "train", "select": "all"},
-            "relevance": "label",
-        },
-        "text_retrieval": {
-            "query": {"split": "test", "select": "first_per_group"},
-            "gallery": {"split": "train", "select": "all"},
-            "relevance": "label",
-        },
-        "zero_shot": {"split": "test", "select": "all"},
-    }
-    required = ("images", SPLIT_FILE, "captions.json", "classnames.txt")
+    protocol = make_protocol(
+        image_retrieval=retrieval("test", "train"),
+        text_retrieval=retrieval("test", "train", query_select="first_per_group"),
+        zero_shot="test",
+    )
+    required = ("images", SPLIT_FILENAME, "captions.json", "classnames.txt")
     layout = (
         "<dataroot>/synthetic/\n"
         "|-- images/{train,test}/<name>.png\n"
-        f'|-- {SPLIT_FILE}   {{"train": [[rel_path, label, classname], ...], "val": [], "test": [...]}}\n'
+        f'|-- {SPLIT_FILENAME}   {{"train": [[rel_path, label, classname], ...], "val": [], "test": [...]}}\n'
         '|-- captions.json               {"<rel_path>": ["caption", ...]}\n'
         "|-- classnames.txt              one class name per line, line index = label\n"
         "|-- attributes.json             (optional, ignored)"
@@ -67,7 +60,7 @@ class SyntheticAdapter(DatasetAdapter):
 
     def rows(self, folder: Path, classnames: list[str]) -> list[Row]:
         """Image rows (splits in file order), then caption rows in the same order."""
-        split_path, captions_path = folder / SPLIT_FILE, folder / "captions.json"
+        split_path, captions_path = folder / SPLIT_FILENAME, folder / "captions.json"
         captions = read_json(captions_path)
         if not isinstance(captions, dict):
             raise DatasetLayoutError(f"{captions_path}: expected a JSON object {{rel_path: [caption, ...]}}")

@@ -30,16 +30,17 @@ from typing import Any, Callable
 
 import pandas as pd
 
-from crossgap.datasets.base import Row, text_rows
 from crossgap.datasets.errors import DatasetLayoutError, DatasetNotFoundError
 from crossgap.datasets.options import (
     ConfigurableAdapter,
     DatasetOptionsError,
-    check_split_name,
+    check_query_gallery,
     check_templates,
     resolve_under,
 )
+from crossgap.datasets.protocols import ProtocolDict, group_retrieval, make_protocol, retrieval
 from crossgap.datasets.registry import register_dataset
+from crossgap.datasets.rows import Row, image_row, text_rows
 
 log = logging.getLogger(__name__)
 
@@ -99,9 +100,8 @@ class CaptionTableOptions:
             )
         if not self.caption_columns:
             raise DatasetOptionsError("caption_columns: expected at least one column name")
-        check_split_name(self.query_split, "query_split")
+        check_query_gallery(self.query_split, self.gallery_split)
         if self.gallery_split is not None:
-            check_split_name(self.gallery_split, "gallery_split")
             if self.label_column is None:
                 raise DatasetOptionsError("gallery_split: image retrieval needs labels; set label_column or null it")
             if self.split_column is None and self.gallery_split != self.query_split:
@@ -161,24 +161,16 @@ class CaptionTableAdapter(ConfigurableAdapter):
         )
 
     @classmethod
-    def options_protocol(cls, options: CaptionTableOptions) -> dict[str, Any]:
+    def options_protocol(cls, options: CaptionTableOptions) -> ProtocolDict:
         """Text retrieval and the gap on the query split; image retrieval and zero-shot when labelled."""
         q = options.query_split
         labelled = options.label_column is not None
-        return {
-            "image_retrieval": {
-                "query": {"split": q, "select": "all"},
-                "gallery": {"split": options.gallery_split or q, "select": "all"},
-                "relevance": "label",
-            } if labelled else None,
-            "text_retrieval": {
-                "query": {"split": q, "select": "first_per_group"},
-                "gallery": {"split": q, "select": "rest_per_group"},
-                "relevance": "group",
-            },
-            "zero_shot": {"split": q, "select": "all"} if labelled else None,
-            "modality_gap": {"split": q},
-        }
+        return make_protocol(
+            image_retrieval=retrieval(q, options.gallery_split or q) if labelled else None,
+            text_retrieval=group_retrieval(q),
+            zero_shot=q if labelled else None,
+            modality_gap=q,
+        )
 
     @classmethod
     def templates_for(cls, options: CaptionTableOptions) -> tuple[str, ...]:
@@ -265,8 +257,7 @@ class CaptionTableAdapter(ConfigurableAdapter):
         rows: list[Row] = []
         for rel, entry in images.items():
             label = label_of[entry["label"]] if entry["label"] is not None else -1
-            rows.append({"id": f"{entry['split']}/{rel}", "split": entry["split"], "modality": "image", "path": rel,
-                         "text": None, "label": label, "classname": entry["label"], "group": None})
+            rows.append(image_row(entry["split"], rel, label, entry["label"]))
         texts = [t for row, entry in zip(rows, images.values()) for t in text_rows(row, entry["captions"])]
         evaluated = [e for e in images.values() if e["split"] == self.options.query_split]
         if not evaluated:

@@ -9,8 +9,8 @@ texts are relevant to the description of their own class (``relevance: label``).
 * ``newsgroup_text``: the 20 Newsgroups "bydate" test split as scikit-learn stores it under
   its data home (``<dataroot>/scikit_learn_data``, or ``<dataroot>`` itself):
   ``20news_home/20news-bydate-test/<class>/<file>`` (the extracted archive), or else the
-  cache scikit-learn keeps after download, ``20news-bydate_py3.pkz`` (read with
-  scikit-learn's own unpickling; needs scikit-learn). Texts are decoded as latin-1 and
+  cache scikit-learn keeps after download, ``20news-bydate_py3.pkz`` (read with the restricted
+  unpickler of :mod:`crossgap.safe_pickle`; its ``Bunch`` objects need scikit-learn). Texts are decoded as latin-1 and
   stripped, headers kept (``fetch_20newsgroups`` defaults). Rows are in the order
   ``fetch_20newsgroups(subset="test")`` returns them (its two seeded shuffles are
   reproduced), and ids are ``test/<that index>``, so per-index artefacts (e.g. summaries)
@@ -23,31 +23,25 @@ import codecs
 import logging
 import os
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from crossgap.datasets.base import Row
+from crossgap.datasets.base import DatasetAdapter
 from crossgap.datasets.errors import DatasetLayoutError, DatasetNotFoundError, FileProblem
+from crossgap.datasets.files import read_text_file
+from crossgap.datasets.formats import require_columns
+from crossgap.datasets.protocols import ProtocolDict, make_protocol, retrieval
 from crossgap.datasets.registry import register_dataset
-from crossgap.datasets.text_base import TextDatasetAdapter, plain_text_row, read_text_file, require_columns
+from crossgap.datasets.rows import Row, plain_text_row
 from crossgap.safe_pickle import restricted_loads
 
 log = logging.getLogger(__name__)
 
 
-def label_protocol(query_split: str, gallery_split: str) -> dict[str, Any]:
-    """Class descriptions -> corpus texts; relevant = same label."""
-    return {
-        "image_retrieval": None,
-        "text_retrieval": {
-            "query": {"split": query_split, "select": "all"},
-            "gallery": {"split": gallery_split, "select": "all"},
-            "relevance": "label",
-        },
-        "zero_shot": None,
-    }
+def label_protocol(query_split: str, gallery_split: str) -> ProtocolDict:
+    """Text retrieval only: class descriptions -> corpus texts; relevant = same label."""
+    return make_protocol(text_retrieval=retrieval(query_split, gallery_split))
 
 
 IMDB_QUERIES: dict[str, str] = {
@@ -57,11 +51,13 @@ IMDB_QUERIES: dict[str, str] = {
 
 
 @register_dataset
-class IMDBTextAdapter(TextDatasetAdapter):
+class IMDBTextAdapter(DatasetAdapter):
     """IMDB movie reviews (Kaggle ``IMDB Dataset.csv``), 2 sentiment classes."""
 
     slug = "imdb_text"
     folder = "IMDB_Reviews"
+    unit = "texts"
+    templates: tuple[str, ...] = ()
     long_texts = True  # reviews longer than a CLIP context: the DAG prepares them (crossgap.plan)
     expected_sizes = {"query": 2, "corpus": 50000}
     num_classes = 2
@@ -76,7 +72,7 @@ class IMDBTextAdapter(TextDatasetAdapter):
         """``["positive", "negative"]``."""
         return list(IMDB_QUERIES)
 
-    def read(self, folder: Path, classnames: list[str]) -> tuple[list[Row], list[FileProblem]]:
+    def rows(self, folder: Path, classnames: list[str]) -> list[Row]:
         """The two query sentences, then every review (CSV order)."""
         path = folder / "IMDB_Dataset.csv"
         try:
@@ -94,7 +90,7 @@ class IMDBTextAdapter(TextDatasetAdapter):
         rows = [plain_text_row("query", name, IMDB_QUERIES[name], label_of[name], name) for name in classnames]
         for i, (review, sentiment) in enumerate(zip(table["review"], table["sentiment"])):
             rows.append(plain_text_row("corpus", str(i), review.strip(), label_of[sentiment], sentiment))
-        return rows, []
+        return rows
 
 
 #: One description sentence per newsgroup (the query texts of the paper's reference code).
@@ -137,11 +133,13 @@ def sklearn_order(n: int) -> np.ndarray:
 
 
 @register_dataset
-class NewsgroupTextAdapter(TextDatasetAdapter):
+class NewsgroupTextAdapter(DatasetAdapter):
     """20 Newsgroups, test split, in scikit-learn's data home."""
 
     slug = "newsgroup_text"
     folder = "scikit_learn_data"
+    unit = "texts"
+    templates: tuple[str, ...] = ()
     long_texts = True  # posts longer than a CLIP context: the DAG prepares them (crossgap.plan)
     expected_sizes = {"query": 20, "test": 7532}
     num_classes = 20
@@ -210,8 +208,14 @@ class NewsgroupTextAdapter(TextDatasetAdapter):
             )
         return names
 
-    def read(self, folder: Path, classnames: list[str]) -> tuple[list[Row], list[FileProblem]]:
-        """Class descriptions, then the test posts in ``fetch_20newsgroups`` order."""
+    def rows(self, folder: Path, classnames: list[str]) -> list[Row]:
+        """The rows of :meth:`read`."""
+        return self.read(folder, classnames)[0]
+
+    def read(self, folder: Path, classnames: list[str], *, check_images: bool = True, workers: int | None = None
+             ) -> tuple[list[Row], list[FileProblem]]:
+        """Class descriptions, then the test posts in ``fetch_20newsgroups`` order; unreadable post files
+        are problems (their row has text ``""``)."""
         rows = [
             plain_text_row("query", name, NEWSGROUP_DESCRIPTIONS[name], i, name) for i, name in enumerate(classnames)
         ]

@@ -30,7 +30,6 @@ Manifest image paths point into the shards (``"test/0.tar#s0000000.webp"``, see
 from __future__ import annotations
 
 import logging
-import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,13 +38,14 @@ from typing import Any
 import pandas as pd
 from PIL import Image
 
-from crossgap.datasets.base import Inspection, Row, frame_from_rows, text_rows
-from crossgap.datasets.checks import default_workers
+from crossgap.datasets.base import Inspection
 from crossgap.datasets.errors import DatasetLayoutError, DatasetNotFoundError, FileProblem
+from crossgap.datasets.files import default_workers
 from crossgap.datasets.images import TRUNCATED, truncated_loading
-from crossgap.datasets.manifest import validate_frame
-from crossgap.datasets.options import DEFAULT_TEMPLATES, ConfigurableAdapter, DatasetOptionsError, check_split_name
+from crossgap.datasets.options import DEFAULT_TEMPLATES, ConfigurableAdapter, DatasetOptionsError, check_query_gallery
+from crossgap.datasets.protocols import ProtocolDict, classification_protocol, group_retrieval, make_protocol
 from crossgap.datasets.registry import register_dataset
+from crossgap.datasets.rows import Row, image_row, text_rows
 from crossgap.datasets.tarshards import (
     NamedBytes,
     TarReadError,
@@ -55,7 +55,6 @@ from crossgap.datasets.tarshards import (
     parse_member_ref,
     read_member,
 )
-from crossgap.datasets.text_base import ExtendedAdapter
 
 log = logging.getLogger(__name__)
 
@@ -89,11 +88,9 @@ class WdsOptions:
     def __post_init__(self) -> None:
         if self.dataset_type not in DATASET_TYPES:
             raise DatasetOptionsError(f"dataset_type: expected one of {list(DATASET_TYPES)}, got {self.dataset_type!r}")
-        check_split_name(self.split, "split")
-        if self.gallery_split is not None:
-            check_split_name(self.gallery_split, "gallery_split")
-            if self.dataset_type == "retrieval":
-                raise DatasetOptionsError("gallery_split: retrieval shards have no labels for image retrieval; use null")
+        check_query_gallery(self.split, self.gallery_split, "split")
+        if self.gallery_split is not None and self.dataset_type == "retrieval":
+            raise DatasetOptionsError("gallery_split: retrieval shards have no labels for image retrieval; use null")
 
     @property
     def splits(self) -> tuple[str, ...]:
@@ -145,7 +142,7 @@ def reclassify_truncated_members(problems: list[FileProblem]) -> list[FileProble
 
 
 @register_dataset
-class WdsAdapter(ConfigurableAdapter, ExtendedAdapter):
+class WdsAdapter(ConfigurableAdapter):
     """CLIP_benchmark WebDataset shards (classification or retrieval)."""
 
     slug = "wds"
@@ -158,29 +155,11 @@ class WdsAdapter(ConfigurableAdapter, ExtendedAdapter):
         self.layout = LAYOUT
 
     @classmethod
-    def options_protocol(cls, options: WdsOptions) -> dict[str, Any]:
+    def options_protocol(cls, options: WdsOptions) -> ProtocolDict:
         """Classification: image retrieval + zero-shot; retrieval: text retrieval + the modality gap."""
-        s = options.split
         if options.dataset_type == "retrieval":
-            return {
-                "image_retrieval": None,
-                "text_retrieval": {
-                    "query": {"split": s, "select": "first_per_group"},
-                    "gallery": {"split": s, "select": "rest_per_group"},
-                    "relevance": "group",
-                },
-                "zero_shot": None,
-                "modality_gap": {"split": s},
-            }
-        return {
-            "image_retrieval": {
-                "query": {"split": s, "select": "all"},
-                "gallery": {"split": options.gallery_split or s, "select": "all"},
-                "relevance": "label",
-            },
-            "text_retrieval": None,
-            "zero_shot": {"split": s, "select": "all"},
-        }
+            return make_protocol(text_retrieval=group_retrieval(options.split), modality_gap=options.split)
+        return classification_protocol(options.split, options.gallery_split)
 
     # ------------------------------------------------------------------ metadata files
     def check_type(self, folder: Path) -> str:
@@ -198,7 +177,11 @@ class WdsAdapter(ConfigurableAdapter, ExtendedAdapter):
         return found
 
     def classnames(self, folder: Path) -> list[str]:
-        """``classnames.txt`` (line i = label i); retrieval shards have no classes."""
+        """``classnames.txt`` (line i = label i); retrieval shards have no classes.
+
+        The shards' ``dataset_type.txt`` is checked first (:meth:`check_type`).
+        """
+        self.check_type(folder)
         if self.options.dataset_type == "retrieval":
             return []
         path = folder / CLASSNAMES
@@ -271,8 +254,7 @@ class WdsAdapter(ConfigurableAdapter, ExtendedAdapter):
                     )
                 name, data = sample.members[ext]
                 value = sample.members[label_ext][1] or b""
-                row = {"id": f"{split}/{sample.key}", "split": split, "modality": "image",
-                       "path": member_ref(rel, name), "text": None, "label": -1, "classname": None, "group": None}
+                row = image_row(split, member_ref(rel, name), -1, None, key=sample.key)
                 where = f"{tar}#{sample.members[label_ext][0]}"
                 if retrieval:
                     captions = [c.strip() for c in value.decode("utf-8").splitlines() if c.strip()]
@@ -297,9 +279,10 @@ class WdsAdapter(ConfigurableAdapter, ExtendedAdapter):
                                      f"({CLASSNAMES} has {n_classes} names), got {text!r}")
         return int(text)
 
-    def read(self, folder: Path, classnames: list[str], check_images: bool, workers: int | None
+    def read(self, folder: Path, classnames: list[str], *, check_images: bool = True, workers: int | None = None
              ) -> tuple[list[Row], list[FileProblem]]:
-        """Rows (images of every split, then captions) and problems, reading shards in parallel."""
+        """Rows (images of every split, then captions) and problems, streaming shards in parallel once:
+        unreadable shards, and with ``check_images`` image members that do not decode."""
         jobs = [(split, tar) for split in self.options.splits for tar in self.shards(folder, split)]
         with truncated_loading(False), ThreadPoolExecutor(max_workers=workers or default_workers()) as pool:
             parts = list(pool.map(lambda job: self.read_shard(folder, *job, len(classnames), check_images), jobs))
@@ -313,25 +296,16 @@ class WdsAdapter(ConfigurableAdapter, ExtendedAdapter):
 
     def rows(self, folder: Path, classnames: list[str]) -> list[Row]:
         """All manifest rows (images are not decoded)."""
-        return self.read(folder, classnames, False, None)[0]
+        return self.read(folder, classnames, check_images=False)[0]
 
-    def inspect(self, dataroot: str | os.PathLike, *, check_images: bool = True, workers: int | None = None
-                ) -> Inspection:
-        """Locate, check the type, stream every shard once (decoding images when ``check_images``)."""
-        folder = self.locate(dataroot)
-        self.check_type(folder)
-        names = self.classnames(folder)
-        rows, problems = self.read(folder, names, check_images, workers)
-        df = frame_from_rows(rows)
-        validate_frame(df, f"{self.slug} adapter output")
-        images = df[df["modality"] == "image"]
-        counts = {str(k): int(v) for k, v in images["split"].value_counts(sort=False).items()}
-        warnings = [f"{self.slug}: split {s!r} has no complete sample" for s in self.options.splits if s not in counts]
-        for message in warnings:
-            log.warning(message)
-        log.info("%s: %s samples (%d classes) in %s; %d problem(s)", self.slug, counts, len(names), folder,
-                 len(problems))
-        return Inspection(folder, folder, names, df, counts, warnings, problems)
+    def check_files(self, root: Path, images: pd.DataFrame, *, check_images: bool = True,
+                    workers: int | None = None) -> list[FileProblem]:
+        """None beyond :meth:`read`'s: it decoded every image member while streaming the shards."""
+        return []
+
+    def extra_warnings(self, ins: Inspection) -> list[str]:
+        """Splits without a single complete sample."""
+        return [f"{self.slug}: split {s!r} has no complete sample" for s in self.options.splits if s not in ins.counts]
 
     def extra_meta(self, folder: Path, df: pd.DataFrame) -> dict[str, Any]:
         """The templates of the shards' template file, the dataset type and the shard counts."""

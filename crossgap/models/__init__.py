@@ -1,17 +1,26 @@
 """Model loading and pseudo-token encoders.
 
 Importing this package registers crossgap's own open_clip model configs (``model_configs/``,
-e.g. the embedded default ``crossgap-tiny``) so that ``open_clip`` and :func:`load_clip` know them.
+e.g. the embedded default ``crossgap-tiny``) so that ``open_clip`` and :func:`load_clip` know them,
+and imports every tower family module (one per family; the rule is in :mod:`crossgap.models.towers`)
+so that their towers and backends are registered.
 """
 
 from pathlib import Path
 
 import open_clip
 
-from crossgap.models.base import PLACEHOLDER, CLIPWrapper, TextTower, VisionTower, expand_pseudo_patches
+from crossgap.models.base import (
+    PLACEHOLDER,
+    CLIPWrapper,
+    PatchesUnsupported,
+    TextTower,
+    VisionTower,
+    expand_pseudo_patches,
+)
 from crossgap.models.loading import infer_backend, list_backends, load_clip, register_backend
 from crossgap.models.towers import register_text_tower, register_vision_tower
-from crossgap.models import slip, timm_tower  # noqa: F401  registers towers/backends
+from crossgap.models import open_clip_tower, openai_tower, slip, timm_tower  # noqa: F401  register towers/backends
 
 MODEL_CONFIG_DIR = Path(__file__).parent / "model_configs"
 open_clip.add_model_config(MODEL_CONFIG_DIR)
@@ -19,6 +28,7 @@ open_clip.add_model_config(MODEL_CONFIG_DIR)
 __all__ = [
     "PLACEHOLDER",
     "CLIPWrapper",
+    "PatchesUnsupported",
     "TextTower",
     "VisionTower",
     "expand_pseudo_patches",

@@ -6,8 +6,9 @@ A *vision tower* turns images ``[B, 3, H, W]`` into features ``[B, D]`` and can 
 embeddings ``[B, N, W_vis]`` (the output of the patchifying convolution, before the class token
 and positional embeddings), so that pseudo patches can be fed in.
 
-Concrete towers for each architecture live in :mod:`crossgap.models.towers` and are looked up
-through a registry keyed by the third-party module's class.
+Concrete towers live in one module per tower family and are looked up through the registry of
+:mod:`crossgap.models.towers`, keyed by the third-party module's class (the rule is stated there).
+A vision module that cannot take patch embeddings (a ResNet) raises :class:`PatchesUnsupported`.
 """
 
 from __future__ import annotations
@@ -26,6 +27,14 @@ log = logging.getLogger(__name__)
 
 PLACEHOLDER = "£"
 """The placeholder character that marks a pseudo-token position in a template."""
+
+
+class PatchesUnsupported(TypeError):
+    """This vision tower cannot take patch embeddings (visual pseudo tokens): OVI needs a ViT.
+
+    Raised where it is found (the tower lookup, a tower factory); :class:`CLIPWrapper` keeps it and
+    raises it again when OVI asks for the vision tower, so that OTI still works on such a model.
+    """
 
 
 class TextTower(nn.Module, abc.ABC):
@@ -92,7 +101,8 @@ class CLIPWrapper(nn.Module):
         model: the third-party model (kept for ``encode_image`` / ``encode_text``).
         text: a :class:`TextTower` over the model's text encoder.
         visual: a :class:`VisionTower` over the model's image encoder, or None when the tower
-            cannot take patch embeddings (e.g. ResNet); OVI then raises a clear error.
+            cannot take patch embeddings (e.g. ResNet); OVI then raises :class:`PatchesUnsupported`
+            (``visual_error``, the one the tower lookup raised, when given).
         tokenizer: ``str | list[str]`` → LongTensor ``[B, context_length]``.
     """
 
@@ -105,7 +115,7 @@ class CLIPWrapper(nn.Module):
         *,
         name: str,
         backend: str,
-        visual_error: str | None = None,
+        visual_error: PatchesUnsupported | None = None,
     ) -> None:
         super().__init__()
         self.model = model
@@ -264,9 +274,10 @@ class CLIPWrapper(nn.Module):
 
     def _require_visual(self) -> VisionTower:
         if self.visual is None:
-            raise NotImplementedError(
-                self._visual_error
-                or f"the vision tower of {self.name!r} cannot take visual pseudo tokens (OVI needs a ViT)"
+            if self._visual_error is not None:
+                raise PatchesUnsupported(str(self._visual_error)) from self._visual_error
+            raise PatchesUnsupported(
+                f"the vision tower of {self.name!r} cannot take visual pseudo tokens (OVI needs a ViT)"
             )
         return self.visual
 

@@ -15,14 +15,13 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
-from crossgap.models.base import CLIPWrapper
-from crossgap.models.timm_tower import open_clip_tokenizer, split_pretrained_dir
+from crossgap.models.base import CLIPWrapper, PatchesUnsupported
+from crossgap.models.tokenizers import Tokenizer, open_clip_tokenizer, split_pretrained_dir
 from crossgap.models.towers import build_text_tower, build_vision_tower
 from crossgap.utils import resolve_device
 
 log = logging.getLogger(__name__)
 
-Tokenizer = Callable[[Sequence[str]], torch.Tensor]
 Loader = Callable[[str, "str | None"], "tuple[nn.Module, Callable, Tokenizer]"]
 _BACKENDS: dict[str, Loader] = {}
 _NAME_PREFIXES: dict[str, str] = {}  # model-name prefix -> backend, consulted by infer_backend
@@ -99,7 +98,12 @@ def load_clip(
         pretrained = os.fspath(pretrained)
     model, preprocess, tokenizer = _BACKENDS[backend](model_name, pretrained)
     model = model.float().eval()
-    visual, visual_error = build_vision_tower(model.visual)
+    visual, visual_error = None, None
+    try:
+        visual = build_vision_tower(model.visual)
+    except PatchesUnsupported as exc:  # OTI still works; OVI raises it
+        log.info("%s: no visual pseudo tokens (OVI): %s", model_name, exc)
+        visual_error = exc
     wrapper = CLIPWrapper(
         model,
         build_text_tower(model),

@@ -127,14 +127,12 @@ def _visual_projection(m: nn.Module) -> LinearProjection:
     visual = getattr(m, "visual", None)
     if visual is None:
         raise NoLinearProjectionError(f"{_name(m)} has no `visual` tower")
-    try:
-        import clip.model as clip_model
-    except ImportError:  # pragma: no cover - openai-clip is a pinned dependency
-        clip_model = None
+    import clip.model as clip_model
     from open_clip import timm_model, transformer
+
     from crossgap.models.slip import SLIPVisual
 
-    if clip_model is not None and isinstance(visual, clip_model.VisionTransformer):
+    if isinstance(visual, clip_model.VisionTransformer):
         return _from_parameter(visual, "proj", "visual.proj")
     if isinstance(visual, transformer.VisionTransformer):
         return _from_parameter(visual, "proj", "visual.proj")

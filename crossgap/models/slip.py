@@ -12,7 +12,7 @@ SSL head ``image_mlp.*`` that inversion does not use and is not built.
 image projection), the layout of open_clip's ``TimmModel``, so that
 :class:`~crossgap.models.timm_tower.TimmVisionTower` serves it; checkpoint names are mapped onto
 it by :func:`checkpoint_to_model_keys`.  The text side reuses the ``clip`` package's
-``Transformer`` (same parameter names) and :class:`~crossgap.models.towers.OpenAITextTower`.
+``Transformer`` (same parameter names) and :class:`~crossgap.models.openai_tower.OpenAITextTower`.
 
     load_clip("SLIP-ViT-B-16", "/models/slip_base_100ep.pt")       # backend inferred from "SLIP"
 
@@ -33,9 +33,11 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import nn
 
+from crossgap.models.base import TextTower, VisionTower
 from crossgap.models.loading import register_backend
+from crossgap.models.openai_tower import OpenAITextTower
 from crossgap.models.timm_tower import TimmVisionTower
-from crossgap.models.towers import OpenAITextTower, register_text_tower, register_vision_tower
+from crossgap.models.towers import register_text_tower, register_vision_tower
 
 log = logging.getLogger(__name__)
 
@@ -291,5 +293,16 @@ def _load_slip(model_name: str, pretrained: str | None) -> tuple[nn.Module, Call
     return model, slip_preprocess(resolution), SLIPTokenizer(config.context_length)
 
 
-register_text_tower(SLIP)(OpenAITextTower)
-register_vision_tower(SLIPVisual)(TimmVisionTower)
+# --------------------------------------------------------------------------------------------
+# towers: the CLIP-style text side and the timm trunk/head vision side
+# --------------------------------------------------------------------------------------------
+@register_text_tower(SLIP)
+def slip_text_tower(model: SLIP) -> TextTower:
+    """:class:`~crossgap.models.openai_tower.OpenAITextTower` (same parameter names as ``clip.model.CLIP``)."""
+    return OpenAITextTower(model)
+
+
+@register_vision_tower(SLIPVisual)
+def slip_vision_tower(visual: SLIPVisual) -> VisionTower:
+    """:class:`~crossgap.models.timm_tower.TimmVisionTower` (``trunk`` / ``head``, as open_clip's ``TimmModel``)."""
+    return TimmVisionTower(visual)

@@ -1,80 +1,56 @@
-"""SigLIP-family support: the timm ViT vision tower and Hugging Face tokenizers read from disk.
+"""Tower of open_clip's ``TimmModel`` (SigLIP, and every open_clip config with a ``timm_model_name``).
 
-**Vision.**  open_clip's ``TimmModel`` (SigLIP, and every open_clip config with a
-``timm_model_name``) wraps a timm ``VisionTransformer`` ``trunk`` and an adapter ``head``.
+``TimmModel`` wraps a timm ``VisionTransformer`` ``trunk`` and an adapter ``head``.
 :class:`TimmVisionTower` re-runs the trunk from patch embeddings exactly as
 ``VisionTransformer.forward`` does: ``_pos_embed`` (class / register tokens and positional
 embeddings as timm places them, ``no_embed_class`` included), ``patch_drop``, ``norm_pre``,
 ``blocks``, ``norm``, ``forward_head`` (attention-pool 'map', 'token', 'avg', ``fc_norm``, head),
 then the adapter's ``head``.  Any module with the same ``trunk`` / ``head`` layout can reuse it
-(the SLIP backend does).  Trunks that are not a timm ViT (ConvNeXt, ...) get no vision tower:
-OVI raises a clear error, OTI still works.
+(the SLIP family does).  Trunks that are not a timm ViT (ConvNeXt, ...) raise
+:class:`~crossgap.models.base.PatchesUnsupported`: OVI fails with that message, OTI still works.
 
-**Tokenizers.**  Models whose open_clip config names a Hugging Face tokenizer
-(``text_cfg.hf_tokenizer_name``, e.g. ``timm/ViT-B-16-SigLIP``) normally download it.  Offline,
-point crossgap at a local copy, in order of precedence:
-
-1. ``set_tokenizer_path(model_name, directory)`` (programmatic; ``None`` clears it);
-2. a ``pretrained`` **directory** holding the checkpoint *and* the tokenizer files, i.e. a copy of
-   the model's hub repository: ``load_clip("ViT-B-16-SigLIP", "/models/ViT-B-16-SigLIP/")``.
-   The checkpoint is ``open_clip_model.safetensors`` / ``open_clip_pytorch_model.bin`` or the
-   directory's only ``*.safetensors|*.bin|*.pt|*.pth`` file.
-
-Otherwise the hub is used as open_clip does, with an error that names both options on failure.
-
-**Placeholder.**  SentencePiece tokenizers may split ``"£"`` into a word-boundary piece and the
-character (``▁`` + ``£``).  :class:`PlaceholderTokenizer` then drops the boundary piece in front of
-each placeholder, so that a placeholder is one token standing for a whole word piece: a pseudo
-token equal to the embedding of ``▁cat`` reproduces the tokenisation of "... cat" exactly.
-(Real text containing a literal "£" is tokenised the same way: the only difference to the
-library's tokenizer.)
+The Hugging Face tokenizers of these models (read from disk when offline) are in
+:mod:`crossgap.models.tokenizers`.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-from pathlib import Path
-from typing import Callable, Sequence
 
 import torch
+from open_clip.timm_model import TimmModel
+from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
-from crossgap.models.base import PLACEHOLDER, VisionTower
+from crossgap.models.base import PatchesUnsupported, VisionTower
 from crossgap.models.towers import register_vision_tower
 
 log = logging.getLogger(__name__)
 
-Tokenizer = Callable[[Sequence[str]], torch.Tensor]
 
-CHECKPOINT_NAMES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
-CHECKPOINT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "spiece.model", "sentencepiece.model")
-
-_TOKENIZER_PATHS: dict[str, Path] = {}
-
-
-# --------------------------------------------------------------------------------------------
-# vision
-# --------------------------------------------------------------------------------------------
 def is_timm_vit(module: nn.Module) -> bool:
     """Whether ``module`` is a timm ``VisionTransformer`` (or a subclass)."""
-    from timm.models.vision_transformer import VisionTransformer
-
     return isinstance(module, VisionTransformer)
 
 
+@register_vision_tower(TimmModel)
 class TimmVisionTower(VisionTower):
     """Vision tower over a module with a timm ViT ``trunk`` and a ``head`` applied to its output.
 
     Patch embeddings are the output of ``trunk.patch_embed`` (convolution and its norm), flattened
     to ``[B, N, W_vis]`` with ``N = grid_h * grid_w`` in row-major order.
+
+    Raises:
+        PatchesUnsupported: the trunk is not a timm ``VisionTransformer``.
     """
 
     def __init__(self, visual: nn.Module) -> None:
         super().__init__()
         if not is_timm_vit(visual.trunk):
-            raise TypeError(f"{type(visual.trunk).__name__} is not a timm VisionTransformer")
+            raise PatchesUnsupported(
+                f"the timm trunk {type(visual.trunk).__name__} is not a timm VisionTransformer: it cannot take "
+                "visual pseudo tokens (OVI needs a ViT vision tower)"
+            )
         self.v = visual
         trunk = visual.trunk
         self.width = trunk.embed_dim
@@ -101,150 +77,3 @@ class TimmVisionTower(VisionTower):
         x = trunk.forward_head(x)
         return self.v.head(x)
 
-
-def _register_open_clip_timm() -> None:
-    try:
-        from open_clip.timm_model import TimmModel
-    except ImportError:  # pragma: no cover - open_clip is a pinned dependency
-        log.debug("open_clip not installed; timm tower not registered")
-        return
-
-    @register_vision_tower(TimmModel)
-    def _timm_model(visual: nn.Module) -> VisionTower | None:
-        if not is_timm_vit(visual.trunk):
-            log.info("timm trunk %s is not a ViT: no visual pseudo tokens (OVI)", type(visual.trunk).__name__)
-            return None
-        return TimmVisionTower(visual)
-
-
-# --------------------------------------------------------------------------------------------
-# Hugging Face tokenizers from disk
-# --------------------------------------------------------------------------------------------
-def set_tokenizer_path(model_name: str, path: str | os.PathLike | None) -> None:
-    """Use the Hugging Face tokenizer saved in directory ``path`` for ``model_name`` (None: forget it)."""
-    if path is None:
-        _TOKENIZER_PATHS.pop(model_name, None)
-        return
-    _TOKENIZER_PATHS[model_name] = Path(path)
-
-
-def has_tokenizer_files(directory: Path | None) -> bool:
-    return directory is not None and any((directory / name).is_file() for name in TOKENIZER_FILES)
-
-
-def split_pretrained_dir(pretrained: str | None) -> tuple[str | None, Path | None]:
-    """``(checkpoint, directory)``: a ``pretrained`` directory → its checkpoint file and itself.
-
-    Anything else (a tag, a file, None) is returned unchanged with ``directory=None``.
-    """
-    if pretrained is None or not Path(pretrained).is_dir():
-        return pretrained, None
-    directory = Path(pretrained)
-    for name in CHECKPOINT_NAMES:
-        if (directory / name).is_file():
-            return str(directory / name), directory
-    found = sorted(p.name for p in directory.iterdir() if p.is_file() and p.name.endswith(CHECKPOINT_SUFFIXES))
-    if len(found) != 1:
-        raise FileNotFoundError(
-            f"pretrained directory {directory} must hold one checkpoint ({' or '.join(CHECKPOINT_NAMES)}, "
-            f"or a single *{'|*'.join(CHECKPOINT_SUFFIXES)} file); found {found or 'none'}"
-        )
-    return str(directory / found[0]), directory
-
-
-class PlaceholderTokenizer:
-    """An open_clip Hugging Face tokenizer whose placeholder ``£`` is always one token.
-
-    Call: ``texts`` (list of str) → ids ``[B, context_length]``.  See the module docstring.
-    """
-
-    def __init__(self, tokenizer: Callable) -> None:
-        self.inner = tokenizer
-        hf = tokenizer.tokenizer
-        self.context_length: int = tokenizer.context_length
-        self.pad_id = hf.pad_token_id if hf.pad_token_id is not None else 0
-        pieces = hf(PLACEHOLDER, add_special_tokens=False)["input_ids"]
-        self.boundary_id: int | None = None
-        boundary_then_char = hf.decode(pieces[:1]).strip() == "" and hf.decode(pieces[1:]).strip() == PLACEHOLDER
-        if len(pieces) == 2 and boundary_then_char:
-            self.boundary_id = int(pieces[0])
-        elif len(pieces) != 1:
-            pretty = hf.convert_ids_to_tokens(pieces)
-            raise ValueError(
-                f"the tokenizer splits the placeholder {PLACEHOLDER!r} into {pretty}; pseudo-token inversion "
-                "needs one token (or a word-boundary piece followed by one token)"
-            )
-        self.placeholder_id = int(pieces[-1])
-        if hf.unk_token_id is not None and self.placeholder_id == hf.unk_token_id:
-            log.warning("the placeholder %r is an unknown token for this tokenizer", PLACEHOLDER)
-
-    def __call__(self, texts: Sequence[str]) -> torch.Tensor:
-        texts = list(texts)
-        ids = self.inner(texts)
-        if self.boundary_id is None:
-            return ids
-        rows = [i for i, text in enumerate(texts) if PLACEHOLDER in text]
-        if not rows:
-            return ids
-        # Tokenise at a longer context so that dropping boundary pieces loses no content.
-        extra = max(texts[i].count(PLACEHOLDER) for i in rows)
-        longer = self.inner([texts[i] for i in rows], context_length=self.context_length + extra)
-        for row, long_ids in zip(rows, longer):
-            before_placeholder = torch.zeros_like(long_ids, dtype=torch.bool)
-            before_placeholder[:-1] = (long_ids[:-1] == self.boundary_id) & (long_ids[1:] == self.placeholder_id)
-            kept = long_ids[~before_placeholder][: self.context_length]
-            ids[row] = self.pad_id
-            ids[row, : kept.shape[0]] = kept
-        return ids
-
-
-def _hf_tokenizer_from_dir(model_name: str, directory: Path) -> Callable:
-    import open_clip
-    from open_clip.tokenizer import HFTokenizer
-
-    if not has_tokenizer_files(directory):
-        raise FileNotFoundError(
-            f"no tokenizer files ({', '.join(TOKENIZER_FILES)}) in {directory} for {model_name}"
-        )
-    text_cfg = (open_clip.get_model_config(model_name) or {}).get("text_cfg", {})
-    log.info("loading the tokenizer of %s from %s", model_name, directory)
-    return HFTokenizer(
-        str(directory),
-        context_length=text_cfg.get("context_length", 77),
-        tokenizer_mode=text_cfg.get("tokenizer_mode"),
-        **text_cfg.get("tokenizer_kwargs", {}),
-    )
-
-
-def open_clip_tokenizer(model_name: str, pretrained_dir: Path | None = None) -> Tokenizer:
-    """The tokenizer of an open_clip model: ``texts`` → ids ``[B, context_length]``.
-
-    Looks for a local Hugging Face tokenizer (:func:`set_tokenizer_path`, then ``pretrained_dir``
-    when the model uses a Hugging Face tokenizer) before asking open_clip, which may download it.
-    """
-    import open_clip
-    from open_clip.tokenizer import HFTokenizer, SigLipTokenizer
-
-    text_cfg = (open_clip.get_model_config(model_name) or {}).get("text_cfg", {})
-    local = _TOKENIZER_PATHS.get(model_name)
-    if local is None and text_cfg.get("hf_tokenizer_name") and has_tokenizer_files(pretrained_dir):
-        local = pretrained_dir
-    if local is not None:
-        tokenizer = _hf_tokenizer_from_dir(model_name, local)
-    else:
-        try:
-            tokenizer = open_clip.get_tokenizer(model_name)
-        except Exception as exc:  # hub/network failures surface as many exception types
-            raise RuntimeError(
-                f"could not load the tokenizer of {model_name} ({type(exc).__name__}: {exc}). Without "
-                "internet access, save the tokenizer files (tokenizer.json, ...) beside the checkpoint and pass "
-                "that directory as `pretrained`, or call "
-                f"crossgap.models.timm_tower.set_tokenizer_path({model_name!r}, '/path/to/tokenizer') "
-                "(HF_HUB_OFFLINE=1 skips the hub's retries)"
-            ) from exc
-    if isinstance(tokenizer, (HFTokenizer, SigLipTokenizer)):
-        return PlaceholderTokenizer(tokenizer)
-    return lambda texts: tokenizer(list(texts))
-
-
-_register_open_clip_timm()

@@ -37,6 +37,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from apt import Unavailable, ensure_binaries
+
 SLURM_CONF = Path("/etc/slurm/slurm.conf")
 # One test cluster per machine at a time (it owns /etc/slurm/slurm.conf): an flock, released by
 # the kernel even when the holder dies.
@@ -60,47 +62,13 @@ def _sh(cmd: list[str], timeout: float = 30, check: bool = True, **kwargs) -> su
     return proc
 
 
-def missing_binaries() -> list[str]:
-    return [b for b in BINARIES if shutil.which(b) is None and not Path("/usr/sbin", b).exists()]
-
-
 def ensure_slurm(timeout: float = 900) -> None:
-    """Install ``slurm-wlm`` and ``munge`` with apt-get when a binary is missing.
-
-    Raises :class:`SlurmUnavailable` when that is impossible (not root, no apt-get, no package
-    source). Services are not started by the packages: an absent ``policy-rc.d`` is provided
-    for the install (and removed), so no daemon outlives it.
-    """
-    if not missing_binaries():
-        return
-    if os.geteuid() != 0:
-        raise SlurmUnavailable(f"SLURM binaries {missing_binaries()} missing and not root (cannot apt-get install)")
-    if shutil.which("apt-get") is None:
-        raise SlurmUnavailable(f"SLURM binaries {missing_binaries()} missing and no apt-get on this machine")
-    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    install = ["apt-get", "install", "-y", "-q", "--no-install-recommends", "-o", "DPkg::Lock::Timeout=120", *PACKAGES]
-    policy = Path("/usr/sbin/policy-rc.d")
-    own_policy = not policy.exists()
-    deadline = time.monotonic() + timeout
+    """Install ``slurm-wlm`` and ``munge`` with apt-get when a binary is missing, without starting
+    their services; :class:`SlurmUnavailable` when that is impossible here."""
     try:
-        if own_policy:  # keep the packages' maintainer scripts from starting munge/slurm services
-            policy.write_text("#!/bin/sh\nexit 101\n")
-            policy.chmod(0o755)
-        proc = subprocess.run(install, env=env, capture_output=True, text=True, timeout=timeout)
-        if proc.returncode != 0:  # stale or missing package lists (a fresh machine): update once, retry
-            subprocess.run(["apt-get", "update", "-q", "-o", "DPkg::Lock::Timeout=120"], env=env, capture_output=True,
-                           text=True, timeout=max(deadline - time.monotonic(), 1))
-            proc = subprocess.run(install, env=env, capture_output=True, text=True,
-                                  timeout=max(deadline - time.monotonic(), 1))
-    except subprocess.TimeoutExpired as exc:
-        raise SlurmUnavailable(f"apt-get install {' '.join(PACKAGES)} timed out after {timeout:.0f} s") from exc
-    finally:
-        if own_policy:
-            policy.unlink(missing_ok=True)
-    if proc.returncode != 0:
-        raise SlurmUnavailable(f"apt-get install {' '.join(PACKAGES)} failed ({proc.returncode}): {proc.stderr[-1500:]}")
-    if missing_binaries():
-        raise SlurmUnavailable(f"still missing after apt-get install: {missing_binaries()}")
+        ensure_binaries(BINARIES, PACKAGES, no_services=True, timeout=timeout)
+    except Unavailable as exc:
+        raise SlurmUnavailable(str(exc)) from exc
 
 
 def _free_port() -> int:

@@ -1,16 +1,20 @@
 """DVC on top of Snakemake, in a temporary git + DVC repository holding the reduced default:
-repro end to end, a no-op second repro, a parameter change that reruns only what it affects,
-`dvc metrics diff`, and a `dvc checkout` of an earlier state that does not recompute finished work."""
+each stage's Snakemake target plans every file under the stage's outs (checked on a fresh tree by
+dry runs), a first repro that adopts a finished ``snakemake`` run (the shared reduced run: the user's
+``make run`` then ``dvc repro``) without recomputing, a no-op second repro, a parameter change that
+reruns only what it affects, `dvc metrics diff`, and a `dvc checkout` of an earlier state that does
+not recompute finished work."""
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
 import yaml
 
-from workflow_helpers import BIN, copy_repo, job_stats, read_summary, run
+from workflow_helpers import BIN, clone_run, copy_repo, job_stats, read_summary, run
 
 pytestmark = pytest.mark.slow
 
@@ -32,9 +36,37 @@ def planned_rules(root: Path) -> set[str]:
     return set(job_stats(run([SNAKEMAKE, "-n"], cwd=root).stdout))
 
 
+def planned_outputs(root: Path, *targets: str) -> set[str]:
+    """Every output file of the jobs ``snakemake -n [targets]`` lists."""
+    out = run([SNAKEMAKE, "-n", *targets], cwd=root).stdout
+    return {path for line in re.findall(r"^\s*output: (.+)$", out, re.M) for path in line.split(", ")}
+
+
+def stage_paths(stage: dict) -> list[str]:
+    return [next(iter(o)) if isinstance(o, dict) else o
+            for kind in ("outs", "metrics", "plots") for o in stage.get(kind, [])]
+
+
+def test_each_stage_target_plans_every_file_under_its_outs(tmp_path):
+    """No later stage writes into an earlier stage's outs (it would fail a fresh ``dvc repro``)."""
+    root = copy_repo(tmp_path)
+    stages = yaml.safe_load((root / "dvc.yaml").read_text())["stages"]
+    assert list(stages) == ["prepare", "features", "invert", "evaluate"]
+    everything = planned_outputs(root)
+    for name, stage in stages.items():
+        cmd = stage["cmd"].split()
+        assert cmd[:3] == ["snakemake", "--cores", "all"], stage["cmd"]
+        planned = planned_outputs(root, *cmd[3:])
+        paths = stage_paths(stage)
+        under = {f for f in everything if any(f == p or f.startswith(p.rstrip("/") + "/") for p in paths)}
+        assert under, f"stage {name}: the DAG writes nothing under {paths}"
+        assert under <= planned, f"stage {name}: written by a later stage: {sorted(under - planned)[:5]}"
+
+
 @pytest.fixture(scope="module")
-def repo(tmp_path_factory) -> Path:
-    root = copy_repo(tmp_path_factory.mktemp("dvc_repo"))
+def repo(local_run, tmp_path_factory) -> Path:
+    """A git repository of the finished reduced run (a user's ``make run``), not yet under DVC's control."""
+    root = clone_run(local_run, tmp_path_factory.mktemp("dvc_repo") / "repo")
     git(root, "init", "-q", "-b", "main")
     git(root, "add", "-A")
     git(root, "commit", "-qm", "reduced default")
@@ -43,7 +75,7 @@ def repo(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def baseline(repo):
-    """``dvc repro`` of the fresh repository, committed; its completed process."""
+    """The first ``dvc repro`` (adopting the finished run), committed; its completed process."""
     proc = run([DVC, "repro"], cwd=repo, timeout=1500)
     git(repo, "add", "-A")
     git(repo, "commit", "-qm", "baseline results")
@@ -70,9 +102,14 @@ def more_oti_steps(repo, baseline):
     return proc, before
 
 
-def test_repro_runs_the_default_end_to_end(repo, baseline):
+def test_first_repro_adopts_the_finished_run_without_recomputing(repo, baseline):
     for stage in ("prepare", "features", "invert", "evaluate"):
         assert f"Running stage '{stage}'" in baseline.stdout
+    # each stage's Snakemake run had nothing to do: no job of the finished run is redone
+    assert (baseline.stdout + baseline.stderr).count("Nothing to be done") == 4, baseline.stdout[-3000:]
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
+    assert set(lock) == {"prepare", "features", "invert", "evaluate"}
+    assert {o["path"] for o in lock["features"]["outs"]} == {"data/features"}
     summary = read_summary(repo)
     assert set(summary["synthetic"]["tiny"]) >= {"image_retrieval", "text_retrieval", "zero_shot"}
 
@@ -130,8 +167,6 @@ def test_checkout_of_an_earlier_state_does_not_recompute_finished_work(repo, mor
 
 def test_dvc_plots_show_renders_every_declared_plot(repo, baseline):
     """Every plot ``dvc.yaml`` declares renders (the loss plots used to fail with 'file type error')."""
-    import re
-
     declared = yaml.safe_load((repo / "dvc.yaml").read_text())
     files = [next(iter(p)) if isinstance(p, dict) else p for p in declared["stages"]["evaluate"]["plots"]]
     assert files == ["data/plots/comparison.csv", "data/plots/steps.csv", "data/plots/inversion_losses.csv",

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import time
@@ -19,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from workflow_helpers import BIN, copy_repo, deep_merge, read_summary, run, test_params, tool_env
+from workflow_helpers import BIN, clone_run, deep_merge, job_stats, read_summary, run, test_params, tool_env
 
 pytestmark = pytest.mark.slow
 
@@ -31,16 +30,17 @@ DRILL = {"inversion": {"batch_size": 3, "ovi": {"steps": 300, "snapshots": []}, 
 
 
 @pytest.fixture(scope="module")
-def prepared(tmp_path_factory) -> Path:
-    """A copy of the repository with data, model and features done (the drills start from it)."""
-    root = copy_repo(tmp_path_factory.mktemp("drill_base"), deep_merge(test_params(), DRILL))
-    run([str(BIN / "snakemake"), "--cores", "2", "features"], cwd=root, timeout=1200)
+def prepared(local_run, tmp_path_factory) -> Path:
+    """The reduced default's finished run with the drill's parameters: data, model and features
+    done (the drill changes none of their params), the drill's OVI not started."""
+    root = clone_run(local_run, tmp_path_factory.mktemp("drill_base") / "repo", deep_merge(test_params(), DRILL))
+    planned = job_stats(run([str(BIN / "snakemake"), "-n", "features"], cwd=root, timeout=300).stdout)
+    assert planned == {}, f"the drill's parameters must not touch the features: {planned}"
     return root
 
 
 def clone(src: Path, dest: Path) -> Path:
-    shutil.copytree(src, dest, symlinks=True)  # copy2 keeps mtimes: finished jobs stay finished
-    return dest
+    return clone_run(src, dest)
 
 
 @pytest.fixture(scope="module")

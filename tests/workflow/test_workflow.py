@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from workflow_helpers import BIN, REPO, copy_repo, job_stats, read_summary, run, test_params
+from workflow_helpers import BIN, REPO, clone_run, copy_repo, job_stats, read_summary, run, test_params
 
 
 #: jobs of the reduced default (tests/workflow/params.test.yaml), counted by hand: 24 test / 160 train
@@ -206,6 +206,28 @@ def test_html_report_includes_the_plots(local_run):
     assert any(n.endswith("report.html") for n in names)
 
 
+@pytest.mark.slow
+def test_html_report_renders_every_plot_and_table_in_a_headless_browser(local_run):
+    """``data/plots/report.html`` opened by a real browser (Debian's Chromium, installed when missing):
+    every plot decodes to an image and the tables are there."""
+    from apt import Unavailable, ensure_binaries
+
+    try:
+        ensure_binaries(["chromium"], ["chromium"], timeout=600)
+    except Unavailable as exc:
+        pytest.skip(f"no headless browser here: {exc}")
+    page = local_run / "data/plots/report.html"
+    proc = subprocess.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=10000",
+                           "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120)
+    dom = proc.stdout
+    assert 'data-ready="1"' in dom, (proc.returncode, proc.stderr[-2000:])
+    rendered = re.findall(r'data-rendered="(\d+)x(\d+)"', dom)
+    assert len(rendered) == 3 and all(int(w) > 100 and int(h) > 100 for w, h in rendered), rendered
+    # the all-methods table (20 method rows) and the best steps (4), as table.md has them
+    assert dom.count("<table>") == 2 and dom.count("<td>synthetic</td>") == 20 + 4
+    assert "<h1>crossgap results</h1>" in dom and "isoclip" in dom and "oti@2" in dom
+
+
 # --------------------------------------------------------------------------- what a change reruns
 #: (parameter edit, jobs a dry run then proposes), written out by hand for the reduced default:
 #: OTI work = its 2 shards, gather, snapshot gather (steps 2, 4) and the evaluations reading OTI
@@ -236,6 +258,8 @@ RERUNS = [
     ("features.precision", "bf16", {"extract_features": 4, "preprojection_features": 4, "prompt_features": 1,
                                     "class_sentence_features": 1, "classname_features": 1} | DOWNSTREAM | REPORT),
     ("inversion.seed", 1, BOTH | REPORT),
+    # a replicate seed: the same work once more under seed 1's tags, the main seed's stays
+    ("inversion.seeds", [0, 1], BOTH | REPORT),
     # another snapshot list: the shards rerun to produce it (new snapshot files), the final inversion stays
     # (the gather of the final tokens reads the rerun shards too: it and OTI's evaluations rerun, same numbers)
     ("inversion.oti.snapshots", [3], {"oti_shard": 2, "gather_oti": 1, "gather_oti_snapshots": 1,
@@ -267,10 +291,7 @@ RERUNS = [
 @pytest.mark.slow
 @pytest.mark.parametrize("key, value, expected", RERUNS, ids=[r[0] for r in RERUNS])
 def test_a_parameter_reruns_only_what_it_affects(local_run, tmp_path, key, value, expected):
-    import shutil
-
-    root = tmp_path / "run"
-    shutil.copytree(local_run, root, symlinks=True)  # copy2: mtimes kept, so finished jobs stay finished
+    root = clone_run(local_run, tmp_path / "run")
     params = yaml.safe_load((root / "params.yaml").read_text())
     *parents, last = key.split(".")
     node = params

@@ -38,6 +38,8 @@ rule aggregate:
         results=plan.all_result_files(config),
         bootstrap=config["evaluation"]["bootstrap"],
         final_steps={m: config["inversion"][m]["steps"] for m in ("oti", "ovi")},
+        # the main seed: the results of the other inversion.seeds are its replicates
+        seed=config["inversion"]["seed"],
     script:
         "../scripts/aggregate.py"
 
@@ -45,6 +47,7 @@ rule aggregate:
 rule plots:
     input:
         table="data/metrics/table.csv",
+        table_md="data/metrics/table.md",
         steps="data/plots/steps.csv",
         losses=plan.all_loss_curves(config),
         pretrain=plan.pretrain_curves(config),
@@ -66,6 +69,8 @@ rule plots:
         ),
         losses_table="data/plots/inversion_losses.csv",
         pretrain_table="data/plots/pretrain_losses.csv",
+        # the table and every plot in one self-contained page (crossgap.html_report)
+        html="data/plots/report.html",
     log:
         "logs/plots.log",
     benchmark:

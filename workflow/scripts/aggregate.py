@@ -14,4 +14,5 @@ aggregate_step(
     steps_csv=snakemake.output.steps,
     bootstrap=snakemake.params.bootstrap,
     final_steps=snakemake.params.final_steps,
+    seed=snakemake.params.seed,
 )

@@ -1,4 +1,4 @@
-"""Text adapters of part 2 on tiny files in their real formats: captions, IMDB, 20 Newsgroups, NanoBEIR."""
+"""Text dataset adapters on tiny files in their real formats: captions, IMDB, 20 Newsgroups, NanoBEIR."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import logging
 
 import numpy as np
 import pytest
-from fixtures_datasets2 import (
+from fixtures_text_datasets import (
     NEWSGROUPS,
     make_coco_karpathy,
     make_flickr30k,

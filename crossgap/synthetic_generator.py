@@ -1,4 +1,6 @@
-"""Deterministic synthetic image-caption dataset ("Synthetic") for the embedded default run.
+"""The generator of the deterministic synthetic image-caption dataset ("Synthetic") of the embedded default run.
+
+Its adapter, which turns the generated folder into a manifest, is :mod:`crossgap.datasets.synthetic`.
 
 Each image shows one simple object on a background.  The attributes are drawn
 independently and uniformly:

@@ -1,4 +1,8 @@
-"""Manifest extension: explicit relevance (qrels, revisited ground truth), query crops, text-only manifests."""
+"""Explicit relevance (qrels, revisited ground truth), query crops and text-only manifests.
+
+Manifests go through :mod:`crossgap.datasets.manifest` (write, read); their rows are selected
+with :mod:`crossgap.datasets.selection`.
+"""
 
 from __future__ import annotations
 
@@ -9,17 +13,9 @@ import pandas as pd
 import pytest
 
 from crossgap.datasets.errors import ManifestError
-from crossgap.datasets.text_base import plain_text_row
-from crossgap.datasets.manifest import (
-    MANIFEST_COLUMNS,
-    qrels_pairs,
-    query_boxes,
-    query_gallery,
-    read_manifest,
-    relevance,
-    revisited_ground_truth,
-    write_manifest,
-)
+from crossgap.datasets.manifest import MANIFEST_COLUMNS, read_manifest, write_manifest
+from crossgap.datasets.rows import plain_text_row
+from crossgap.datasets.selection import qrels_pairs, query_boxes, query_gallery, relevance, revisited_ground_truth
 from crossgap.metrics.retrieval import evaluate_retrieval
 from crossgap.metrics.revisited import evaluate_revisited
 

@@ -8,7 +8,7 @@ import pickle
 import sys
 
 import pytest
-from fixtures_datasets2 import make_imdb, make_nanobeir
+from fixtures_text_datasets import make_imdb, make_nanobeir
 
 from crossgap.datasets import get_adapter, read_manifest, write_manifest
 from crossgap.datasets import llm_summaries, longtext

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from crossgap.synthetic import COLOURS, SHAPES, class_label, class_names, generate_synthetic
+from crossgap.synthetic_generator import COLOURS, SHAPES, class_label, class_names, generate_synthetic
 
 NUM_TRAIN, NUM_TEST = 40, 20
 

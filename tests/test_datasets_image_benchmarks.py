@@ -1,4 +1,4 @@
-"""Image adapters of part 2 on tiny trees in their real layouts: CUB, SOP, rOxford/rParis, ImageNet variants."""
+"""Image benchmark adapters on tiny trees in their real layouts: CUB, SOP, rOxford/rParis, ImageNet variants."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pickle
 
 import pytest
 from fixtures_datasets import garble_file
-from fixtures_datasets2 import (
+from fixtures_image_benchmarks import (
     IMAGENET_CLASSES,
     make_cub,
     make_imagenet_variant,
@@ -40,11 +40,17 @@ def _check_images(df, meta, info):
     assert all((info.image_root / p).is_file() for p in df["path"])
 
 
+def _build_checked(slug, tmp_path, info, caplog):
+    """Build ``slug`` under ``tmp_path`` (warnings captured) and check its image rows against ``info``."""
+    with caplog.at_level(logging.WARNING):
+        df, meta = get_adapter(slug).build(tmp_path)
+    _check_images(df, meta, info)
+    return df, meta
+
+
 def test_cub_all_to_all_leave_one_out(tmp_path, caplog):
     info = make_cub(tmp_path)
-    with caplog.at_level(logging.WARNING):
-        df, meta = get_adapter("cub2011").build(tmp_path)
-    _check_images(df, meta, info)
+    df, meta = _build_checked("cub2011", tmp_path, info, caplog)
     assert "cub2011: split 'train' has 4 images, expected 5994" in caplog.text
     write_manifest(tmp_path / "cub.parquet", df, meta)
     df, meta = read_manifest(tmp_path / "cub.parquet")
@@ -72,9 +78,7 @@ def test_cub_index_file_errors(tmp_path):
 
 def test_sop_test_against_test(tmp_path, caplog):
     info = make_sop(tmp_path)
-    with caplog.at_level(logging.WARNING):
-        df, meta = get_adapter("sop").build(tmp_path)
-    _check_images(df, meta, info)
+    df, meta = _build_checked("sop", tmp_path, info, caplog)
     assert "sop: split 'test' has 3 classes, expected 11316" in caplog.text
     q, g, same = query_gallery(df, meta, "image_retrieval")
     assert set(q["split"]) == {"test"} and same and len(q) == 7
@@ -152,9 +156,7 @@ def test_revisited_bad_ground_truth(tmp_path):
 def test_imagenet_variants(tmp_path, slug, caplog):
     subset = slug in ("imagenet_a", "imagenet_r")
     info = make_imagenet_variant(tmp_path, slug, classes=(1, 3) if subset else (0, 1, 2, 3))
-    with caplog.at_level(logging.WARNING):
-        df, meta = get_adapter(slug).build(tmp_path)
-    _check_images(df, meta, info)
+    df, meta = _build_checked(slug, tmp_path, info, caplog)
     expected = {"imagenet_v2": 10000, "imagenet_sketch": 50889, "imagenet_a": 7500, "imagenet_r": 30000}[slug]
     assert f"{slug}: split 'test' has {len(info.items)} images, expected {expected}" in caplog.text
     assert meta["protocol"]["image_retrieval"] is None and meta["templates"] == ["a photo of a {}."]
