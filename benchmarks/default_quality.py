@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -23,11 +22,10 @@ import open_clip
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-from crossgap.synthetic_generator import generate_synthetic  # noqa: E402
-from crossgap.training import register_model_configs, resolve_data_dir, train_tiny_clip, zero_shot_accuracy  # noqa: E402
-from crossgap.utils import atomic_path, setup_logging  # noqa: E402
+from crossgap.synthetic_generator import generate_synthetic
+from crossgap.training import register_model_configs, resolve_data_dir, train_tiny_clip, zero_shot_accuracy
+from crossgap.utils import atomic_path, setup_logging
 
 
 def main() -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -27,8 +28,6 @@ from typing import Any
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests/workflow"))
-from workflow_helpers import copy_repo  # noqa: E402  (the tests' copy of the committable files)
 
 SNAKEMAKE = Path(sys.executable).with_name("snakemake")
 
@@ -54,13 +53,27 @@ def apply_override(params: dict[str, Any], override: str) -> None:
     node[leaf] = yaml.safe_load(raw)
 
 
+def source_tree(dest: Path, params: dict[str, Any]) -> None:
+    """The files git would commit (tracked + untracked-not-ignored, none of ``data/``), with ``params``.
+
+    ``shutil.copy2`` keeps the mtimes, so a rerun of the same variant finds its finished jobs.
+    """
+    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
+                            capture_output=True, text=True, check=True).stdout
+    for rel in filter(None, listed.split("\0")):
+        if (ROOT / rel).is_file() and not rel.startswith("data/"):
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / rel, dest / rel)
+    (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
 def run_variant(name: str, overrides: list[str], work: Path, cores: int) -> dict[str, Any]:
     dest = work / name
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     for override in overrides:
         apply_override(params, override)
     dest.mkdir(parents=True, exist_ok=True)
-    copy_repo(dest, params)  # copy2 keeps the mtimes, so a rerun finds the finished jobs
+    source_tree(dest, params)
     t0 = time.perf_counter()
     proc = subprocess.run([str(SNAKEMAKE), "--cores", str(cores)], cwd=dest, capture_output=True, text=True)
     wall = time.perf_counter() - t0

@@ -225,9 +225,26 @@ class FeatureRuntime:
 MODEL_LOAD_KEYS = ("backend", "architecture", "pretrained")
 
 
-def model_load_spec(model_cfg: Mapping[str, Any]) -> dict[str, Any]:
-    """The part of a ``models:`` entry that loading the model uses (not ``ovi_tokens`` nor ``pretrain``)."""
-    return {key: model_cfg.get(key) for key in MODEL_LOAD_KEYS}
+def trained_checkpoint(model: str) -> str:
+    """Where the pipeline writes the checkpoint of a model it trains itself (``pretrain: true``)."""
+    return f"data/models/{model}/checkpoint.pt"
+
+
+def model_load_spec(model_cfg: Mapping[str, Any], model: str | None = None) -> dict[str, Any]:
+    """The part of a ``models:`` entry that loading the model uses (not ``ovi_tokens`` nor ``pretrain``).
+
+    A model the pipeline trains (``pretrain: true``) loads :func:`trained_checkpoint` of its key
+    ``model``; its entry needs no ``pretrained`` (one given must be that path).
+    """
+    spec = {key: model_cfg.get(key) for key in MODEL_LOAD_KEYS}
+    if model_cfg.get("pretrain") and model is not None:
+        trained = trained_checkpoint(model)
+        if spec["pretrained"] not in (None, trained):
+            raise ConfigError(f"params: models.{model}.pretrained: {spec['pretrained']!r}, but a model with "
+                              f"pretrain: true is loaded from the checkpoint the pipeline trains, {trained!r} "
+                              "(leave pretrained out)")
+        spec["pretrained"] = trained
+    return spec
 
 
 #: keys of a ``datasets:`` entry that only plan the DAG and never reach the manifest

@@ -50,3 +50,30 @@ def tiny_models(openai_tiny_checkpoint, open_clip_tiny_checkpoint):
         "open_clip-vit": load_clip("test-vit-tiny", open_clip_tiny_checkpoint)[0],
         "open_clip-customtext": load_clip("test-customtext-tiny")[0],
     }
+
+
+@pytest.fixture(scope="module")
+def tiny_spec(open_clip_tiny_checkpoint) -> dict:
+    """The model entry (``backend``, ``architecture``, ``pretrained``) of the saved tiny open_clip ViT."""
+    return {"backend": "open_clip", "architecture": "test-vit-tiny", "pretrained": str(open_clip_tiny_checkpoint)}
+
+
+@pytest.fixture(scope="module")
+def tiny_model_and_preprocess(tiny_spec):
+    """``crossgap.pipeline.load_model`` of :func:`tiny_spec`: (wrapper, preprocess), one per test module."""
+    from crossgap.pipeline import load_model
+
+    return load_model(tiny_spec)
+
+
+@pytest.fixture(scope="module")
+def synthetic_manifest(tmp_path_factory) -> Path:
+    """The synthetic generator's smallest dataset (4 train / 3 test images, 2 captions each), prepared."""
+    from crossgap.datasets import prepare_manifest
+    from crossgap.synthetic_generator import generate_synthetic
+
+    root = tmp_path_factory.mktemp("synthetic")
+    generate_synthetic(root, num_train=4, num_test=3, image_size=32, captions_per_image=2)
+    out = root / "manifest.parquet"
+    prepare_manifest("synthetic", root, out)
+    return out

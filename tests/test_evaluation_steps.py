@@ -7,7 +7,6 @@ evaluate them with the right relevance.
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -22,10 +21,9 @@ from crossgap.evaluation import matched_pairs, modality_gap_step, retrieval_step
 from crossgap.metrics import build_classifier, evaluate_retrieval, evaluate_revisited, read_result
 from crossgap.storage import FeatureSet, save_feature_set
 
-sys.path.insert(0, str(Path(__file__).parent))
-from fixtures_datasets import make_synthetic  # noqa: E402
-from fixtures_image_benchmarks import make_revisited  # noqa: E402
-from fixtures_text_datasets import make_coco_karpathy, make_nanobeir  # noqa: E402
+from fixtures_datasets import make_synthetic
+from fixtures_image_benchmarks import make_revisited
+from fixtures_text_datasets import make_coco_karpathy, make_nanobeir
 
 D = 8
 

@@ -21,7 +21,7 @@ from crossgap.evaluation import retrieval_step, zero_shot_step
 from crossgap.interop import ReferenceImportError, import_reference, match_names, reference_run_dir, Targets
 from crossgap.inversion import oti_features, ovi_features
 from crossgap.metrics import read_result
-from crossgap.pipeline import extract_step, load_model
+from crossgap.pipeline import extract_step
 from crossgap.safe_pickle import UnsafePickleError
 from crossgap.storage import load_feature_set
 
@@ -29,13 +29,8 @@ TAG = "0123abcdef"
 
 
 @pytest.fixture(scope="module")
-def spec(open_clip_tiny_checkpoint):
-    return {"backend": "open_clip", "architecture": "test-vit-tiny", "pretrained": str(open_clip_tiny_checkpoint)}
-
-
-@pytest.fixture(scope="module")
-def model(spec):
-    return load_model(spec)[0]
+def model(tiny_model_and_preprocess):
+    return tiny_model_and_preprocess[0]
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +68,7 @@ def dassl_name(root: Path, path: str) -> str:
     return f"{p.parent.name}__{p.name}"
 
 
-def test_oti_run_imports_in_crossgap_order_and_evaluates(dtd, spec, model, tmp_path):
+def test_oti_run_imports_in_crossgap_order_and_evaluates(dtd, tiny_spec, model, tmp_path):
     root, info, manifest = dtd
     df, meta = read_manifest(manifest)
     test_rows = select(df, "image", {"split": "test"})
@@ -82,7 +77,7 @@ def test_oti_run_imports_in_crossgap_order_and_evaluates(dtd, spec, model, tmp_p
     tokens = torch.randn(len(names), 1, model.text_token_embedding_dim, generator=torch.Generator().manual_seed(1))
     run = write_reference_run(tmp_path / "ref", "oti", "dtd", "test", names, tokens, batch_size=1, steps=3)
     data = tmp_path / "data"
-    path, fs = import_reference(run, manifest=manifest, dataset="dtd", model_slug="tiny", model_spec=spec,
+    path, fs = import_reference(run, manifest=manifest, dataset="dtd", model_slug="tiny", model_spec=tiny_spec,
                                 tag=TAG, data_dir=data, model=model)
     assert path == data / "inversion" / "dtd" / "tiny" / f"oti-{TAG}" / "test.safetensors"
     back = load_feature_set(path)
@@ -97,7 +92,7 @@ def test_oti_run_imports_in_crossgap_order_and_evaluates(dtd, spec, model, tmp_p
     assert back.meta["imported_from"]["naming"] == "parent__name" and back.meta["imported_from"]["set"] == "test"
     # the imported file evaluates through crossgap's retrieval step, against native gallery features
     gallery = tmp_path / "image_train.safetensors"
-    extract_step(manifest=str(manifest), model_slug="tiny", model_spec=spec, split="train", modality="image",
+    extract_step(manifest=str(manifest), model_slug="tiny", model_spec=tiny_spec, split="train", modality="image",
                  out=str(gallery), progress=False)
     result = retrieval_step(task="image_retrieval", method="oti", manifest=str(manifest), query=str(path),
                             gallery=str(gallery), out=str(tmp_path / "oti.json"), model_slug="tiny",
@@ -106,7 +101,7 @@ def test_oti_run_imports_in_crossgap_order_and_evaluates(dtd, spec, model, tmp_p
     assert 0.0 <= read_result(tmp_path / "oti.json")["metrics"]["mAP"] <= 100.0
 
 
-def test_ovi_class_name_run_imports_as_classnames_and_classifies(dtd, spec, model, tmp_path):
+def test_ovi_class_name_run_imports_as_classnames_and_classifies(dtd, tiny_spec, model, tmp_path):
     root, info, manifest = dtd
     _, meta = read_manifest(manifest)
     classnames = meta["classnames"]
@@ -115,7 +110,7 @@ def test_ovi_class_name_run_imports_as_classnames_and_classifies(dtd, spec, mode
     run = write_reference_run(tmp_path / "ref", "ovi", "dtd", "test", names, tokens, batch_size=64, steps=4,
                               use_class_names=True)
     out = tmp_path / "classnames.safetensors"
-    path, fs = import_reference(run, manifest=manifest, dataset="dtd", model_slug="tiny", model_spec=spec, out=out,
+    path, fs = import_reference(run, manifest=manifest, dataset="dtd", model_slug="tiny", model_spec=tiny_spec, out=out,
                                 model=model)
     assert path == out and fs.ids == ["class0", "class1"]  # as the pipeline's class-sentence targets
     assert fs.meta["imported_from"]["set"] == "classnames" and fs.meta["imported_from"]["naming"] == "classname"
@@ -123,7 +118,7 @@ def test_ovi_class_name_run_imports_as_classnames_and_classifies(dtd, spec, mode
     torch.testing.assert_close(fs.features, ovi_features(tokens.flip(0), model))
     assert "template" not in fs.meta["params"] and fs.meta["params"]["num_pseudo_tokens"] == 2
     images = tmp_path / "image_test.safetensors"
-    extract_step(manifest=str(manifest), model_slug="tiny", model_spec=spec, split="test", modality="image",
+    extract_step(manifest=str(manifest), model_slug="tiny", model_spec=tiny_spec, split="test", modality="image",
                  out=str(images), progress=False)
     result = zero_shot_step(method="ovi", manifest=str(manifest), images=str(images), prompts=str(out),
                             out=str(tmp_path / "zs.json"), model_slug="tiny")
@@ -143,11 +138,11 @@ def test_match_names_schemes_and_failures():
         match_names(["x"], targets, naming="filename")
 
 
-def test_unsafe_or_malformed_files_are_refused(dtd, spec, model, tmp_path):
+def test_unsafe_or_malformed_files_are_refused(dtd, tiny_spec, model, tmp_path):
     _, _, manifest = dtd
     tokens = torch.randn(2, 1, model.text_token_embedding_dim)
     run = write_reference_run(tmp_path / "ref", "oti", "dtd", "test", ["a", "b"], tokens, batch_size=2, steps=1)
-    kw = dict(manifest=manifest, dataset="dtd", model_slug="tiny", model_spec=spec, tag=TAG,
+    kw = dict(manifest=manifest, dataset="dtd", model_slug="tiny", model_spec=tiny_spec, tag=TAG,
               data_dir=tmp_path / "data", model=model)
 
     class Evil:
@@ -174,18 +169,18 @@ def test_unsafe_or_malformed_files_are_refused(dtd, spec, model, tmp_path):
         import_reference(tmp_path, **kw)
 
 
-def test_token_width_must_fit_the_model(dtd, spec, model, tmp_path):
+def test_token_width_must_fit_the_model(dtd, tiny_spec, model, tmp_path):
     _, _, manifest = dtd
     df, meta = read_manifest(manifest)
     rows = select(df, "image", {"split": "test"})
     names = [dassl_name(Path(meta["root"]), p) for p in rows["path"]]
     run = write_reference_run(tmp_path / "ref", "oti", "dtd", "test", names, torch.randn(2, 1, 7), 2, 1)
     with pytest.raises(ReferenceImportError, match=r"tokens have width 7, the tiny text tower expects \d+"):
-        import_reference(run, manifest=manifest, dataset="dtd", model_slug="tiny", model_spec=spec, tag=TAG,
+        import_reference(run, manifest=manifest, dataset="dtd", model_slug="tiny", model_spec=tiny_spec, tag=TAG,
                          data_dir=tmp_path, model=model)
 
 
-def test_cli(dtd, spec, model, tmp_path, capsys):
+def test_cli(dtd, tiny_spec, model, tmp_path, capsys):
     _, _, manifest = dtd
     df, meta = read_manifest(manifest)
     rows = select(df, "image", {"split": "test"})
@@ -193,7 +188,7 @@ def test_cli(dtd, spec, model, tmp_path, capsys):
     tokens = torch.randn(2, 1, model.text_token_embedding_dim)
     run = write_reference_run(tmp_path / "ref", "oti", "dtd", "test", names, tokens, batch_size=2, steps=2)
     params = tmp_path / "params.yaml"
-    params.write_text("models:\n  tiny:\n" + "".join(f"    {k}: {v}\n" for k, v in spec.items()))
+    params.write_text("models:\n  tiny:\n" + "".join(f"    {k}: {v}\n" for k, v in tiny_spec.items()))
     args = ["import-reference", str(run), "--dataset", "dtd", "--model", "tiny", "--manifest", str(manifest),
             "--params", str(params), "--data-dir", str(tmp_path / "data")]
     assert main(args + ["--tag", TAG]) == 0

@@ -25,7 +25,7 @@ from crossgap.datasets import (
     zero_shot_rows,
 )
 from crossgap.datasets.tarshards import TarReadError, iter_samples, member_ref, parse_member_ref
-from crossgap.pipeline import extract_step, load_model, prompts_step
+from crossgap.pipeline import extract_step, prompts_step
 from crossgap.storage import load_feature_set
 
 
@@ -178,48 +178,38 @@ def test_truncated_header_after_a_complete_sample(tmp_path):
 
 
 # --------------------------------------------------------------------------------- features
-@pytest.fixture(scope="module")
-def spec(open_clip_tiny_checkpoint):
-    return {"backend": "open_clip", "architecture": "test-vit-tiny", "pretrained": str(open_clip_tiny_checkpoint)}
-
-
-@pytest.fixture(scope="module")
-def model_and_preprocess(spec):
-    return load_model(spec)
-
-
 @pytest.fixture
-def cached_model(monkeypatch, model_and_preprocess):
+def cached_model(monkeypatch, tiny_model_and_preprocess):
     import crossgap.pipeline as pipeline
 
-    monkeypatch.setattr(pipeline, "load_model", lambda model_spec, device=None: model_and_preprocess)
+    monkeypatch.setattr(pipeline, "load_model", lambda model_spec, device=None: tiny_model_and_preprocess)
 
 
-def _expected(model_and_preprocess, images: list[Image.Image]) -> torch.Tensor:
-    model, preprocess = model_and_preprocess
+def _expected(tiny_model_and_preprocess, images: list[Image.Image]) -> torch.Tensor:
+    model, preprocess = tiny_model_and_preprocess
     with torch.no_grad():
         return model.encode_image(torch.stack([preprocess(im) for im in images])).float()
 
 
 @pytest.mark.parametrize("num_workers", [0, 2])
-def test_features_stream_from_the_shards_in_manifest_order(tmp_path, spec, model_and_preprocess, cached_model,
+def test_features_stream_from_the_shards_in_manifest_order(tmp_path, tiny_spec, tiny_model_and_preprocess, cached_model,
                                                            num_workers):
     make_wds(tmp_path, sizes={"test": 7}, max_count=3)
     manifest = tmp_path / "m.parquet"
     prepare_manifest("wds", tmp_path, manifest)
     out = tmp_path / "image_test.safetensors"
-    extract_step(manifest=str(manifest), model_slug="tiny", model_spec=spec, split="test", modality="image",
+    extract_step(manifest=str(manifest), model_slug="tiny", model_spec=tiny_spec, split="test", modality="image",
                  out=str(out), batch_size=2, num_workers=num_workers, progress=False)
     fs = load_feature_set(out)
     assert fs.ids == [f"test/s{i:07d}" for i in range(7)]
     images = [Image.open(io.BytesIO(image_bytes(i, "webp"))).convert("RGB") for i in range(7)]
-    torch.testing.assert_close(fs.features, _expected(model_and_preprocess, images), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(fs.features, _expected(tiny_model_and_preprocess, images), rtol=1e-4, atol=1e-5)
     prompts = tmp_path / "prompts.safetensors"
-    prompts_step(manifest=str(manifest), model_slug="tiny", model_spec=spec, out=str(prompts))
+    prompts_step(manifest=str(manifest), model_slug="tiny", model_spec=tiny_spec, out=str(prompts))
     assert load_feature_set(prompts).features.shape[0] == 3 * 3  # 3 classes x all 3 templates
 
 
-def test_features_of_a_shard_truncated_after_the_manifest_name_the_member(tmp_path, spec, cached_model):
+def test_features_of_a_shard_truncated_after_the_manifest_name_the_member(tmp_path, tiny_spec, cached_model):
     make_wds(tmp_path, sizes={"test": 4}, max_count=4)
     manifest = tmp_path / "m.parquet"
     prepare_manifest("wds", tmp_path, manifest)
@@ -227,31 +217,31 @@ def test_features_of_a_shard_truncated_after_the_manifest_name_the_member(tmp_pa
     shard.write_bytes(shard.read_bytes()[: member_offsets(shard)["s0000002.webp"][1] + 5])
     out = tmp_path / "f.safetensors"
     with pytest.raises(TarReadError, match=r"test/0.tar: tar is truncated inside member 's0000002.webp'"):
-        extract_step(manifest=str(manifest), model_slug="tiny", model_spec=spec, split="test", modality="image",
+        extract_step(manifest=str(manifest), model_slug="tiny", model_spec=tiny_spec, split="test", modality="image",
                      out=str(out), batch_size=2, progress=False)
     assert not out.exists()
 
 
-def test_features_of_image_files_keep_their_order_with_workers(tmp_path, spec, model_and_preprocess, cached_model):
+def test_features_of_image_files_keep_their_order_with_workers(tmp_path, tiny_spec, tiny_model_and_preprocess, cached_model):
     info = make_imagefolder(tmp_path / "pets")
     manifest = tmp_path / "pets.parquet"
     prepare_manifest("imagefolder", tmp_path / "pets", manifest)
     out = tmp_path / "image_train.safetensors"
-    extract_step(manifest=str(manifest), model_slug="tiny", model_spec=spec, split="train", modality="image",
+    extract_step(manifest=str(manifest), model_slug="tiny", model_spec=tiny_spec, split="train", modality="image",
                  out=str(out), batch_size=3, num_workers=2, progress=False)
     ids = [i for s, i, _ in info.images if s == "train"]
     assert load_feature_set(out).ids == ids
     images = [Image.open(info.files[i]).convert("RGB") for i in ids]
-    torch.testing.assert_close(load_feature_set(out).features, _expected(model_and_preprocess, images),
+    torch.testing.assert_close(load_feature_set(out).features, _expected(tiny_model_and_preprocess, images),
                                rtol=1e-4, atol=1e-5)
 
 
-def test_caption_table_texts_are_extracted(tmp_path, spec, model_and_preprocess, cached_model):
+def test_caption_table_texts_are_extracted(tmp_path, tiny_spec, tiny_model_and_preprocess, cached_model):
     make_caption_table(tmp_path, "csv")
     manifest = tmp_path / "cap.parquet"
     prepare_manifest("captions", tmp_path, manifest, options={"caption_columns": ["caption_1", "caption_2"]})
     out = tmp_path / "text_test.safetensors"
-    extract_step(manifest=str(manifest), model_slug="tiny", model_spec=spec, split="test", modality="text",
+    extract_step(manifest=str(manifest), model_slug="tiny", model_spec=tiny_spec, split="test", modality="text",
                  out=str(out), batch_size=4, progress=False)
     fs = load_feature_set(out)
     assert fs.ids[:3] == ["test/img/a.png#0", "test/img/a.png#1", "test/img/b.png#0"] and len(fs.ids) == 10

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -25,8 +24,7 @@ from crossgap.pipeline import (
 )
 from crossgap.storage import FeatureSet, load_feature_set, save_feature_set
 
-sys.path.insert(0, str(Path(__file__).parent))
-from fixtures_image_benchmarks import make_revisited  # noqa: E402
+from fixtures_image_benchmarks import make_revisited
 
 EMBED_DIM = 32  # test-vit-tiny
 OTI_PARAMS = {"steps": 2, "learning_rate": 0.02, "weight_decay": 0.01, "num_pseudo_tokens": 1,
@@ -35,41 +33,20 @@ OVI_PARAMS = {"steps": 2, "learning_rate": 0.02, "weight_decay": 0.01, "num_pseu
               "seed": 11}
 
 
-@pytest.fixture(scope="module")
-def spec(open_clip_tiny_checkpoint):
-    return {"backend": "open_clip", "architecture": "test-vit-tiny", "pretrained": str(open_clip_tiny_checkpoint)}
-
-
-@pytest.fixture(scope="module")
-def model_and_preprocess(spec):
-    return load_model(spec)
-
-
 @pytest.fixture
-def cached_model(monkeypatch, spec, model_and_preprocess):
+def cached_model(monkeypatch, tiny_spec, tiny_model_and_preprocess):
     """``load_model`` returns the module's already loaded model (the real loader is tested once)."""
     import crossgap.pipeline as pipeline
 
     calls = []
 
     def fake_load_model(model_spec, device=None):
-        assert dict(model_spec) == spec
+        assert dict(model_spec) == tiny_spec
         calls.append(model_spec)
-        return model_and_preprocess
+        return tiny_model_and_preprocess
 
     monkeypatch.setattr(pipeline, "load_model", fake_load_model)
     return calls
-
-
-@pytest.fixture(scope="module")
-def synthetic_manifest(tmp_path_factory) -> Path:
-    from crossgap.synthetic_generator import generate_synthetic
-
-    root = tmp_path_factory.mktemp("synthetic")
-    generate_synthetic(root, num_train=4, num_test=3, image_size=32, captions_per_image=2)
-    out = root / "manifest.parquet"
-    prepare_manifest("synthetic", root, out)
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -119,17 +96,17 @@ def test_protocol_split():
 
 
 # --------------------------------------------------------------------------------- features
-def test_extract_images_equal_model_encoding_of_preprocessed_images(synthetic_manifest, spec,
-                                                                     model_and_preprocess, tmp_path):
+def test_extract_images_equal_model_encoding_of_preprocessed_images(synthetic_manifest, tiny_spec,
+                                                                     tiny_model_and_preprocess, tmp_path):
     df, meta = read_manifest(synthetic_manifest)
     out = tmp_path / "image_train.safetensors"
-    extract_step(manifest=str(synthetic_manifest), model_slug="tiny/test", model_spec=spec, split="train",
+    extract_step(manifest=str(synthetic_manifest), model_slug="tiny/test", model_spec=tiny_spec, split="train",
                  modality="image", out=str(out), batch_size=3, progress=False)
     fs = load_feature_set(out)
     rows = df[(df["modality"] == "image") & (df["split"] == "train")]
     assert len(rows) == 4
     assert fs.ids == rows["id"].tolist()
-    model, preprocess = model_and_preprocess
+    model, preprocess = tiny_model_and_preprocess
     images = torch.stack([preprocess(Image.open(Path(meta["root"]) / p).convert("RGB")) for p in rows["path"]])
     with torch.no_grad():
         expected = model.encode_image(images).float()
@@ -137,44 +114,44 @@ def test_extract_images_equal_model_encoding_of_preprocessed_images(synthetic_ma
     torch.testing.assert_close(fs.features, expected, rtol=1e-4, atol=1e-5)
     assert fs.meta["kind"] == "features" and fs.meta["dataset"] == "synthetic"
     assert fs.meta["model"] == "tiny/test" and fs.meta["split"] == "train" and fs.meta["modality"] == "image"
-    assert fs.meta["model_spec"] == spec and fs.meta["device"] == "cpu"
+    assert fs.meta["model_spec"] == tiny_spec and fs.meta["device"] == "cpu"
 
 
-def test_extract_all_splits_texts_equal_model_encoding(synthetic_manifest, spec, model_and_preprocess, cached_model,
+def test_extract_all_splits_texts_equal_model_encoding(synthetic_manifest, tiny_spec, tiny_model_and_preprocess, cached_model,
                                                       tmp_path):
     df, _ = read_manifest(synthetic_manifest)
     out = tmp_path / "text_all.safetensors"
-    extract_step(manifest=str(synthetic_manifest), model_slug="m", model_spec=spec, split="all",
+    extract_step(manifest=str(synthetic_manifest), model_slug="m", model_spec=tiny_spec, split="all",
                  modality="text", out=str(out), batch_size=5, progress=False)
     fs = load_feature_set(out)
     rows = df[df["modality"] == "text"]
     assert len(rows) == 14  # (4 + 3) images x 2 captions
     assert fs.ids == rows["id"].tolist()
-    model, _ = model_and_preprocess
+    model, _ = tiny_model_and_preprocess
     with torch.no_grad():
         expected = model.encode_text(model.tokenizer(rows["text"].tolist())).float()
     torch.testing.assert_close(fs.features, expected, rtol=1e-4, atol=1e-5)
     assert fs.meta["split"] == "all" and fs.meta["modality"] == "text"
 
 
-def test_extract_empty_split_is_an_error_naming_the_manifest(synthetic_manifest, spec, cached_model, tmp_path):
+def test_extract_empty_split_is_an_error_naming_the_manifest(synthetic_manifest, tiny_spec, cached_model, tmp_path):
     out = tmp_path / "x.safetensors"
     with pytest.raises(ValueError, match="manifest.parquet.*no image rows in split 'val'"):
-        extract_step(manifest=str(synthetic_manifest), model_slug="m", model_spec=spec, split="val",
+        extract_step(manifest=str(synthetic_manifest), model_slug="m", model_spec=tiny_spec, split="val",
                      modality="image", out=str(out), progress=False)
     assert not out.exists()
 
 
-def test_prompts_step_is_class_major(synthetic_manifest, spec, model_and_preprocess, cached_model, tmp_path):
+def test_prompts_step_is_class_major(synthetic_manifest, tiny_spec, tiny_model_and_preprocess, cached_model, tmp_path):
     from crossgap.features import class_prompts
 
     _, meta = read_manifest(synthetic_manifest)
     out = tmp_path / "prompts.safetensors"
-    prompts_step(manifest=str(synthetic_manifest), model_slug="m", model_spec=spec, out=str(out))
+    prompts_step(manifest=str(synthetic_manifest), model_slug="m", model_spec=tiny_spec, out=str(out))
     fs = load_feature_set(out)
     classnames, templates = meta["classnames"], meta["templates"]
     assert fs.ids == [f"class{c}/template{t}" for c in range(len(classnames)) for t in range(len(templates))]
-    model, _ = model_and_preprocess
+    model, _ = tiny_model_and_preprocess
     prompts = class_prompts(classnames, templates)
     assert prompts[0] == templates[0].format(classnames[0])
     with torch.no_grad():
@@ -197,16 +174,16 @@ def test_query_crops(bbx_manifest, synthetic_manifest):
     assert query_crops(sdf, smeta, sdf[sdf["modality"] == "image"]) is None
 
 
-def test_extract_crops_revisited_queries_to_their_box(bbx_manifest, spec, model_and_preprocess, cached_model,
+def test_extract_crops_revisited_queries_to_their_box(bbx_manifest, tiny_spec, tiny_model_and_preprocess, cached_model,
                                                       tmp_path):
     df, meta = read_manifest(bbx_manifest)
     out = tmp_path / "image_query.safetensors"
-    extract_step(manifest=str(bbx_manifest), model_slug="m", model_spec=spec, split="query", modality="image",
+    extract_step(manifest=str(bbx_manifest), model_slug="m", model_spec=tiny_spec, split="query", modality="image",
                  out=str(out), progress=False)
     fs = load_feature_set(out)
     queries = df[df["split"] == "query"]
     assert fs.ids == queries["id"].tolist()
-    model, preprocess = model_and_preprocess
+    model, preprocess = tiny_model_and_preprocess
     boxes = [(1.0, 2.0, 12.5, 14.0), (0.0, 0.0, 8.0, 8.0)]
     with torch.no_grad():
         cropped = model.encode_image(torch.stack([
@@ -242,28 +219,28 @@ def test_inversion_targets_missing_query_names_the_file(synthetic_manifest, tmp_
         inversion_targets(str(path), str(synthetic_manifest), "image_retrieval")
 
 
-def _invert(method, features, out, spec, shard, num_shards, params, shard_size=1, batch_size=8, **kwargs):
-    invert_shard_step(method=method, features=str(features), out=str(out), model_slug="tiny/test", model_spec=spec,
+def _invert(method, features, out, tiny_spec, shard, num_shards, params, shard_size=1, batch_size=8, **kwargs):
+    invert_shard_step(method=method, features=str(features), out=str(out), model_slug="tiny/test", model_spec=tiny_spec,
                       shard=shard, num_shards=num_shards, shard_size=shard_size, params=params, batch_size=batch_size,
                       progress=False, **kwargs)
 
 
 @pytest.mark.parametrize("method, params", [("oti", OTI_PARAMS), ("ovi", OVI_PARAMS)])
-def test_two_shards_gathered_equal_one_shard(method, params, spec, model_and_preprocess, cached_model, tmp_path):
+def test_two_shards_gathered_equal_one_shard(method, params, tiny_spec, tiny_model_and_preprocess, cached_model, tmp_path):
     feats = tmp_path / "targets.safetensors"
     ids = _targets(feats, 3)
-    _invert(method, feats, tmp_path / "single.safetensors", spec, 0, 1, params, shard_size=4096)
+    _invert(method, feats, tmp_path / "single.safetensors", tiny_spec, 0, 1, params, shard_size=4096)
     gather_step(shards=[str(tmp_path / "single.safetensors")], out=str(tmp_path / "one.safetensors"))
     shards = [tmp_path / f"s{i}.safetensors" for i in range(2)]
     for i, path in enumerate(shards):
-        _invert(method, feats, path, spec, i, 2, params)
+        _invert(method, feats, path, tiny_spec, i, 2, params)
     parts = [load_feature_set(p) for p in shards]
     assert parts[0].ids == ids[:1] and parts[1].ids == ids[1:]  # shard_bounds(3, ., 2, 1) = [0, 1), [1, 3)
     assert parts[0].meta["rows"] == [0, 1] and parts[1].meta["rows"] == [1, 3]
     loss_csv = tmp_path / "losses.csv"
     gather_step(shards=[str(p) for p in shards], out=str(tmp_path / "two.safetensors"), loss_csv=str(loss_csv))
     one, two = load_feature_set(tmp_path / "one.safetensors"), load_feature_set(tmp_path / "two.safetensors")
-    model, _ = model_and_preprocess
+    model, _ = tiny_model_and_preprocess
     width = model.text_token_embedding_dim if method == "oti" else model.visual_token_embedding_dim
     assert one.ids == two.ids == ids
     assert one.extras["pseudo_tokens"].shape == (3, params["num_pseudo_tokens"], width)
@@ -286,35 +263,35 @@ def test_two_shards_gathered_equal_one_shard(method, params, spec, model_and_pre
     np.testing.assert_allclose(frame["loss"].to_numpy(), two.extras["losses"].mean(0).numpy(), rtol=1e-6)
 
 
-def test_inversion_depends_on_seed(spec, cached_model, tmp_path):
+def test_inversion_depends_on_seed(tiny_spec, cached_model, tmp_path):
     """(So that the shard test above could tell a per-shard draw from a sliced whole-set draw.)"""
     feats = tmp_path / "targets.safetensors"
     _targets(feats, 1)
-    _invert("ovi", feats, tmp_path / "a.safetensors", spec, 0, 1, dict(OVI_PARAMS, steps=1))
-    _invert("ovi", feats, tmp_path / "b.safetensors", spec, 0, 1, dict(OVI_PARAMS, steps=1, seed=12))
+    _invert("ovi", feats, tmp_path / "a.safetensors", tiny_spec, 0, 1, dict(OVI_PARAMS, steps=1))
+    _invert("ovi", feats, tmp_path / "b.safetensors", tiny_spec, 0, 1, dict(OVI_PARAMS, steps=1, seed=12))
     a, b = load_feature_set(tmp_path / "a.safetensors"), load_feature_set(tmp_path / "b.safetensors")
     assert not torch.allclose(a.extras["pseudo_tokens"], b.extras["pseudo_tokens"])
 
 
-def test_oti_reencoded_features_match_the_tokens(spec, model_and_preprocess, cached_model, tmp_path):
+def test_oti_reencoded_features_match_the_tokens(tiny_spec, tiny_model_and_preprocess, cached_model, tmp_path):
     from crossgap.inversion import oti_features
 
     feats = tmp_path / "targets.safetensors"
     _targets(feats, 2)
     out = tmp_path / "oti.safetensors"
-    _invert("oti", feats, out, spec, 0, 1, OTI_PARAMS)
+    _invert("oti", feats, out, tiny_spec, 0, 1, OTI_PARAMS)
     fs = load_feature_set(out)
-    model, _ = model_and_preprocess
+    model, _ = tiny_model_and_preprocess
     expected = oti_features(fs.extras["pseudo_tokens"], model, template_sentence=OTI_PARAMS["template"])
     torch.testing.assert_close(fs.features, expected, rtol=1e-4, atol=1e-5)
 
 
-def test_more_shards_than_rows_gives_empty_shards_and_same_result(spec, cached_model, tmp_path):
+def test_more_shards_than_rows_gives_empty_shards_and_same_result(tiny_spec, cached_model, tmp_path):
     feats = tmp_path / "targets.safetensors"
     ids = _targets(feats, 2)
     shards = [tmp_path / f"s{i}.safetensors" for i in range(3)]
     for i, path in enumerate(shards):
-        _invert("ovi", feats, path, spec, i, 3, OVI_PARAMS)
+        _invert("ovi", feats, path, tiny_spec, i, 3, OVI_PARAMS)
     sizes = [len(load_feature_set(p).ids) for p in shards]
     assert sizes == [1, 1, 0]  # fixed-size blocks of 1; the planned third shard finds nothing left
     empty = load_feature_set(shards[2])
@@ -322,31 +299,31 @@ def test_more_shards_than_rows_gives_empty_shards_and_same_result(spec, cached_m
     assert empty.extras["losses"].shape == (0, OVI_PARAMS["steps"])
     assert empty.extras["pseudo_tokens"].shape[:2] == (0, OVI_PARAMS["num_pseudo_tokens"])
     gather_step(shards=[str(p) for p in shards], out=str(tmp_path / "g.safetensors"))
-    _invert("ovi", feats, tmp_path / "single.safetensors", spec, 0, 1, OVI_PARAMS)
+    _invert("ovi", feats, tmp_path / "single.safetensors", tiny_spec, 0, 1, OVI_PARAMS)
     g, single = load_feature_set(tmp_path / "g.safetensors"), load_feature_set(tmp_path / "single.safetensors")
     assert g.ids == ids
     torch.testing.assert_close(g.extras["pseudo_tokens"], single.extras["pseudo_tokens"], rtol=1e-5, atol=1e-6)
 
 
-def test_invert_task_queries_only(synthetic_manifest, spec, cached_model, tmp_path):
+def test_invert_task_queries_only(synthetic_manifest, tiny_spec, cached_model, tmp_path):
     df, _ = read_manifest(synthetic_manifest)
     images = df[df["modality"] == "image"]
     path = tmp_path / "image_test.safetensors"
     gen = torch.Generator().manual_seed(3)
     save_feature_set(path, FeatureSet(torch.randn(len(images), EMBED_DIM, generator=gen), images["id"].tolist()))
     out = tmp_path / "oti.safetensors"
-    invert_shard_step(method="oti", features=str(path), out=str(out), model_slug="m", model_spec=spec, shard=0,
+    invert_shard_step(method="oti", features=str(path), out=str(out), model_slug="m", model_spec=tiny_spec, shard=0,
                       num_shards=1, shard_size=4096, params=dict(OTI_PARAMS, steps=1), manifest=str(synthetic_manifest),
                       task="image_retrieval",
                       progress=False)
     assert load_feature_set(out).ids == images[images["split"] == "test"]["id"].tolist()
 
 
-def test_unknown_method_is_rejected(spec, cached_model, tmp_path):
+def test_unknown_method_is_rejected(tiny_spec, cached_model, tmp_path):
     feats = tmp_path / "targets.safetensors"
     _targets(feats, 2)
     with pytest.raises(ValueError, match="unknown inversion method 'xyz'"):
-        _invert("xyz", feats, tmp_path / "o.safetensors", spec, 0, 1, OTI_PARAMS)
+        _invert("xyz", feats, tmp_path / "o.safetensors", tiny_spec, 0, 1, OTI_PARAMS)
     assert not (tmp_path / "o.safetensors").exists()
 
 
@@ -438,26 +415,26 @@ def _kill_at_batch(monkeypatch, batch: int) -> None:
 
 @pytest.mark.parametrize("method, params", [("oti", OTI_PARAMS), ("ovi", OVI_PARAMS)])
 def test_a_killed_shard_resumes_from_its_last_saved_batch_bit_identically(
-    method, params, spec, cached_model, tmp_path, monkeypatch, caplog
+    method, params, tiny_spec, cached_model, tmp_path, monkeypatch, caplog
 ):
     feats = tmp_path / "targets.safetensors"
     _targets(feats, 7)
     params = dict(params, steps=3)
     # uninterrupted: 7 targets in batches of 2 -> 4 batches
-    _invert(method, feats, tmp_path / "whole.safetensors", spec, 0, 1, params, batch_size=2)
+    _invert(method, feats, tmp_path / "whole.safetensors", tiny_spec, 0, 1, params, batch_size=2)
     out = tmp_path / "shard.safetensors"
     side = tmp_path / "shard.resume.safetensors"
     with monkeypatch.context() as patch:
         _kill_at_batch(patch, 3)
         with pytest.raises(Killed):
-            _invert(method, feats, out, spec, 0, 1, params, batch_size=2)
+            _invert(method, feats, out, tiny_spec, 0, 1, params, batch_size=2)
     assert not out.exists()  # no output under the final name
     assert side.exists()  # ... but batches 1 and 2 are saved beside it
     from safetensors.torch import load_file
 
     assert load_file(side)["tokens"].shape[0] == 4
     with caplog.at_level("INFO", logger="crossgap.inversion"):
-        _invert(method, feats, out, spec, 0, 1, params, batch_size=2)
+        _invert(method, feats, out, tiny_spec, 0, 1, params, batch_size=2)
     assert "resuming from batch 3 of 4 (4 of 7 targets already inverted" in caplog.text
     assert not side.exists()  # removed once the shard is complete
     whole, resumed = load_feature_set(tmp_path / "whole.safetensors"), load_feature_set(out)
@@ -467,7 +444,7 @@ def test_a_killed_shard_resumes_from_its_last_saved_batch_bit_identically(
     assert torch.equal(resumed.features, whole.features)
 
 
-def test_checkpoint_every_bounds_what_a_kill_loses(spec, cached_model, tmp_path, monkeypatch):
+def test_checkpoint_every_bounds_what_a_kill_loses(tiny_spec, cached_model, tmp_path, monkeypatch):
     feats = tmp_path / "targets.safetensors"
     _targets(feats, 10)
     params = dict(OTI_PARAMS, steps=1)
@@ -475,36 +452,36 @@ def test_checkpoint_every_bounds_what_a_kill_loses(spec, cached_model, tmp_path,
     with monkeypatch.context() as patch:
         _kill_at_batch(patch, 5)  # batches 1-4 finished; saved after batches 3 (every 3), not 4
         with pytest.raises(Killed):
-            _invert("oti", feats, tmp_path / "shard.safetensors", spec, 0, 1, params, batch_size=2,
+            _invert("oti", feats, tmp_path / "shard.safetensors", tiny_spec, 0, 1, params, batch_size=2,
                     checkpoint_every=3)
     from safetensors.torch import load_file
 
     assert load_file(side)["tokens"].shape[0] == 6
 
 
-def test_a_resume_file_of_other_parameters_is_ignored(spec, cached_model, tmp_path, monkeypatch, caplog):
+def test_a_resume_file_of_other_parameters_is_ignored(tiny_spec, cached_model, tmp_path, monkeypatch, caplog):
     feats = tmp_path / "targets.safetensors"
     _targets(feats, 4)
     out = tmp_path / "shard.safetensors"
     with monkeypatch.context() as patch:
         _kill_at_batch(patch, 2)
         with pytest.raises(Killed):
-            _invert("oti", feats, out, spec, 0, 1, dict(OTI_PARAMS, steps=2), batch_size=2)
+            _invert("oti", feats, out, tiny_spec, 0, 1, dict(OTI_PARAMS, steps=2), batch_size=2)
     other = dict(OTI_PARAMS, steps=2, seed=8)
     with caplog.at_level("WARNING", logger="crossgap.resume"):
-        _invert("oti", feats, out, spec, 0, 1, other, batch_size=2)
+        _invert("oti", feats, out, tiny_spec, 0, 1, other, batch_size=2)
     assert "fingerprint differs" in caplog.text
-    _invert("oti", feats, tmp_path / "fresh.safetensors", spec, 0, 1, other, batch_size=2)
+    _invert("oti", feats, tmp_path / "fresh.safetensors", tiny_spec, 0, 1, other, batch_size=2)
     assert torch.equal(load_feature_set(out).extras["pseudo_tokens"],
                        load_feature_set(tmp_path / "fresh.safetensors").extras["pseudo_tokens"])
 
 
-def test_gather_rejects_shards_cut_with_different_shard_sizes(spec, cached_model, tmp_path):
+def test_gather_rejects_shards_cut_with_different_shard_sizes(tiny_spec, cached_model, tmp_path):
     feats = tmp_path / "targets.safetensors"
     _targets(feats, 4)
     params = dict(OTI_PARAMS, steps=1)
-    _invert("oti", feats, tmp_path / "a.safetensors", spec, 0, 2, params, shard_size=1)  # rows [0, 1)
-    _invert("oti", feats, tmp_path / "b.safetensors", spec, 1, 2, params, shard_size=2)  # rows [2, 4)
+    _invert("oti", feats, tmp_path / "a.safetensors", tiny_spec, 0, 2, params, shard_size=1)  # rows [0, 1)
+    _invert("oti", feats, tmp_path / "b.safetensors", tiny_spec, 1, 2, params, shard_size=2)  # rows [2, 4)
     with pytest.raises(ValueError, match=r"b.safetensors covers rows \[2, 4\) but rows start at 1"):
         gather_step(shards=[str(tmp_path / "a.safetensors"), str(tmp_path / "b.safetensors")],
                     out=str(tmp_path / "g.safetensors"))
@@ -513,16 +490,16 @@ def test_gather_rejects_shards_cut_with_different_shard_sizes(spec, cached_model
 # --------------------------------------------------------------------------------- snapshots
 @pytest.mark.parametrize("method, params", [("oti", OTI_PARAMS), ("ovi", OVI_PARAMS)])
 def test_snapshots_are_the_tokens_of_a_shorter_run_and_leave_the_final_ones_unchanged(
-    method, params, spec, cached_model, tmp_path
+    method, params, tiny_spec, cached_model, tmp_path
 ):
     from crossgap.pipeline import gather_snapshots_step
 
     feats = tmp_path / "targets.safetensors"
     _targets(feats, 3)
-    _invert(method, feats, tmp_path / "plain.safetensors", spec, 0, 1, dict(params, steps=4), shard_size=4096)
-    _invert(method, feats, tmp_path / "snap.safetensors", spec, 0, 1, dict(params, steps=4), shard_size=4096,
+    _invert(method, feats, tmp_path / "plain.safetensors", tiny_spec, 0, 1, dict(params, steps=4), shard_size=4096)
+    _invert(method, feats, tmp_path / "snap.safetensors", tiny_spec, 0, 1, dict(params, steps=4), shard_size=4096,
             snapshots=(1, 3))
-    _invert(method, feats, tmp_path / "short.safetensors", spec, 0, 1, dict(params, steps=3), shard_size=4096)
+    _invert(method, feats, tmp_path / "short.safetensors", tiny_spec, 0, 1, dict(params, steps=3), shard_size=4096)
     plain, snap, short = (load_feature_set(tmp_path / f"{n}.safetensors") for n in ("plain", "snap", "short"))
     assert torch.equal(snap.extras["pseudo_tokens"], plain.extras["pseudo_tokens"])  # final tokens unchanged
     assert "snapshot_tokens" not in plain.extras and snap.meta["snapshot_steps"] == [1, 3]

@@ -152,8 +152,16 @@ def test_replicate_seeds_are_inversions_of_their_own(default):
 
 # --------------------------------------------------------------------------- rule params
 def test_model_spec_is_only_what_loading_reads(default):
+    # params.yaml gives no pretrained for the tiny model: pretrain: true loads the checkpoint it trains
+    assert "pretrained" not in yaml.safe_load((REPO / "params.yaml").read_text())["models"]["tiny"]
     assert plan.model_spec(default, "tiny") == {
         "backend": "open_clip", "architecture": "crossgap-tiny", "pretrained": "data/models/tiny/checkpoint.pt"}
+    assert plan.model_checkpoint(default, "tiny") == ["data/models/tiny/checkpoint.pt"]
+    # written out, it must be that path
+    assert plan.model_spec(_edit(default, "models.tiny.pretrained", "data/models/tiny/checkpoint.pt"), "tiny") == (
+        plan.model_spec(default, "tiny"))
+    with pytest.raises(ConfigError, match="models.tiny.pretrained: 'elsewhere.pt', but a model with pretrain: true"):
+        plan.model_spec(_edit(default, "models.tiny.pretrained", "elsewhere.pt"), "tiny")
 
 
 def test_dataset_spec_leaves_out_planning_keys(default):

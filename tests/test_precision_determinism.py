@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from crossgap.datasets import prepare_manifest, read_manifest
+from crossgap.datasets import read_manifest
 from crossgap.evaluation import zero_shot_step
 from crossgap.features import encode_texts
 from crossgap.inversion import oti, ovi
@@ -24,7 +24,6 @@ from crossgap.pipeline import (
     class_sentences_step,
     extract_step,
     invert_shard_step,
-    load_model,
     prompts_step,
 )
 from crossgap.storage import load_feature_set
@@ -36,24 +35,13 @@ OVI_PARAMS = {"steps": 2, "learning_rate": 0.02, "weight_decay": 0.01, "num_pseu
 
 
 @pytest.fixture(scope="module")
-def spec(open_clip_tiny_checkpoint):
-    return {"backend": "open_clip", "architecture": "test-vit-tiny", "pretrained": str(open_clip_tiny_checkpoint)}
+def model(tiny_model_and_preprocess):
+    return tiny_model_and_preprocess[0]
 
 
 @pytest.fixture(scope="module")
-def model(spec):
-    return load_model(spec)[0]
-
-
-@pytest.fixture(scope="module")
-def manifest(tmp_path_factory) -> Path:
-    from crossgap.synthetic_generator import generate_synthetic
-
-    root = tmp_path_factory.mktemp("synthetic")
-    generate_synthetic(root, num_train=4, num_test=3, image_size=32, captions_per_image=2)
-    out = root / "manifest.parquet"
-    prepare_manifest("synthetic", root, out)
-    return out
+def manifest(synthetic_manifest) -> Path:
+    return synthetic_manifest
 
 
 # --------------------------------------------------------------------------- the dtype choice
@@ -102,24 +90,24 @@ def test_inversion_on_the_cpu_is_the_same_for_every_precision(model):
     torch.testing.assert_close(a[0], b[0], rtol=0, atol=0)
 
 
-def test_feature_files_record_the_precision(manifest, spec, model, tmp_path):
+def test_feature_files_record_the_precision(manifest, tiny_spec, model, tmp_path):
     out = tmp_path / "image_test.safetensors"
-    extract_step(manifest=str(manifest), model_slug="tiny", model_spec=spec, split="test", modality="image",
+    extract_step(manifest=str(manifest), model_slug="tiny", model_spec=tiny_spec, split="test", modality="image",
                  out=str(out), progress=False, precision="bf16")
     meta = load_feature_set(out).meta
     assert meta["precision"] == "fp32" and meta["precision_requested"] == "bf16"  # the CPU ran fp32
     prompts = tmp_path / "prompts.safetensors"
-    prompts_step(manifest=str(manifest), model_slug="tiny", model_spec=spec, out=str(prompts))
+    prompts_step(manifest=str(manifest), model_slug="tiny", model_spec=tiny_spec, out=str(prompts))
     assert load_feature_set(prompts).meta["precision_requested"] == "fp32"
 
 
-def test_shards_record_precision_and_determinism(manifest, spec, tmp_path):
+def test_shards_record_precision_and_determinism(manifest, tiny_spec, tmp_path):
     prompts = tmp_path / "targets.safetensors"
-    class_sentences_step(manifest=str(manifest), model_slug="tiny", model_spec=spec, template="a photo of {}",
+    class_sentences_step(manifest=str(manifest), model_slug="tiny", model_spec=tiny_spec, template="a photo of {}",
                          out=str(prompts))
     out = tmp_path / "shard.safetensors"
     # rule params without the later fields: the job fills in precision fp16 and the OVI template
-    invert_shard_step(method="ovi", features=str(prompts), out=str(out), model_slug="tiny", model_spec=spec,
+    invert_shard_step(method="ovi", features=str(prompts), out=str(out), model_slug="tiny", model_spec=tiny_spec,
                       shard=0, num_shards=1, shard_size=64, params=OVI_PARAMS, progress=False)
     meta = load_feature_set(out).meta
     assert meta["params"] == {**OVI_PARAMS, "template": "a photo of {}", "precision": "fp16"}
@@ -135,10 +123,10 @@ def test_class_sentences_read_underscores_as_spaces():
         class_sentences(["x"], "a photo")
 
 
-def test_class_sentence_features_classify_images_one_per_class(manifest, spec, model, tmp_path):
+def test_class_sentence_features_classify_images_one_per_class(manifest, tiny_spec, model, tmp_path):
     _, meta = read_manifest(manifest)
     out = tmp_path / "class_sentences.safetensors"
-    class_sentences_step(manifest=str(manifest), model_slug="tiny", model_spec=spec, template="a picture of {}",
+    class_sentences_step(manifest=str(manifest), model_slug="tiny", model_spec=tiny_spec, template="a picture of {}",
                          out=str(out))
     fs = load_feature_set(out)
     names = meta["classnames"]
@@ -147,7 +135,7 @@ def test_class_sentence_features_classify_images_one_per_class(manifest, spec, m
     torch.testing.assert_close(fs.features, encode_texts(model, fs.meta["sentences"], progress=False))
     # a [C, D] file is a zero-shot classifier of its own (one feature per class, no template average)
     images = tmp_path / "image_test.safetensors"
-    extract_step(manifest=str(manifest), model_slug="tiny", model_spec=spec, split="test", modality="image",
+    extract_step(manifest=str(manifest), model_slug="tiny", model_spec=tiny_spec, split="test", modality="image",
                  out=str(images), progress=False)
     result = zero_shot_step(method="ovi", manifest=str(manifest), images=str(images), prompts=str(out),
                             out=str(tmp_path / "zs.json"), model_slug="tiny")

@@ -6,11 +6,12 @@ Schema (``schema_version`` 1), written by :func:`write_result`, checked by :func
       "schema_version": 1,
       "task":    "image_retrieval" | "text_retrieval" | "zero_shot",
       "method":  a method of the task (crossgap.methods), e.g.:
-                   image_retrieval: "image" (native query) | "oti" (OTI-inverted query)
-                   text_retrieval:  "text"  (native query) | "ovi" (OVI-inverted query)
-                   zero_shot:       "standard" | "oti" | "ovi",
-      "dataset": str,                  e.g. "imagenet1k", "roxford5k"
-      "model":   str,                  e.g. "ViT-B-32/openai"
+                   image_retrieval: "image" (the native method) | "oti" | "oti@50" | "gap_shift" | ...
+                   text_retrieval:  "text"  (the native method) | "ovi" | "centered" | ...
+                   zero_shot:       "standard" (the native method) | "oti" | "ovi" | "pca_text" | ...
+      "dataset": str,                  the dataset's key in params.yaml, e.g. "imagenet", "roxford5k"
+      "model":   str,                  the model's key (slug) in params.yaml, e.g. "clip_b32", "tiny";
+                                       the architecture is in the model's entry, not here
       "metrics": {name: float | null}, scores ×100 (e.g. "mAP", "R@1", "top1",
                                        "mAP_medium"); null = undefined (NaN)
       "counts":  {name: int | [int]},  e.g. "num_queries", "gallery_size", "num_samples",

@@ -15,6 +15,7 @@ from crossgap.config import (
     dataset_source,
     feature_result_options,
     model_load_spec,
+    trained_checkpoint,
     text_settings,
 )
 from crossgap.config import text_options as text_options_of
@@ -29,9 +30,11 @@ def split_token(split: str) -> str:
     """File-name token for a protocol split (``*`` → ``all``)."""
     return ALL_SPLITS if split == "*" else split
 
+
 def protocol_split(token: str) -> str:
     """Protocol split of a file-name split token (``all`` → ``*``); inverse of :func:`split_token`."""
     return "*" if token == ALL_SPLITS else token
+
 
 def full_protocol(dataset_cfg: Mapping[str, Any]) -> dict[str, Any]:
     """The dataset's whole protocol: tasks, and for configurable adapters a ``modality_gap`` pairing.
@@ -42,49 +45,63 @@ def full_protocol(dataset_cfg: Mapping[str, Any]) -> dict[str, Any]:
     adapter = get_adapter(dataset_cfg["adapter"])
     return dict(adapter.protocol_for(dataset_cfg) if hasattr(adapter, "protocol_for") else adapter.protocol)
 
+
 def protocol(dataset_cfg: Mapping[str, Any]) -> dict[str, Any]:
     """The dataset's protocol restricted to the tasks it supports."""
     return {task: spec for task, spec in full_protocol(dataset_cfg).items() if task in TASKS and spec is not None}
+
 
 def tasks(dataset_cfg: Mapping[str, Any], evaluation: Mapping[str, Any]) -> list[str]:
     """Tasks evaluated for a dataset: those enabled in ``evaluation.tasks`` that its protocol supports."""
     proto = protocol(dataset_cfg)
     return [t for t in evaluation.get("tasks", TASKS) if t in proto]
 
+
 def _split(spec: Mapping[str, Any]) -> str:
     return split_token(spec["split"])
+
 
 def query_split(dataset_cfg: Mapping[str, Any], task: str) -> str:
     return _split(protocol(dataset_cfg)[task]["query"])
 
+
 def gallery_split(dataset_cfg: Mapping[str, Any], task: str) -> str:
     return _split(protocol(dataset_cfg)[task]["gallery"])
+
 
 def zero_shot_split(dataset_cfg: Mapping[str, Any]) -> str:
     return _split(protocol(dataset_cfg)["zero_shot"])
 
+
 def dataset_entry(config: Config, dataset: str) -> Mapping[str, Any]:
     return config["datasets"][dataset]
+
 
 def enabled_tasks(config: Config, dataset: str) -> list[str]:
     return tasks(dataset_entry(config, dataset), config.get("evaluation", {}))
 
+
 def feature_path(dataset: str, model: str, modality: str, split: str) -> str:
     return f"data/features/{dataset}/{model}/{modality}_{split}.safetensors"
+
 
 def preprojection_path(dataset: str, model: str, modality: str, split: str) -> str:
     """Pre-projection features of a split (``features`` = the projection's inputs ``[N, W]``), for IsoCLIP."""
     return f"data/features/{dataset}/{model}/{modality}_{split}.pre.safetensors"
 
+
 def prompts_path(dataset: str, model: str) -> str:
     return f"data/features/{dataset}/{model}/prompts.safetensors"
+
 
 def class_sentences_path(dataset: str, model: str) -> str:
     """Text features ``[C, D]`` of ``inversion.ovi.template`` filled with each class name: the OVI zero-shot targets."""
     return f"data/features/{dataset}/{model}/class_sentences.safetensors"
 
+
 def manifest_path(dataset: str) -> str:
     return f"data/manifests/{dataset}.parquet"
+
 
 def feature_files(dataset: str, model: str, dataset_cfg: Mapping[str, Any], evaluation: Mapping[str, Any]) -> list[str]:
     """Native feature files needed: ``data/features/{dataset}/{model}/{modality}_{split}.safetensors``."""
@@ -101,6 +118,7 @@ def feature_files(dataset: str, model: str, dataset_cfg: Mapping[str, Any], eval
         wanted |= {("image", split_token(pairing["split"])), ("text", split_token(pairing["split"]))}
     return [feature_path(dataset, model, m, s) for m, s in sorted(wanted)]
 
+
 def oti_sets(dataset_cfg: Mapping[str, Any], evaluation: Mapping[str, Any]) -> list[str]:
     """OTI's inverted sets: the image splits of the image-retrieval queries and the zero-shot images
     (an inverted set is named by what it holds: an image split for OTI, a text set for OVI)."""
@@ -114,6 +132,7 @@ def oti_sets(dataset_cfg: Mapping[str, Any], evaluation: Mapping[str, Any]) -> l
             wanted.add(zero_shot_split(dataset_cfg))
     return sorted(wanted)
 
+
 def ovi_sets(dataset_cfg: Mapping[str, Any], evaluation: Mapping[str, Any]) -> list[str]:
     """OVI's inverted sets: ``queries`` (text-retrieval queries) and ``classnames`` (zero-shot).
 
@@ -126,16 +145,19 @@ def ovi_sets(dataset_cfg: Mapping[str, Any], evaluation: Mapping[str, Any]) -> l
         sets.append("gallery")  # the reference's --gallery_eval_type ovi: every gallery text
     return sets
 
+
 def query_sets(config: Config, dataset: str, method: str) -> list[str]:
     """The inverted sets that hold queries (snapshots are taken of these, not of inverted galleries)."""
     cfg, evaluation = dataset_entry(config, dataset), config.get("evaluation", {})
     plain = {**cfg, "inverted_gallery": False}
     return oti_sets(plain, evaluation) if method == "oti" else ovi_sets(plain, evaluation)
 
+
 def inverted_sets(config: Config, dataset: str, method: str) -> list[str]:
     """What ``method`` inverts for ``dataset``: OTI image splits, OVI ``queries``/``classnames``."""
     cfg, evaluation = dataset_entry(config, dataset), config.get("evaluation", {})
     return oti_sets(cfg, evaluation) if method == "oti" else ovi_sets(cfg, evaluation)
+
 
 def has_text_step(config: Config, dataset: str) -> bool:
     """Whether ``dataset``'s manifest goes through the text-preparation rule: its adapter has long
@@ -143,9 +165,11 @@ def has_text_step(config: Config, dataset: str) -> bool:
     cfg = dataset_entry(config, dataset)
     return DATASET_TEXT_KEY in cfg or bool(getattr(get_adapter(cfg["adapter"]), "long_texts", False))
 
+
 def source_manifest_path(dataset: str) -> str:
     """The adapter's manifest of a dataset with a text step (the step writes :func:`manifest_path`)."""
     return f"data/manifests/{dataset}.source.parquet"
+
 
 def text_options(config: Config, dataset: str) -> dict[str, Any]:
     """The ``text`` settings of ``dataset`` that differ from their defaults (the rule's ``text`` param).
@@ -163,9 +187,11 @@ def text_options(config: Config, dataset: str) -> dict[str, Any]:
         raise ConfigError(f"{where}.llm.model: strategy 'llm' needs a local transformers model folder")
     return text_options_of(values)
 
+
 def text_step_gpus(config: Config, dataset: str) -> int:
     """GPUs the text step of ``dataset`` asks for: 1 when it generates with an LLM, else 0."""
     return int(text_settings(dataset_entry(config, dataset).get(DATASET_TEXT_KEY))["strategy"] == "llm")
+
 
 def dataset_pattern(config: Config, text_step: bool) -> str:
     """Regex of the datasets with (``text_step=True``) or without a text step: a rule's wildcard constraint.
@@ -177,33 +203,41 @@ def dataset_pattern(config: Config, text_step: bool) -> str:
     names = [re.escape(d) for d in sorted(config["datasets"]) if has_text_step(config, d) == text_step]
     return "|".join(names) if names else "(?!x)x"
 
+
 def generated_datasets(config: Config) -> list[str]:
     return sorted(d for d, cfg in config["datasets"].items() if cfg.get("generate"))
+
 
 def synthetic_root(config: Config) -> str:
     """The data root of the generated dataset (the first dataset with ``generate: true``)."""
     generated = generated_datasets(config)
     return config["datasets"][generated[0]]["dataroot"] if generated else "data/raw"
 
+
 def generated_split_file(config: Config, dataset: str) -> list[str]:
     """The generator's split file when ``dataset`` is generated by the pipeline; nothing otherwise."""
     cfg = dataset_entry(config, dataset)
     return [f"{cfg['dataroot']}/synthetic/split_zhou_Synthetic.json"] if cfg.get("generate") else []
 
+
 def pretrained_models(config: Config) -> list[str]:
-    return [f"data/models/{m}/checkpoint.pt" for m in sorted(config["models"]) if config["models"][m].get("pretrain")]
+    return [trained_checkpoint(m) for m in sorted(config["models"]) if config["models"][m].get("pretrain")]
+
 
 def model_checkpoint(config: Config, model: str) -> list[str]:
     """The checkpoint file when the pipeline trains ``model`` itself; nothing otherwise."""
-    return [f"data/models/{model}/checkpoint.pt"] if config["models"][model].get("pretrain") else []
+    return [trained_checkpoint(model)] if config["models"][model].get("pretrain") else []
+
 
 def model_spec(config: Config, model: str) -> dict[str, Any]:
     """What loading ``model`` reads (``backend``, ``architecture``, ``pretrained``): the rules' ``model`` param."""
-    return model_load_spec(config["models"][model])
+    return model_load_spec(config["models"][model], model)
+
 
 def dataset_spec(config: Config, dataset: str) -> dict[str, Any]:
     """What preparing ``dataset``'s manifest reads (not the planning keys ``generate``/``sizes``)."""
     return dataset_source(dataset_entry(config, dataset))
+
 
 def feature_options(config: Config) -> dict[str, Any]:
     """Result options of feature extraction that differ from their defaults (the rule's ``options`` param).
@@ -211,6 +245,7 @@ def feature_options(config: Config) -> dict[str, Any]:
     ``precision``: ``features.precision`` when not ``fp32`` (:func:`crossgap.config.feature_result_options`).
     """
     return feature_result_options(config)
+
 
 def text_feature_options(config: Config) -> dict[str, Any]:
     """The ``options`` param of the prompt and class-sentence rules: ``features.precision`` when not fp32."""

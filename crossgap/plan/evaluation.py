@@ -44,9 +44,11 @@ def result_params(config: Config, dataset: str, model: str, method_file: str) ->
     method = get_method_any(name)
     return {**method.params, **method_params(config, name)} if method.kind == "transform" else {}
 
+
 def method_name(method_file: str) -> str:
     """``oti`` for the result stem ``oti-{tag}``, ``oti@50`` for ``oti@50-{tag}`` (the method without its tag)."""
     return method_file.split("-")[0]
+
 
 def retrieval_inputs(config: Config, task: str, dataset: str, model: str, method_file_: str) -> dict[str, str]:
     """Manifest, query and gallery features of a retrieval evaluation ``{task}/{method_file}`` (+ references)."""
@@ -66,6 +68,7 @@ def retrieval_inputs(config: Config, task: str, dataset: str, model: str, method
     inputs = {"manifest": manifest_path(dataset), "query": query, "gallery": gallery}
     return inputs | _reference_inputs(config, dataset, model, task, method)
 
+
 def _reference_inputs(config: Config, dataset: str, model: str, task: str, method: Method) -> dict[str, str]:
     if method.kind != "transform":
         return {}
@@ -74,6 +77,7 @@ def _reference_inputs(config: Config, dataset: str, model: str, task: str, metho
         raise ValueError(f"{method.name} cannot be evaluated on {dataset}/{task}: it needs reference features "
                          f"{list(method.references)}, the dataset provides {sorted(available_references(config, dataset, model, task))}")
     return {f"ref_{key}": path for key, path in refs.items()}
+
 
 def _inverted_file(config: Config, dataset: str, model: str, method_file_: str, inverted: str) -> str:
     """The inverted features a method reads: the final ones, or for ``oti@<step>`` the snapshot file."""
@@ -88,6 +92,7 @@ def _inverted_file(config: Config, dataset: str, model: str, method_file_: str, 
                          f"{snapshot_steps(config, inversion)}")
     return snapshot_file(dataset, model, inversion, tag, inverted, slug)
 
+
 def zero_shot_inputs(config: Config, dataset: str, model: str, method_file_: str) -> dict[str, str]:
     """Manifest, image features and prompt features of a zero-shot evaluation (inverted where the method says)."""
     split = zero_shot_split(dataset_entry(config, dataset))
@@ -100,6 +105,7 @@ def zero_shot_inputs(config: Config, dataset: str, model: str, method_file_: str
     return ({"manifest": manifest_path(dataset), "images": images, "prompts": prompts}
             | _reference_inputs(config, dataset, model, "zero_shot", method))
 
+
 def method_pattern(task: str) -> str:
     """Regex of the result stems of ``task`` (a rule's ``method`` wildcard constraint)."""
     names = []
@@ -110,12 +116,14 @@ def method_pattern(task: str) -> str:
             names.append(method.name)
     return "|".join(names)
 
+
 def has_modality_gap(dataset_cfg: Mapping[str, Any], evaluation: Mapping[str, Any]) -> bool:
     """The gap needs matched pairs: images with captions (image + text retrieval, or the protocol's
     ``modality_gap`` split) or with class prompts."""
     enabled = set(tasks(dataset_cfg, evaluation))
     return ("zero_shot" in enabled or {"image_retrieval", "text_retrieval"} <= enabled
             or bool(full_protocol(dataset_cfg).get("modality_gap")))
+
 
 def gap_inputs(config: Config, dataset: str, model: str) -> dict[str, str]:
     """Features the modality gap pairs: zero-shot images (else image-retrieval queries), texts, prompts."""
@@ -135,12 +143,15 @@ def gap_inputs(config: Config, dataset: str, model: str) -> dict[str, str]:
         inputs["texts"] = feature_path(dataset, model, "text", query_split(cfg, "text_retrieval"))
     return inputs
 
+
 def enabled_transforms(config: Config) -> list[str]:
     return list(config.get("evaluation", {}).get("methods", ()))
+
 
 def method_params(config: Config, name: str) -> dict[str, Any]:
     """A transform's parameters: its defaults updated by ``evaluation.method_params.<name>``."""
     return dict(config.get("evaluation", {}).get("method_params", {}).get(name, {}))
+
 
 def dataset_methods(config: Config, dataset: str, task: str) -> list[Method]:
     """The methods evaluated on ``dataset`` × ``task``: native, inverted, their snapshots, and the
@@ -161,6 +172,7 @@ def dataset_methods(config: Config, dataset: str, task: str) -> list[Method]:
             out += [snapshot_method(task, method.inversion, s) for s in snapshot_steps(config, method.inversion)]
     return out
 
+
 def result_files(config: Config, dataset: str, model: str) -> list[str]:
     """``data/results/{dataset}/{model}/{task}/{method}.json`` for every enabled task and method."""
     files = []
@@ -170,16 +182,20 @@ def result_files(config: Config, dataset: str, model: str) -> list[str]:
                   if i == 0 or method.inversion]  # replicate seeds: the methods that read an inversion
     return files
 
+
 def per_query_file(result: str) -> str:
     """The per-query scores (Parquet) written next to a result JSON."""
     return result[: -len(".json")] + ".queries.parquet"
 
+
 def projections_path(dataset: str, model: str) -> str:
     return f"data/features/{dataset}/{model}/projections.safetensors"
+
 
 def classnames_path(dataset: str, model: str) -> str:
     """Text features of the bare class names (no template): the span of ``pca_text``."""
     return f"data/features/{dataset}/{model}/bare_classnames.safetensors"
+
 
 def available_references(config: Config, dataset: str, model: str, task: str) -> dict[str, str]:
     """Reference features a transform may be fitted on, for ``task`` of ``dataset`` (never its queries).
@@ -205,6 +221,7 @@ def available_references(config: Config, dataset: str, model: str, task: str) ->
     refs["proj_image"] = refs["proj_text"] = projections_path(dataset, model)
     return refs
 
+
 def resolve_references(config: Config, dataset: str, task: str, method: Method,
                        model: str = "_") -> dict[str, str] | None:
     """``{reference key: file}`` for ``method`` (fallbacks applied), or ``None`` when one is missing."""
@@ -216,6 +233,7 @@ def resolve_references(config: Config, dataset: str, task: str, method: Method,
             return None
         out[chosen] = available[chosen]
     return out
+
 
 def get_method_any(name: str) -> Method:
     return next(m for task in TASKS for m in task_methods(task) if m.name == name)

@@ -30,16 +30,20 @@ def tags(config: Config, model: str, seed: int | None = None) -> dict[str, str]:
     ``inversion.seeds`` instead of ``inversion.seed``)."""
     return {method: inversion_params(config, method, model, seed).tag for method in ("oti", "ovi")}
 
+
 def replicate_seeds(config: Config) -> tuple[int, ...]:
     """The seeds of ``inversion.seeds`` other than ``inversion.seed`` (replicate inversions)."""
     return inversion_seeds(config)[1:]
+
 
 def seed_tags(config: Config, model: str) -> list[dict[str, str]]:
     """:func:`tags` of every seed: ``inversion.seed`` first, then the replicates."""
     return [tags(config, model, seed) for seed in inversion_seeds(config)]
 
+
 class StaleTagError(ValueError):
     """A file of another inversion parameter set was requested."""
+
 
 def current_params(config: Config, method: str, dataset: str, model: str, tag: str) -> dict[str, Any]:
     """The result fields of ``method`` (the job's params); refuses to write them under another set's tag.
@@ -58,6 +62,7 @@ def current_params(config: Config, method: str, dataset: str, model: str, tag: s
         "reused, never recomputed; request the workflow's targets instead."
     )
 
+
 def planned_sizes(config: Config, dataset: str) -> dict[str, int]:
     """Items per split for planning: ``sizes`` of the entry, else the generator's, else the adapter's published ones."""
     cfg = dataset_entry(config, dataset)
@@ -67,6 +72,7 @@ def planned_sizes(config: Config, dataset: str) -> dict[str, int]:
         synthetic = config.get("synthetic", {})
         return {"train": int(synthetic.get("num_train", 0)), "test": int(synthetic.get("num_test", 0))}
     return dict(get_adapter(cfg["adapter"]).expected_sizes)
+
 
 def planned_targets(config: Config, dataset: str, method: str, inverted: str) -> int | None:
     """Planned number of targets of an inverted set; ``None`` when unknown (one job then).
@@ -84,13 +90,16 @@ def planned_targets(config: Config, dataset: str, method: str, inverted: str) ->
         return sum(sizes.values()) if sizes else None
     return sizes.get(inverted)
 
+
 def num_shards(config: Config, dataset: str, method: str, inverted: str) -> int:
     """Jobs for one inverted set: ``ceil(planned targets / inversion.shard_size)``, at least 1."""
     count = planned_targets(config, dataset, method, inverted)
     return max(1, math.ceil(count / config["inversion"]["shard_size"])) if count else 1
 
+
 def inversion_dir(dataset: str, model: str, method: str, tag: str) -> str:
     return f"data/inversion/{dataset}/{model}/{method}-{tag}"
+
 
 def shard_files(config: Config, dataset: str, model: str, method: str, tag: str, inverted: str) -> list[str]:
     """The shard files gathered into ``{method}-{tag}/{inverted}.safetensors``.
@@ -101,6 +110,7 @@ def shard_files(config: Config, dataset: str, model: str, method: str, tag: str,
     base = inversion_dir(dataset, model, method, tag)
     count, size = num_shards(config, dataset, method, inverted), config["inversion"]["shard_size"]
     return [f"{base}/{inverted}.shards/{count}x{size}/{i}.safetensors" for i in range(count)]
+
 
 def inversion_targets(config: Config, dataset: str, model: str, method: str, inverted: str) -> dict[str, str]:
     """The target features of an inverted set (and the manifest when a task selects the targets)."""
@@ -114,19 +124,23 @@ def inversion_targets(config: Config, dataset: str, model: str, method: str, inv
     split = query_split(dataset_entry(config, dataset), "text_retrieval")
     return {"features": feature_path(dataset, model, "text", split), "manifest": manifest_path(dataset)}
 
+
 def inversion_task(method: str, inverted: str) -> str | None:
     """The task whose query rows an inverted set holds (``None``: every row of the target file)."""
     return "text_retrieval" if (method, inverted) == ("ovi", "queries") else None
+
 
 def snapshot_steps(config: Config, inversion: str) -> list[int]:
     """Steps at which ``inversion`` saves its tokens (``inversion.<oti|ovi>.snapshots``), below ``steps``."""
     inv = config["inversion"][inversion]
     return sorted({int(s) for s in inv.get("snapshots", ()) if 0 < int(s) < int(inv["steps"])})
 
+
 def snapshot_slug(config: Config, inversion: str) -> str | None:
     """``"25-50-100"`` for snapshots at steps 25, 50, 100 (the snapshot file's name); ``None`` without."""
     steps = snapshot_steps(config, inversion)
     return "-".join(str(s) for s in steps) if steps else None
+
 
 def snapshot_file(dataset: str, model: str, inversion: str, tag: str, inverted: str, slug: str) -> str:
     """Snapshot features of every configured step of one inverted set: ``{set}.at-{slug}.safetensors``."""

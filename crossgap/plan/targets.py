@@ -39,8 +39,10 @@ from crossgap.plan.data import Config
 def _grid(config: Config) -> list[tuple[str, str]]:
     return [(d, m) for d in sorted(config["datasets"]) for m in sorted(config["models"])]
 
+
 def all_manifests(config: Config) -> list[str]:
     return [manifest_path(d) for d in sorted(config["datasets"])]
+
 
 def all_feature_files(config: Config) -> list[str]:
     """Every file under ``data/features`` the DAG reads (the ``features`` target, a DVC stage's output).
@@ -67,6 +69,7 @@ def all_feature_files(config: Config) -> list[str]:
             files += [p for p in gap_inputs(config, d, m).values() if p.startswith("data/features/")]
     return list(dict.fromkeys(files))
 
+
 def all_inversion_files(config: Config) -> list[str]:
     files = []
     for d, m in _grid(config):
@@ -79,6 +82,7 @@ def all_inversion_files(config: Config) -> list[str]:
                         files.append(snapshot_file(d, m, method, t[method], s, slug))
     return files
 
+
 def all_loss_curves(config: Config) -> list[str]:
     files = []
     for d, m in _grid(config):
@@ -87,15 +91,19 @@ def all_loss_curves(config: Config) -> list[str]:
             files += [f"data/plots/losses/{d}/{m}/{method}-{t[method]}/{s}.csv" for s in inverted_sets(config, d, method)]
     return files
 
+
 def all_result_files(config: Config) -> list[str]:
     return [f for d, m in _grid(config) for f in result_files(config, d, m)]
+
 
 def all_per_query_files(config: Config) -> list[str]:
     return [per_query_file(f) for f in all_result_files(config)]
 
+
 def pretrain_curves(config: Config) -> list[str]:
     """Loss curves of the models the pipeline trains itself (``pretrain: true``)."""
     return [f"data/plots/pretrain/{m}_loss.csv" for m in sorted(config["models"]) if config["models"][m].get("pretrain")]
+
 
 def all_gap_files(config: Config) -> list[str]:
     return [f"data/results/{d}/{m}/modality_gap.json" for d, m in _grid(config)
