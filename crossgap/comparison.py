@@ -111,12 +111,13 @@ def add_intervals(summary: dict[str, Any], results: Sequence[str], *, resamples:
     return summary
 
 
-def _order(task: str, name: str) -> tuple[int, int, str]:
-    """Table order: inverted methods, each followed by its snapshots by step, then transforms by name."""
+def _order(task: str, name: str) -> tuple[int, str, int]:
+    """Table order: each inversion's snapshots by step then its final tokens (OTI before OVI), then
+    transforms by name."""
     method = get_method(task, name)
     rank = {"inverted": 0, "snapshot": 0, "transform": 1}.get(method.kind, 2)
     step = int(name.split("@")[1]) if method.kind == "snapshot" else 10**9
-    return rank, step, method.inversion or name
+    return rank, method.inversion or name, step
 
 
 def _scores(node: Mapping[str, Any]) -> dict[str, float]:

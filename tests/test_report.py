@@ -311,3 +311,9 @@ def plt_figure(colour: str):
     fig, ax = plt.subplots(figsize=(2, 2))
     ax.plot([0, 1], [0, 1], color=colour)
     return fig
+
+
+def test_table_lists_each_inversion_with_its_snapshots_then_the_transforms():
+    node = {m: {"top1": 50.0} for m in ("standard", "gap_shift", "ovi", "oti@50", "ovi@5", "oti", "oti@10", "centered")}
+    table = comparison_table({"d": {"m": {"zero_shot": node}}})
+    assert table["method"].tolist() == ["oti@10", "oti@50", "oti", "ovi@5", "ovi", "centered", "gap_shift"]

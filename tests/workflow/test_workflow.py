@@ -226,6 +226,13 @@ def test_html_report_renders_every_plot_and_table_in_a_headless_browser(local_ru
     # the all-methods table (20 method rows) and the best steps (4), as table.md has them
     assert dom.count("<table>") == 2 and dom.count("<td>synthetic</td>") == 20 + 4
     assert "<h1>crossgap results</h1>" in dom and "isoclip" in dom and "oti@2" in dom
+    # Snakemake's own report (a JavaScript app): rendered, its menu lists the categories of the rules' report()
+    run([str(BIN / "snakemake"), "--report", "report.html"], cwd=local_run, timeout=600)
+    proc = subprocess.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=10000",
+                           "--dump-dom", (local_run / "report.html").as_uri()], capture_output=True, text=True,
+                          timeout=120)
+    shown = re.sub(r"<[^>]+>", " ", re.sub(r"<script.*?</script>", "", proc.stdout, flags=re.S))
+    assert {"Results", "Inversion", "Workflow", "Statistics"} <= set(shown.split()), shown[:2000]
 
 
 # --------------------------------------------------------------------------- what a change reruns
