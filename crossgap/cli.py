@@ -60,7 +60,9 @@ def _reference_model_spec(args: argparse.Namespace) -> dict:
     if args.model not in models:
         raise ValueError(f"{args.params}: no models entry {args.model!r} (entries: {sorted(models)}); "
                          "or give --architecture [--pretrained] [--backend]")
-    return dict(models[args.model])
+    from crossgap.config import model_load_spec
+
+    return model_load_spec(models[args.model], args.model)  # what the workflow loads (pretrain: its checkpoint)
 
 
 def _import_reference(args: argparse.Namespace) -> int:

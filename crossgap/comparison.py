@@ -217,7 +217,7 @@ def markdown(table: pd.DataFrame, best: pd.DataFrame, notes: Sequence[str] = ())
                   "|---|---|---|---|---:|---:|"]
         lines += [f"| {r.dataset} | {r.model} | {r.task} | {r.inversion} | {r.best_step} | {r.score:.2f} |"
                   for r in best.itertuples()]
-    spread = table[table["seeds"] > 1] if "seeds" in table else table.iloc[:0]
+    spread = table[table["seeds"] > 1]
     if not spread.empty:
         lines += ["", "## Across inversion seeds", "", "Δ over every seed of the inversion (`inversion.seed` and "
                   "`inversion.seeds`): mean ± sample sd; the table above is the main seed's.", "",

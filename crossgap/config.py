@@ -230,14 +230,14 @@ def trained_checkpoint(model: str) -> str:
     return f"data/models/{model}/checkpoint.pt"
 
 
-def model_load_spec(model_cfg: Mapping[str, Any], model: str | None = None) -> dict[str, Any]:
+def model_load_spec(model_cfg: Mapping[str, Any], model: str) -> dict[str, Any]:
     """The part of a ``models:`` entry that loading the model uses (not ``ovi_tokens`` nor ``pretrain``).
 
     A model the pipeline trains (``pretrain: true``) loads :func:`trained_checkpoint` of its key
     ``model``; its entry needs no ``pretrained`` (one given must be that path).
     """
     spec = {key: model_cfg.get(key) for key in MODEL_LOAD_KEYS}
-    if model_cfg.get("pretrain") and model is not None:
+    if model_cfg.get("pretrain"):
         trained = trained_checkpoint(model)
         if spec["pretrained"] not in (None, trained):
             raise ConfigError(f"params: models.{model}.pretrained: {spec['pretrained']!r}, but a model with "

@@ -47,7 +47,10 @@ def build_summary(result_paths: Sequence[str], gap_paths: Sequence[str] = (), se
     Unavailable results are left out; results of replicate seeds (not ``seed``) add their methods'
     ``seeds`` spread (:func:`crossgap.comparison.add_seed_spread`).
     """
-    usable, replicates = usable_results(result_paths, seed)
+    return _summary(*usable_results(result_paths, seed), gap_paths)
+
+
+def _summary(usable: Sequence[str], replicates: Sequence[tuple[str, dict]], gap_paths: Sequence[str]) -> dict[str, Any]:
     summary = add_seed_spread(aggregate_results(usable), replicates)
     for path in gap_paths:
         record = json.loads(Path(path).read_text())
@@ -94,8 +97,8 @@ def aggregate_step(
     ``seed``: ``inversion.seed``; results of the other ``inversion.seeds`` become each method's
     ``seeds`` spread.
     """
-    summary = build_summary(results, gaps, seed)
-    usable, _ = usable_results(results, seed)
+    usable, replicates = usable_results(results, seed)
+    summary = _summary(usable, replicates, gaps)
     if bootstrap is not None:
         add_intervals(summary, usable, **dict(bootstrap))
     write_json(summary_out, summary)

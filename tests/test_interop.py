@@ -198,3 +198,16 @@ def test_cli(dtd, tiny_spec, model, tmp_path, capsys):
     assert np.allclose(load_feature_set(expected).extras["pseudo_tokens"].numpy(), tokens.numpy())
     assert main(args + ["--tag", "nothex0000"]) == 1
     assert main(args[:-4] + ["--params", str(tmp_path / "none.yaml"), "--tag", TAG]) == 1
+
+
+def test_import_reference_loads_the_model_the_workflow_loads(tmp_path):
+    """A ``pretrain: true`` entry has no ``pretrained``: the import loads the checkpoint the pipeline trained."""
+    import argparse
+
+    from crossgap.cli import _reference_model_spec
+
+    params = tmp_path / "params.yaml"
+    params.write_text("models:\n  tiny: {backend: open_clip, architecture: crossgap-tiny, pretrain: true, ovi_tokens: 2}\n")
+    args = argparse.Namespace(architecture=None, params=str(params), model="tiny")
+    assert _reference_model_spec(args) == {"backend": "open_clip", "architecture": "crossgap-tiny",
+                                           "pretrained": "data/models/tiny/checkpoint.pt"}

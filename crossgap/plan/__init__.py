@@ -52,7 +52,6 @@ from crossgap.plan.data import (  # noqa: F401
 )
 from crossgap.plan.inversions import (  # noqa: F401
     tags,
-    replicate_seeds,
     seed_tags,
     StaleTagError,
     current_params,

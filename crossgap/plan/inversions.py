@@ -31,11 +31,6 @@ def tags(config: Config, model: str, seed: int | None = None) -> dict[str, str]:
     return {method: inversion_params(config, method, model, seed).tag for method in ("oti", "ovi")}
 
 
-def replicate_seeds(config: Config) -> tuple[int, ...]:
-    """The seeds of ``inversion.seeds`` other than ``inversion.seed`` (replicate inversions)."""
-    return inversion_seeds(config)[1:]
-
-
 def seed_tags(config: Config, model: str) -> list[dict[str, str]]:
     """:func:`tags` of every seed: ``inversion.seed`` first, then the replicates."""
     return [tags(config, model, seed) for seed in inversion_seeds(config)]
