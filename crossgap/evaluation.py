@@ -82,12 +82,13 @@ explicit query-document pairs (BEIR qrels), or the revisited Oxford/Paris E/M/H 
 
 
 def _unavailable(out: str, per_query_out: str | None, *, task: str, method: str, dataset: str, model_slug: str,
-                 params: Mapping[str, Any], reason: str) -> dict[str, Any]:
+                 params: Mapping[str, Any], reason: str, extra: Mapping[str, Any]) -> dict[str, Any]:
+    """A result without metrics whose ``extra.unavailable`` says why (a declared capability check only)."""
     log.warning("%s/%s %s %s not evaluated: %s", dataset, model_slug, task, method, reason)
     if per_query_out is not None:
         write_scores(per_query_out, {}, query_ids=[], metadata={"unavailable": reason})
     return write_result(out, task=task, method=method, dataset=dataset, model=model_slug, metrics={},
-                        params=dict(params), extra={"unavailable": reason})
+                        params=dict(params), extra={**extra, "unavailable": reason})
 
 
 def input_precisions(files: Mapping[str, str]) -> dict[str, str | None]:
@@ -123,6 +124,7 @@ def retrieval_step(
     spec = get_method(task, method)
     modality = "image" if task == "image_retrieval" else "text"
     extra: dict[str, Any] = {"query_file": query, "gallery_file": gallery, "exclude_self": exclude_self,
+                             "recipe": spec.recipe(params).as_dict(),
                              "precision": input_precisions({"query": query, "gallery": gallery})}
     if task == "text_retrieval":  # how long texts reached the encoders (the report marks truncation)
         extra["texts"] = texts_summary(meta)
@@ -136,7 +138,7 @@ def retrieval_step(
                 spec, params or {}, references or {}, [(q_feats, modality, "query"), (g_feats, modality, "gallery")])
     except method_features.MethodUnavailable as exc:
         return _unavailable(out, per_query_out, task=task, method=method, dataset=meta["dataset"],
-                            model_slug=model_slug, params=params or {}, reason=str(exc))
+                            model_slug=model_slug, params=params or {}, reason=str(exc), extra=extra)
     kind = relevance(meta, task)
     if kind not in RELEVANCE_EVALUATORS:
         raise ValueError(f"{manifest}: unsupported relevance {kind!r}; known: {sorted(RELEVANCE_EVALUATORS)}")
@@ -168,32 +170,35 @@ def zero_shot_step(
 ) -> dict[str, Any]:
     """Zero-shot accuracy of the protocol's images (``images`` features) with a classifier from ``prompts``.
 
-    Methods as in :func:`retrieval_step` (a transform maps images as queries and prompts as the
-    gallery).  ``reference_compat`` is recorded only: the reference's zero-shot accuracy is the
+    Methods as in :func:`retrieval_step`; a transform maps the images as queries and the class
+    embeddings ``[C, D]`` of the averaged prompt classifier as the gallery (I0T centres, and Liang et al.
+    shift, the class embeddings, not the individual prompts).  ``reference_compat`` is recorded only: the reference's zero-shot accuracy is the
     standard one.
     """
     df, meta = read_manifest(manifest)
     rows = zero_shot_rows(df, meta)
     spec = get_method("zero_shot", method)
     num_classes = len(meta["classnames"])
-    extra: dict[str, Any] = {"image_file": images, "prompt_file": prompts,
+    extra: dict[str, Any] = {"image_file": images, "prompt_file": prompts, "recipe": spec.recipe(params).as_dict(),
                              "precision": input_precisions({"images": images, "prompts": prompts})}
-    feats = method_features.rows(images, rows["id"].tolist(), spec if spec.inversion == "oti" else
-                                 get_method("zero_shot", "standard"))
-    prompt_fs = load_feature_set(prompts)
-    prompt_feats = prompt_fs.features
-    if spec.kind == "snapshot" and spec.inversion == "ovi":
-        prompt_feats = method_features.rows(prompts, prompt_fs.ids, spec)
-    if prompt_feats.shape[0] % num_classes:
-        raise ValueError(f"{prompts}: {prompt_feats.shape[0]} prompts is not a multiple of {num_classes} classes")
-    if spec.kind == "transform":
-        try:
-            (feats, prompt_feats), extra["fit"] = method_features.transform(
-                spec, params or {}, references or {}, [(feats, "image", "query"), (prompt_feats, "text", "gallery")])
-        except method_features.MethodUnavailable as exc:
-            return _unavailable(out, per_query_out, task="zero_shot", method=method, dataset=meta["dataset"],
-                                model_slug=model_slug, params=params or {}, reason=str(exc))
-    classifier = build_classifier(prompt_feats, num_classes)
+    try:
+        feats = method_features.rows(images, rows["id"].tolist(), spec if spec.inversion == "oti" else
+                                     get_method("zero_shot", "standard"))
+        prompt_fs = load_feature_set(prompts)
+        if prompt_fs.meta.get("unavailable"):
+            raise method_features.MethodUnavailable(f"{prompts}: {prompt_fs.meta['unavailable']}")
+        prompt_feats = prompt_fs.features
+        if spec.kind == "snapshot" and spec.inversion == "ovi":
+            prompt_feats = method_features.rows(prompts, prompt_fs.ids, spec)
+        if prompt_feats.shape[0] % num_classes:
+            raise ValueError(f"{prompts}: {prompt_feats.shape[0]} prompts is not a multiple of {num_classes} classes")
+        classifier = build_classifier(prompt_feats, num_classes)  # [C, D]
+        if spec.kind == "transform":  # images are the queries, the class embeddings the gallery
+            (feats, classifier), extra["fit"] = method_features.transform(
+                spec, params or {}, references or {}, [(feats, "image", "query"), (classifier, "text", "gallery")])
+    except method_features.MethodUnavailable as exc:
+        return _unavailable(out, per_query_out, task="zero_shot", method=method, dataset=meta["dataset"],
+                            model_slug=model_slug, params=params or {}, reason=str(exc), extra=extra)
     ranks, labels, c = zero_shot_ranks(feats, classifier, rows["label"].to_numpy())
     metrics = summarize_zero_shot(ranks, labels, c)
     if per_query_out is not None:

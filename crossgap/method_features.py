@@ -4,9 +4,13 @@
 * snapshots (``oti@50``): the step's column of a snapshot file (``[N, S, D]`` features,
   ``meta["snapshot_steps"]``);
 * transforms (``crossgap.methods``): ``fit`` on the reference files, then ``apply`` to query and
-  gallery (pre-projection features when the method reads them).  A transform the model cannot
-  support (no linear projection, a missing reference) raises :class:`MethodUnavailable`, which the
-  evaluation steps record as a result without metrics instead of failing the run.
+  gallery (pre-projection features when the method reads them).
+
+Only a declared capability check makes a method unavailable: :class:`crossgap.methods.MethodUnavailable`,
+raised by a method (IsoCLIP's ``k_top + k_bottom`` beyond the model's directions), by a reference file
+that says what the model lacks (a projections file written without matrices), or by an inversion file
+written by a tower that cannot take the method's pseudo tokens (``meta["unavailable"]``).  The
+evaluation steps record it as a result with the reason; every other exception fails the job.
 """
 
 from __future__ import annotations
@@ -17,36 +21,44 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
-from crossgap.methods import Method
+from crossgap.methods import Method, MethodUnavailable
 from crossgap.storage import FeatureSet, load_feature_set, take
 
 log = logging.getLogger(__name__)
 
-
-class MethodUnavailable(RuntimeError):
-    """The method cannot run on this model or dataset; the message says why."""
+__all__ = ["MethodUnavailable", "rows", "load_references", "transform"]
 
 
 def rows(path: str, ids: Sequence[str], method: Method, *, pre: bool = False) -> torch.Tensor:
     """Features ``[len(ids), D]`` of ``ids`` from ``path``, for ``method`` (snapshot column, or ``pre``)."""
     fs = load_feature_set(path)
+    if fs.meta.get("unavailable"):  # an inversion the model's tower could not run (declared by the shard job)
+        raise MethodUnavailable(f"{path}: {fs.meta['unavailable']}")
     if method.kind == "snapshot":
         steps = list(fs.meta.get("snapshot_steps") or [])
         step = int(method.name.split("@")[1])
         if step not in steps:
             raise ValueError(f"{path}: holds snapshots at steps {steps}, not {step}")
         fs = FeatureSet(fs.features[:, steps.index(step)], fs.ids)
-    elif pre and fs.meta.get("preprojection") is not True:
-        raise MethodUnavailable(f"{path}: not a pre-projection feature file ({{modality}}_{{split}}.pre.safetensors)")
+    elif pre and fs.meta.get("preprojection") is not True:  # the plan's mistake, not the model's
+        raise ValueError(f"{path}: not a pre-projection feature file ({{modality}}_{{split}}.pre.safetensors)")
     return take(fs, list(ids), path)
 
 
 def load_references(refs: Mapping[str, str]) -> dict[str, torch.Tensor]:
-    """``{key: tensor}`` of the reference files (projection matrices from the projections file's extras)."""
+    """``{key: tensor}`` of the reference files.
+
+    Projection matrices come from the projections file's extras; ``classifier`` is the class
+    embeddings ``[C, D]`` of the prompts file (averaged, normalised: the zero-shot classifier).
+    """
     out: dict[str, torch.Tensor] = {}
     for key, path in refs.items():
         fs = load_feature_set(path)
-        if key.startswith("proj_"):
+        if key == "classifier":
+            from crossgap.metrics import build_classifier
+
+            out[key] = build_classifier(fs.features, int(fs.meta["num_classes"]))
+        elif key.startswith("proj_"):
             if key not in fs.extras:
                 raise MethodUnavailable(f"{path}: no {key} ({fs.meta.get('unavailable') or 'not written'})")
             out[key] = fs.extras[key]
@@ -64,13 +76,8 @@ def transform(method: Method, params: Mapping[str, Any], refs: Mapping[str, str]
     """
     module = importlib.import_module(method.module)
     values = {**method.params, **dict(params)}
-    try:
-        stats = module.fit(load_references(refs), **values)
-        out = [module.apply(x, stats, modality=modality, role=role, **values) for x, modality, role in pairs]
-    except MethodUnavailable:
-        raise
-    except (KeyError, ValueError) as exc:  # a reference the dataset lacks, or parameters the model cannot take
-        raise MethodUnavailable(f"{method.name}: {exc}") from exc
+    stats = module.fit(load_references(refs), **values)  # MethodUnavailable (declared) or a real failure
+    out = [module.apply(x, stats, modality=modality, role=role, **values) for x, modality, role in pairs]
     record = {"references": dict(refs), "params": values,
               "statistics": {k: {"shape": list(v.shape), "norm": float(v.float().norm())} for k, v in stats.items()}}
     return out, record

@@ -98,6 +98,18 @@ def extract_step(
     from crossgap.features import encode_images, encode_texts
 
     model, preprocess = load_model(model_spec)
+    if preprojection:  # a tower without a separable linear projection: a declared capability, not a failure
+        from crossgap.models.projection import NoLinearProjectionError, linear_projection
+
+        try:
+            linear_projection(model, modality)
+        except NoLinearProjectionError as exc:
+            log.warning("%s: no pre-projection %s features (%s)", model_slug, modality, exc)
+            save_feature_set(out, FeatureSet(torch.empty(0, 0), [], meta={
+                "kind": "features", "dataset": meta["dataset"], "model": model_slug, "split": split,
+                "modality": modality, "preprojection": True, "unavailable": f"{modality} tower: {exc}",
+                **_runtime_meta()}))
+            return
     start = time.perf_counter()
     if modality == "image":
         paths = [Path(meta["root"]) / p for p in rows["path"]]
@@ -132,6 +144,24 @@ def classnames_step(*, manifest: str, model_slug: str, model_spec: Mapping[str, 
     save_feature_set(out, FeatureSet(encode_texts(model, names, progress=False, precision=precision),
                                      [f"class{c}" for c in range(len(names))],
                                      meta={"kind": "classnames", "dataset": meta["dataset"], "model": model_slug,
+                                           "classnames": names, **_precision_meta(model.device, precision),
+                                           **_runtime_meta()}))
+
+
+def vocabulary_step(*, vocabulary: str, model_slug: str, model_spec: Mapping[str, Any], out: str,
+                    precision: str = "fp32") -> None:
+    """Text features ``[C, D]`` (unnormalised) of a fixed vocabulary's bare class names → ``out``.
+
+    ``imagenet``: the span of Herzog & Wang's ``pca_text`` (:mod:`crossgap.methods.vocabularies`).
+    """
+    from crossgap.features import encode_texts
+    from crossgap.methods.vocabularies import vocabulary_names
+
+    names = vocabulary_names(vocabulary)
+    model, _ = load_model(model_spec)
+    save_feature_set(out, FeatureSet(encode_texts(model, names, progress=False, precision=precision),
+                                     [f"class{c}" for c in range(len(names))],
+                                     meta={"kind": "vocabulary", "vocabulary": vocabulary, "model": model_slug,
                                            "classnames": names, **_precision_meta(model.device, precision),
                                            **_runtime_meta()}))
 

@@ -111,7 +111,10 @@ def test_image_retrieval_label_relevance_equals_evaluate_retrieval(synthetic, tm
     # the test's feature file records no precision (written before features.precision existed: None)
     assert record["extra"] == {"query_file": path, "gallery_file": path, "exclude_self": False,
                                "precision": {"query": None, "gallery": None},
-                               "reference_compat": False, "fp16_similarities": False}
+                               "reference_compat": False, "fp16_similarities": False,
+                               "recipe": {"source": "Mistretta et al., Cross the Gap (ICLR 2025)",
+                                          "repository": "miccunifi/Cross-the-Gap", "file": "src/retrieval.py",
+                                          "variant": "native image queries against native gallery images"}}
     assert read_result(out) == record
 
 
@@ -310,7 +313,11 @@ def test_zero_shot_designed_accuracy(synthetic, tmp_path):
     assert record["counts"]["num_samples"] == 3 and record["counts"]["num_classes"] == 3
     assert record["task"] == "zero_shot" and record["method"] == "standard" and record["params"] == {"a": 1}
     assert record["extra"] == {"image_file": images, "prompt_file": prompts, "reference_compat": False,
-                               "precision": {"images": None, "prompts": None}}
+                               "precision": {"images": None, "prompts": None},
+                               "recipe": {"source": "Mistretta et al., Cross the Gap (ICLR 2025)",
+                                          "repository": "miccunifi/Cross-the-Gap",
+                                          "file": "src/classification/zero_shot_classification.py",
+                                          "variant": "images against the averaged class-prompt classifier"}}
     assert read_result(out) == record
 
 
@@ -460,17 +467,123 @@ def test_gap_shift_query_equals_a_plain_shift_and_scores_are_saved(synthetic, tm
 
 def test_a_method_the_model_cannot_take_is_recorded_unavailable(synthetic, tmp_path):
     manifest, df, _ = synthetic
-    images = _rows(df, "image")
-    ipath = _save(tmp_path / "image_all.safetensors", images["id"].tolist(), _rand(len(images), 3))
+    reason = "image tower: the timm vision tower has no linear projection (SigLIP-style)"
+    pre = tmp_path / "image_all.pre.safetensors"  # what extract_step writes for such a tower
+    save_feature_set(pre, FeatureSet(torch.empty(0, 0), [], meta={"preprojection": True, "unavailable": reason}))
     proj = tmp_path / "projections.safetensors"
     save_feature_set(proj, FeatureSet(torch.empty(0, 0), [], meta={"unavailable": "no linear projection (MAP head)"}))
     out = tmp_path / "isoclip.json"
-    record = retrieval_step(task="image_retrieval", method="isoclip", manifest=manifest, query=ipath, gallery=ipath,
-                            out=str(out), model_slug="m", references={"proj_image": str(proj), "proj_text": str(proj)},
+    record = retrieval_step(task="image_retrieval", method="isoclip", manifest=manifest, query=str(pre),
+                            gallery=str(pre), out=str(out), model_slug="m",
+                            references={"proj_image": str(proj), "proj_text": str(proj)},
                             per_query_out=str(tmp_path / "isoclip.queries.parquet"))
-    # isoclip reads pre-projection feature files: these are plain ones, and that is the reason given
-    assert record["metrics"] == {} and "not a pre-projection feature file" in record["extra"]["unavailable"]
+    assert record["metrics"] == {} and reason in record["extra"]["unavailable"]
+    assert record["extra"]["recipe"]["repository"] == "simomagi/IsoCLIP"
     assert (tmp_path / "isoclip.queries.parquet").exists()
+
+
+def test_a_plain_file_where_pre_projection_features_belong_fails_the_job(synthetic, tmp_path):
+    manifest, df, _ = synthetic
+    images = _rows(df, "image")
+    ipath = _save(tmp_path / "image_all.safetensors", images["id"].tolist(), _rand(len(images), 3))
+    with pytest.raises(ValueError, match="not a pre-projection feature file"):
+        retrieval_step(task="image_retrieval", method="isoclip", manifest=manifest, query=ipath, gallery=ipath,
+                       out=str(tmp_path / "isoclip.json"), model_slug="m", references={})
+    assert not (tmp_path / "isoclip.json").exists()
+
+
+def test_a_bug_inside_a_method_fails_the_job_instead_of_a_missing_row(synthetic, tmp_path, monkeypatch):
+    """Only MethodUnavailable means unavailable: a KeyError (a typo such as stats["mean_imgae"]) fails."""
+    from crossgap.methods import centered
+
+    manifest, df, _ = synthetic
+    images = _rows(df, "image")
+    ipath = _save(tmp_path / "image_all.safetensors", images["id"].tolist(), _rand(len(images), 3))
+
+    def typo(features, stats, **kw):
+        return stats["mean_imgae"]
+
+    monkeypatch.setattr(centered, "apply", typo)
+    with pytest.raises(KeyError, match="mean_imgae"):
+        retrieval_step(task="image_retrieval", method="centered", manifest=manifest, query=ipath, gallery=ipath,
+                       out=str(tmp_path / "centered.json"), model_slug="m", references={"image": ipath})
+    assert not (tmp_path / "centered.json").exists()
+
+    def fit_typo(refs, **kw):
+        raise KeyError("mean_imgae")
+
+    monkeypatch.setattr(centered, "fit", fit_typo)
+    with pytest.raises(KeyError, match="mean_imgae"):
+        zero_shot_step(method="centered", manifest=manifest, images=ipath,
+                       prompts=_save(tmp_path / "p.st", [f"p{i}" for i in range(3)], _rand(3, 1)),
+                       out=str(tmp_path / "zs.json"), model_slug="m", references={"image": ipath})
+
+
+def test_an_inversion_the_tower_could_not_run_is_unavailable(synthetic, tmp_path):
+    manifest, df, _ = synthetic
+    images = _rows(df, "image")
+    gpath = _save(tmp_path / "image_train.safetensors", images["id"].tolist(), _rand(len(images), 1))
+    reason = "the vision tower ModifiedResNet cannot take visual pseudo tokens"
+    inv = tmp_path / "test.safetensors"
+    save_feature_set(inv, FeatureSet(torch.empty(0, 0), [], meta={"kind": "oti", "unavailable": reason}))
+    record = retrieval_step(task="image_retrieval", method="oti", manifest=manifest, query=str(inv), gallery=gpath,
+                            out=str(tmp_path / "oti.json"), model_slug="m")
+    assert record["metrics"] == {} and reason in record["extra"]["unavailable"]
+    record = zero_shot_step(method="oti", manifest=manifest, images=str(inv),
+                            prompts=_save(tmp_path / "p.st", [f"p{i}" for i in range(3)], _rand(3, 1)),
+                            out=str(tmp_path / "zs_oti.json"), model_slug="m")
+    assert record["metrics"] == {} and reason in record["extra"]["unavailable"]
+
+
+def _zero_shot_files(synthetic, tmp_path, num_templates=2):
+    manifest, df, _ = synthetic
+    images = _rows(df, "image")
+    test = images["split"].to_numpy() == "test"
+    feats = _rand(len(images), 11) + 2.0  # an offset: a modality gap to close
+    ipath = _save(tmp_path / "image_all.safetensors", images["id"].tolist(), feats)
+    gpath = _save(tmp_path / "image_train.safetensors", images["id"][~test].tolist(), feats[torch.as_tensor(~test)])
+    prompt_feats = _rand(3 * num_templates, 12) - 2.0
+    ppath = tmp_path / "prompts.safetensors"
+    save_feature_set(ppath, FeatureSet(prompt_feats, [f"p{i}" for i in range(3 * num_templates)],
+                                       meta={"num_classes": 3}))
+    labels = images["label"].to_numpy()[test]
+    return manifest, ipath, gpath, str(ppath), feats[torch.as_tensor(test)], feats[torch.as_tensor(~test)], \
+        prompt_feats, labels
+
+
+def _top1(images: torch.Tensor, classes: torch.Tensor, labels) -> float:
+    pred = (F.normalize(images, dim=1) @ F.normalize(classes, dim=1).T).argmax(1).numpy()
+    return 100.0 * float(np.mean(pred == labels))
+
+
+def test_zero_shot_centered_centres_the_averaged_class_embeddings_as_i0t(synthetic, tmp_path):
+    """I0T's post-hoc centring for zero-shot: the classifier (prompts averaged per class) minus its mean,
+    images minus the image mean; not each prompt centred before averaging."""
+    manifest, ipath, gpath, ppath, test_x, ref_x, prompts, labels = _zero_shot_files(synthetic, tmp_path)
+    record = zero_shot_step(method="centered", manifest=manifest, images=ipath, prompts=ppath,
+                            out=str(tmp_path / "c.json"), model_slug="m",
+                            references={"image": gpath, "classifier": ppath})
+    classes = F.normalize(F.normalize(prompts, dim=1).reshape(3, 2, D).mean(1), dim=1)  # I0T: averaged first
+    centred_classes = F.normalize(classes - classes.mean(0), dim=1)
+    centred_images = F.normalize(F.normalize(test_x, dim=1) - F.normalize(ref_x, dim=1).mean(0), dim=1)
+    assert record["metrics"]["top1"] == pytest.approx(_top1(centred_images, centred_classes, labels))
+    assert record["extra"]["fit"]["references"] == {"image": gpath, "classifier": ppath}
+    assert "averaged class embeddings" in record["extra"]["recipe"]["variant"]
+
+
+def test_zero_shot_gap_shift_is_liangs_two_sided_move(synthetic, tmp_path):
+    manifest, ipath, gpath, ppath, test_x, ref_x, prompts, labels = _zero_shot_files(synthetic, tmp_path)
+    record = zero_shot_step(method="gap_shift", manifest=manifest, images=ipath, prompts=ppath,
+                            out=str(tmp_path / "g.json"), model_slug="m", params={"form": "liang", "scale": 1.0},
+                            references={"image": gpath, "classifier": ppath})
+    classes = F.normalize(F.normalize(prompts, dim=1).reshape(3, 2, D).mean(1), dim=1)
+    gap = F.normalize(ref_x, dim=1).mean(0) - classes.mean(0)  # fitted on the reference images and the classes
+    unit_gap, delta = gap / gap.norm(), float(gap.norm())
+    moved_images = F.normalize(F.normalize(test_x, dim=1) - 0.5 * delta * unit_gap, dim=1)
+    moved_classes = F.normalize(classes + 0.5 * delta * unit_gap, dim=1)
+    assert record["metrics"]["top1"] == pytest.approx(_top1(moved_images, moved_classes, labels))
+    assert record["extra"]["recipe"]["repository"] == "Weixin-Liang/Modality-Gap"
+    assert record["params"] == {"form": "liang", "scale": 1.0}
 
 
 def test_snapshot_method_reads_its_step_column(synthetic, tmp_path):

@@ -58,7 +58,10 @@ def test_retrieval_columns_average_to_the_summary(rng, reference_compat):
     per = evaluation_per_query(feats, feats, labels, labels, **kw)
     assert summarize_retrieval(per) == summary
     scores = retrieval_scores(per)
-    assert tuple(scores) == RETRIEVAL_COLUMNS
+    # leave-one-out: both mAP@R definitions beside the columns of every retrieval
+    assert tuple(scores) == (*RETRIEVAL_COLUMNS, "AP_at_R_standard", "AP_at_R_reference")
+    chosen = "AP_at_R_reference" if reference_compat else "AP_at_R_standard"
+    np.testing.assert_array_equal(scores["AP_at_R"], scores[chosen])
     assert all(v.shape == (60,) and v.dtype == np.float64 for v in scores.values())
     assert np.isnan(scores["AP"][0]) and np.isnan(scores["hit@1"][0]) and summary["queries_without_relevant"] == [0]
     assert set(np.unique(scores["hit@5"][1:])) <= {0.0, 100.0}

@@ -326,3 +326,25 @@ def test_features_requiring_grad_are_fine():
     lab = torch.arange(12) % 3
     out = retrieval_per_query(x, x, lab, lab, exclude_self=True, device="cpu")
     assert not out.ap.requires_grad
+
+
+@pytest.mark.parametrize("reference_compat", [False, True])
+def test_leave_one_out_results_record_both_map_at_r_definitions(reference_compat):
+    """Query 0 (label A) ranks, without itself, items 3 (B), 1 (A), 2 (A), 4 (B): R = 2.
+    Standard MAP@R (top 2): (1/2) / 2 = 0.25; the reference's (top R + 1 = 3): (1/2 + 2/3) / 2 = 7/12."""
+    from crossgap.metrics import evaluate_retrieval
+    from crossgap.metrics.retrieval import evaluation_per_query
+
+    angles = np.radians([0, 20, 30, 10, 90])
+    feats = np.stack([np.cos(angles), np.sin(angles)], axis=1)
+    labels = np.array([0, 0, 0, 1, 1])
+    kw = dict(exclude_self=True, device="cpu", reference_compat=reference_compat)
+    per = evaluation_per_query(feats, feats, labels, labels, **kw)
+    assert float(per.ap_at_r_standard[0]) == pytest.approx(0.25)
+    assert float(per.ap_at_r_reference[0]) == pytest.approx(7 / 12)
+    assert float(per.ap_at_r[0]) == pytest.approx(7 / 12 if reference_compat else 0.25)
+    summary = evaluate_retrieval(feats, feats, labels, labels, **kw)
+    assert summary["mAP_at_R_standard"] == pytest.approx(100 * float(per.ap_at_r_standard.mean()))
+    assert summary["mAP_at_R_reference"] == pytest.approx(100 * float(per.ap_at_r_reference.mean()))
+    # a query set apart from the gallery has one definition: nothing extra is recorded
+    assert "mAP_at_R_reference" not in evaluate_retrieval(feats[:2], feats[2:], labels[:2], labels[2:], device="cpu")

@@ -511,3 +511,34 @@ def test_snapshots_are_the_tokens_of_a_shorter_run_and_leave_the_final_ones_unch
     assert torch.equal(at.features[:, 0], short.features)
     with pytest.raises(ValueError, match="has snapshots at steps \\[1, 3\\], not \\[2\\]"):
         gather_snapshots_step(shards=[str(tmp_path / "snap.safetensors")], steps=[2], out=str(tmp_path / "x.st"))
+
+
+def test_vocabulary_step_encodes_the_bare_imagenet_names(tiny_spec, tiny_model_and_preprocess, cached_model, tmp_path):
+    """pca_text's span: ImageNet-1k's 1000 bare names (no template), unnormalised encode_text, one file per model."""
+    from crossgap.pipeline import vocabulary_step
+
+    out = tmp_path / "imagenet_classnames.safetensors"
+    vocabulary_step(vocabulary="imagenet", model_slug="m", model_spec=tiny_spec, out=str(out))
+    fs = load_feature_set(out)
+    assert fs.features.shape[0] == 1000 and fs.ids[0] == "class0" and fs.ids[-1] == "class999"
+    assert fs.meta["classnames"][:2] == ["tench", "goldfish"] and fs.meta["vocabulary"] == "imagenet"
+    model, _ = tiny_model_and_preprocess
+    with torch.no_grad():
+        expected = model.encode_text(model.tokenizer(["tench", "toilet tissue"])).float()
+    torch.testing.assert_close(fs.features[[0, 999]], expected, rtol=1e-4, atol=1e-5)
+
+
+def test_pre_projection_features_of_a_tower_without_a_linear_projection_are_declared_unavailable(
+        synthetic_manifest, tiny_spec, cached_model, tmp_path, monkeypatch):
+    import crossgap.models.projection as projection
+
+    def no_projection(model, modality):
+        raise projection.NoLinearProjectionError("the timm vision tower ends in head layer(s) ['attn_pool']")
+
+    monkeypatch.setattr(projection, "linear_projection", no_projection)
+    out = tmp_path / "image_test.pre.safetensors"
+    extract_step(manifest=str(synthetic_manifest), model_slug="m", model_spec=tiny_spec, split="test",
+                 modality="image", out=str(out), preprojection=True, progress=False)
+    fs = load_feature_set(out)
+    assert fs.features.numel() == 0 and fs.meta["preprojection"] is True
+    assert fs.meta["unavailable"] == "image tower: the timm vision tower ends in head layer(s) ['attn_pool']"

@@ -8,11 +8,13 @@ A method is one of four kinds:
 * ``snapshot``: an inversion's tokens at an intermediate step (``oti@50``), saved during the same
   optimisation (``inversion.<oti|ovi>.snapshots``) and evaluated like the final ones;
 * ``transform``: a training-free map of query and/or gallery features (``gap_shift``, ``centered``,
-  ``isoclip``, ``pca_text``), fitted on reference features the protocol allows.
+  ``isoclip``, ``pca_text``, ``pca_text_dataset``), fitted on reference features the protocol allows.
 
-Adding a transform is **one module** in this package with a ``SPEC`` dict and ``fit``/``apply``
-functions (see ``gap_shift.py``): modules are discovered here, so nothing else changes.  Reading
-the registry never imports torch (modules import it inside ``fit``/``apply``), so dry runs stay fast.
+Adding a transform is **one module** in this package with ``SPEC`` (or ``SPECS`` for variants) and
+``fit``/``apply`` functions (the contract: :mod:`crossgap.methods.contract`, checked here when the
+module is discovered): nothing else changes, ``evaluation.methods`` defaults to every registered
+transform and the tests run over the registry.  Reading the registry never imports torch (modules
+import it inside ``fit``/``apply``), so dry runs stay fast.
 """
 
 from __future__ import annotations
@@ -21,11 +23,23 @@ import importlib
 import pkgutil
 import re
 from dataclasses import dataclass, field
-from types import MappingProxyType
 from typing import Any, Mapping
+
+from crossgap.methods.contract import (  # noqa: F401  (re-exported: the contract's public names)
+    TASKS,
+    MethodContractError,
+    MethodSpec,
+    MethodUnavailable,
+    Recipe,
+    build_specs,
+)
 
 KINDS = ("native", "inverted", "snapshot", "transform")
 SNAPSHOT = re.compile(r"^(oti|ovi)@(\d+)$")
+
+#: the paper's methods (native and inverted queries): miccunifi/Cross-the-Gap
+_PAPER = "Mistretta et al., Cross the Gap (ICLR 2025)"
+_REFERENCE = "miccunifi/Cross-the-Gap"
 
 
 @dataclass(frozen=True)
@@ -48,9 +62,13 @@ class Method:
     fallbacks: Mapping[str, str] = field(default_factory=dict)
     #: transform: ``projected`` or ``pre`` (pre-projection) query/gallery features
     features: str = "projected"
-    #: transform: default parameters (``evaluation.method_params.<name>`` overrides them)
+    #: transform: default parameters of this task (``evaluation.method_params.<name>`` overrides them)
     params: Mapping[str, Any] = field(default_factory=dict)
     description: str = ""
+    #: transform: the validated declaration (its recipe may depend on the parameters)
+    spec: MethodSpec | None = None
+    #: native / inverted / snapshot methods: the recipe they follow
+    fixed_recipe: Recipe | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -63,6 +81,13 @@ class Method:
     def file_stem(self, tags: Mapping[str, str]) -> str:
         """Result file stem: ``oti-<tag>``, ``oti@50-<tag>`` for inversions, the name otherwise."""
         return f"{self.name}-{tags[self.inversion]}" if self.inversion else self.name
+
+    def recipe(self, params: Mapping[str, Any] | None = None) -> Recipe:
+        """The recipe a result of this method with ``params`` follows (recorded in every result file)."""
+        if self.spec is not None:
+            return self.spec.recipe(self.task, {**self.params, **dict(params or {})})
+        assert self.fixed_recipe is not None
+        return self.fixed_recipe
 
 
 _REGISTRY: dict[str, dict[str, Method]] = {}
@@ -96,7 +121,11 @@ def get_method(task: str, name: str) -> Method:
 
 
 def snapshot_method(task: str, inversion: str, step: int) -> Method:
-    return Method(f"{inversion}@{step}", task, "snapshot", inversion=inversion)
+    parent = _REGISTRY[task][inversion]
+    return Method(f"{inversion}@{step}", task, "snapshot", inversion=inversion,
+                  fixed_recipe=Recipe(parent.fixed_recipe.source, f"{parent.fixed_recipe.variant}, tokens after "
+                                      f"{step} steps of the same optimisation (crossgap's snapshots)",
+                                      parent.fixed_recipe.repository, parent.fixed_recipe.file))
 
 
 def native_method(task: str) -> Method:
@@ -104,55 +133,63 @@ def native_method(task: str) -> Method:
 
 
 def transform_names() -> tuple[str, ...]:
-    """Names of every registered transform (any task), sorted."""
+    """Names of every registered transform (any task), sorted: the default of ``evaluation.methods``."""
     return tuple(sorted({m.name for methods in _REGISTRY.values() for m in methods.values() if m.kind == "transform"}))
 
 
-def transform_spec(name: str) -> Mapping[str, Any]:
-    """The ``SPEC`` of transform ``name`` (its tasks, references, parameters)."""
-    for methods in _REGISTRY.values():
-        if name in methods and methods[name].kind == "transform":
-            return MappingProxyType(_SPECS[name])
-    raise KeyError(f"unknown method {name!r}; registered transforms: {list(transform_names())}")
+def _paper(variant: str, file: str = "src/retrieval.py") -> Recipe:
+    return Recipe(_PAPER, variant, _REFERENCE, file)
 
 
 for _method in (
-    Method("image", "image_retrieval", "native", description="native image queries"),
-    Method("oti", "image_retrieval", "inverted", inversion="oti", description="OTI-inverted image queries"),
-    Method("text", "text_retrieval", "native", description="native text queries"),
-    Method("ovi", "text_retrieval", "inverted", inversion="ovi", description="OVI-inverted text queries"),
+    Method("image", "image_retrieval", "native", description="native image queries",
+           fixed_recipe=_paper("native image queries against native gallery images")),
+    Method("oti", "image_retrieval", "inverted", inversion="oti", description="OTI-inverted image queries",
+           fixed_recipe=_paper("OTI-inverted image queries against native gallery images", "src/oti.py")),
+    Method("text", "text_retrieval", "native", description="native text queries",
+           fixed_recipe=_paper("native text queries against native gallery texts")),
+    Method("ovi", "text_retrieval", "inverted", inversion="ovi", description="OVI-inverted text queries",
+           fixed_recipe=_paper("OVI-inverted text queries against native gallery texts", "src/ovi.py")),
     Method("oti_gallery", "image_retrieval", "inverted", inversion="oti", gallery="inverted",
-           description="OTI queries against an OTI-inverted gallery (intra-modal control)"),
+           description="OTI queries against an OTI-inverted gallery (intra-modal control)",
+           fixed_recipe=_paper("--query_eval_type oti --gallery_eval_type oti", "src/oti.py")),
     Method("ovi_gallery", "text_retrieval", "inverted", inversion="ovi", gallery="inverted",
-           description="OVI queries against an OVI-inverted gallery (intra-modal control)"),
-    Method("standard", "zero_shot", "native", description="images vs class prompts"),
-    Method("oti", "zero_shot", "inverted", inversion="oti", description="OTI-inverted images vs prompts"),
-    Method("ovi", "zero_shot", "inverted", inversion="ovi", description="images vs OVI-inverted prompts"),
+           description="OVI queries against an OVI-inverted gallery (intra-modal control)",
+           fixed_recipe=_paper("--query_eval_type ovi --gallery_eval_type ovi", "src/ovi.py")),
+    Method("standard", "zero_shot", "native", description="images vs class prompts",
+           fixed_recipe=_paper("images against the averaged class-prompt classifier",
+                               "src/classification/zero_shot_classification.py")),
+    Method("oti", "zero_shot", "inverted", inversion="oti", description="OTI-inverted images vs prompts",
+           fixed_recipe=_paper("OTI-inverted images against the class-prompt classifier",
+                               "src/classification/zero_shot_classification.py")),
+    Method("ovi", "zero_shot", "inverted", inversion="ovi", description="images vs OVI-inverted prompts",
+           fixed_recipe=_paper("native images against OVI-inverted class sentences (use_class_names)",
+                               "src/classification/zero_shot_classification.py")),
 ):
     register_method(_method)
 
-_SPECS: dict[str, dict[str, Any]] = {}
+#: the validated declaration of every discovered transform, by name
+SPECS: dict[str, MethodSpec] = {}
 
 
 def _register_transforms() -> None:
-    """Register every module of this package that defines ``SPEC`` (one method, several tasks)."""
+    """Register every module of this package that declares ``SPEC``/``SPECS`` (one method, several tasks)."""
     for info in sorted(pkgutil.iter_modules(__path__), key=lambda i: i.name):
-        if info.name.startswith("_"):
+        if info.name.startswith("_") or info.name == "contract":
             continue
         module = f"{__name__}.{info.name}"
-        spec = getattr(importlib.import_module(module), "SPEC", None)
-        if spec is None:
-            continue
-        _SPECS[spec["name"]] = dict(spec)
-        for task in spec["tasks"]:
-            refs = spec.get("task_references", {}).get(task, spec.get("references", ()))
-            register_method(Method(spec["name"], task, "transform", module=module, references=tuple(refs),
-                                   fallbacks=dict(spec.get("fallbacks", {})), features=spec.get("features", "projected"),
-                                   params=dict(spec.get("params", {})), description=spec.get("description", "")))
+        for spec in build_specs(module, importlib.import_module(module)):
+            if spec.name in SPECS:
+                raise MethodContractError(f"{module}: method {spec.name!r} is already declared by {SPECS[spec.name].module}")
+            SPECS[spec.name] = spec
+            for task in spec.tasks:
+                register_method(Method(spec.name, task, "transform", module=module,
+                                       references=spec.references[task], fallbacks=dict(spec.fallbacks),
+                                       features=spec.features, params=spec.defaults(task),
+                                       description=spec.description, spec=spec))
 
 
 _register_transforms()
 
-TASKS: tuple[str, ...] = ("image_retrieval", "text_retrieval", "zero_shot")
 #: ``{task: (method names...)}`` of the registered methods, native first
 TASK_METHODS: dict[str, tuple[str, ...]] = {task: tuple(m.name for m in task_methods(task)) for task in TASKS}

@@ -22,11 +22,12 @@ class MissingReferenceError(KeyError):
         return str(self.args[0]) if self.args else ""
 
 
-def check_params(spec: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
-    """``spec["params"]`` updated with ``params``; TypeError naming unknown parameters."""
+def check_params(spec: Mapping[str, Any], params: Mapping[str, Any], name: str | None = None) -> dict[str, Any]:
+    """``spec["params"]`` updated with ``params``; TypeError naming unknown parameters (``name``: the
+    method, default ``spec["name"]``)."""
     unknown = sorted(set(params) - set(spec["params"]))
     if unknown:
-        raise TypeError(f"{spec['name']}: unknown parameter(s) {unknown}; known: {sorted(spec['params'])}")
+        raise TypeError(f"{name or spec['name']}: unknown parameter(s) {unknown}; known: {sorted(spec['params'])}")
     return {**spec["params"], **params}
 
 

@@ -14,9 +14,14 @@ values, descending) is cut to the directions ``k_top ≤ i < r − k_bottom``; w
 
 and a pre-projection feature ``p`` becomes ``normalize(p @ P^iso)`` — query **and** gallery
 (``compute_retrieval`` applies the same projector to both; it refuses cross-modal retrieval).
-``k_top + k_bottom >= r`` is an error, as in ``apply_iso``.  Defaults are the reference's
-argparse defaults (``--iso_ktop 150 --iso_kbottom 50``, also its ViT-B/32 image-retrieval
-script); its scripts tune them per model and task, e.g. text retrieval ViT-B/32: 20 / 100.
+``k_top + k_bottom >= r`` leaves nothing to keep (``apply_iso`` fails on it): the method is then
+unavailable for that model (:class:`~crossgap.methods.MethodUnavailable`, shown in the table with
+the reason).  IsoCLIP tunes ``k_top``/``k_bottom`` per model **and per task**; the defaults here
+are its ViT-B/32 scripts' values (``exp_img-img_retrieval/clip_b32_img_retrieval.sh``: 150 / 50,
+also its argparse default; ``exp_txt-txt_retrieval/clip_b32_txt_retrieval.sh``: 20 / 100), and
+``evaluation.method_params.isoclip`` sets them per model and per task (``params/paper.yaml`` holds
+the published values of the models IsoCLIP's scripts cover: OpenAI ViT-B/32 and ViT-L/14, OpenCLIP
+ViT-B/32 ``datacomp_xl_s13b_b90k``).
 
 Projections with a bias arrive augmented (``[W + 1, D]``, bias as the last row, and ``pre``
 with a ones column: :mod:`crossgap.models.projection`), as IsoCLIP does for SigLIP-v2 images.
@@ -41,17 +46,20 @@ log = logging.getLogger(__name__)
 SPEC: dict[str, Any] = dict(
     name="isoclip",
     tasks=("image_retrieval", "text_retrieval"),
-    references=("proj_image", "proj_text"),
-    fallbacks={},
-    task_references={
+    references={
         "image_retrieval": ("proj_image", "proj_text"),
         "text_retrieval": ("proj_image", "proj_text"),
     },
     params={"k_top": 150, "k_bottom": 50},
+    #: IsoCLIP's own per-task setting of ViT-B/32 (its text-retrieval script)
+    task_params={"text_retrieval": {"k_top": 20, "k_bottom": 100}},
     #: ``apply`` takes pre-projection features ([N, W_v(+1)] / [N, W_t(+1)])
     features="pre",
     transforms=("query", "gallery"),
     description="pre-projection features through IsoCLIP's isotropic projectors (SVD of P_v P_t^T)",
+    recipe=dict(source="Magistri et al., IsoCLIP (CVPR 2026)", repository="simomagi/IsoCLIP",
+                file="src/retrieval.py", variant="apply_iso on query and gallery; k_top / k_bottom per model and task "
+                                                 "(the result's params)"),
 )
 
 
@@ -85,9 +93,12 @@ def fit(refs: Mapping[str, "torch.Tensor"], **params: Any) -> dict[str, "torch.T
     u, s, vh = torch.linalg.svd(psi, full_matrices=False)
     r = s.shape[0]
     if k_top + k_bottom >= r:
-        raise ValueError(
+        from crossgap.methods import MethodUnavailable
+
+        raise MethodUnavailable(
             f"isoclip: cannot remove k_top={k_top} and k_bottom={k_bottom} of the r={r} singular directions of "
-            f"Psi = proj_image @ proj_text.T ({tuple(p_v.shape)} @ {tuple(p_t.shape)}.T); set k_top + k_bottom < {r}"
+            f"Psi = proj_image @ proj_text.T ({tuple(p_v.shape)} @ {tuple(p_t.shape)}.T); set k_top + k_bottom < {r} for this model "
+            "(evaluation.method_params.isoclip.models.<model>)"
         )
     u_k = u[:, k_top : r - k_bottom]  # [W_v, k]
     v_k = vh.T[:, k_top : r - k_bottom]  # [W_t, k]

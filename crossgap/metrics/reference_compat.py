@@ -102,11 +102,14 @@ def reference_per_query(
         parts.append({k: v.cpu() for k, v in metrics.items()})
     if not parts:
         empty = {"ap": torch.float64, "ap_at_r": torch.float64, "r_precision": torch.float64,
-                 "num_relevant": torch.long, "first": torch.long, **{f"hit{k}": torch.bool for k in ks}}
+                 "num_relevant": torch.long, "first": torch.long, "ap_at_r_standard": torch.float64,
+                 "ap_at_r_reference": torch.float64, **{f"hit{k}": torch.bool for k in ks}}
         parts.append({key: torch.empty(0, dtype=dtype) for key, dtype in empty.items()})
     cat = {key: torch.cat([p[key] for p in parts]) for key in parts[0]}
     return RetrievalPerQuery(
         ap=cat["ap"], ap_at_r=cat["ap_at_r"], r_precision=cat["r_precision"],
         hits={k: cat[f"hit{k}"] for k in ks}, num_relevant=cat["num_relevant"], first_hit_rank=cat["first"],
         gallery_size=n_g,
+        ap_at_r_standard=cat["ap_at_r_standard"] if exclude_self else None,
+        ap_at_r_reference=cat["ap_at_r_reference"] if exclude_self else None,
     )

@@ -30,6 +30,10 @@ of the item at rank ``k`` (1-based), ``P@k`` the precision of the top ``k``:
 * ``R_precision``: ``P@R``.
 * ``R@k`` for k in 1, 5, 10: 1 if **any** relevant item is in the top ``k`` else 0 (the
   "Recall@k" of metric-learning papers, not the fraction of relevant items retrieved).
+* leave-one-out only (``exclude_self``: CUB, SOP): ``mAP_at_R_standard`` (the definition above) and
+  ``mAP_at_R_reference`` (the reference implementation's, over the top ``R + 1``:
+  :mod:`crossgap.metrics.reference_compat`), both from the same ranks whatever
+  ``reference_compat`` says, so a result can be set beside published numbers without a second run.
 
 Implementation: queries are processed in chunks of ``chunk_size`` rows, with no per-query
 Python loop.  Every metric above depends only on the ranks of a query's relevant items, and the
@@ -138,6 +142,9 @@ class RetrievalPerQuery:
     num_relevant: torch.Tensor  # [Q] int64
     first_hit_rank: torch.Tensor  # [Q] int64
     gallery_size: int
+    #: leave-one-out only: AP@R over the top R (standard) and over the top R + 1 (the reference's), [Q] float64
+    ap_at_r_standard: torch.Tensor | None = None
+    ap_at_r_reference: torch.Tensor | None = None
 
     @property
     def valid(self) -> torch.Tensor:
@@ -171,7 +178,11 @@ def _rank_metrics(
     first = torch.zeros(b, dtype=torch.long, device=dev)
     is_first = hit_no == 1
     first[hit_rows[is_first]] = rank0[is_first].long() + 1
-    out = {"ap": ap, "ap_at_r": ap_at_r, "r_precision": r_prec, "num_relevant": n_rel.long(), "first": first}
+    # both mAP@R definitions from the same ranks (recorded on leave-one-out sets)
+    top_r1 = rank0 < n_rel[hit_rows] + 1
+    out = {"ap": ap, "ap_at_r": ap_at_r, "r_precision": r_prec, "num_relevant": n_rel.long(), "first": first,
+           "ap_at_r_standard": zeros.index_add(0, hit_rows, precision * in_top_r) / denom,
+           "ap_at_r_reference": zeros.index_add(0, hit_rows, precision * top_r1) / denom}
     for k in ks:
         out[f"hit{k}"] = (first > 0) & (first <= k)
     return out
@@ -305,6 +316,8 @@ def retrieval_per_query(
                 "r_precision": torch.empty(0, dtype=torch.float64),
                 "num_relevant": torch.empty(0, dtype=torch.long),
                 "first": torch.empty(0, dtype=torch.long),
+                "ap_at_r_standard": torch.empty(0, dtype=torch.float64),
+                "ap_at_r_reference": torch.empty(0, dtype=torch.float64),
                 **{f"hit{k}": torch.empty(0, dtype=torch.bool) for k in ks},
             }
         )
@@ -317,6 +330,8 @@ def retrieval_per_query(
         num_relevant=cat["num_relevant"],
         first_hit_rank=cat["first"],
         gallery_size=n_g,
+        ap_at_r_standard=cat["ap_at_r_standard"] if exclude_self else None,
+        ap_at_r_reference=cat["ap_at_r_reference"] if exclude_self else None,
     )
 
 
@@ -343,6 +358,9 @@ def summarize_retrieval(per_query: RetrievalPerQuery) -> dict[str, float | int |
     }
     for k, hit in per_query.hits.items():
         out[f"R@{k}"] = mean100(hit)
+    if per_query.ap_at_r_reference is not None:  # leave-one-out: both definitions (module docstring)
+        out["mAP_at_R_standard"] = mean100(per_query.ap_at_r_standard)
+        out["mAP_at_R_reference"] = mean100(per_query.ap_at_r_reference)
     out.update(
         num_queries=int(valid.numel()),
         num_queries_evaluated=n_valid,

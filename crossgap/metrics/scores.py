@@ -48,6 +48,8 @@ ZERO_SHOT_COLUMNS: tuple[str, ...] = ("top1", "top5")
 SUMMARY_KEYS: dict[str, str] = {
     "AP": "mAP",
     "AP_at_R": "mAP_at_R",
+    "AP_at_R_standard": "mAP_at_R_standard",
+    "AP_at_R_reference": "mAP_at_R_reference",
     "R_precision": "R_precision",
     **{f"hit@{k}": f"R@{k}" for k in (1, 5, 10)},
     "top1": "top1",
@@ -62,7 +64,8 @@ def _np(t: "torch.Tensor") -> np.ndarray:
 
 
 def retrieval_scores(per_query: "RetrievalPerQuery") -> dict[str, np.ndarray]:
-    """Per-query ``AP``, ``AP_at_R``, ``R_precision``, ``hit@k`` ×100 (float64 ``[Q]``; NaN without relevant).
+    """Per-query ``AP``, ``AP_at_R``, ``R_precision``, ``hit@k`` ×100 (float64 ``[Q]``; NaN without relevant),
+    and on leave-one-out sets ``AP_at_R_standard`` / ``AP_at_R_reference`` (both mAP@R definitions).
 
     Args:
         per_query: from :func:`crossgap.metrics.retrieval.evaluation_per_query` (or
@@ -77,6 +80,9 @@ def retrieval_scores(per_query: "RetrievalPerQuery") -> dict[str, np.ndarray]:
     }
     for k, hit in per_query.hits.items():
         out[f"hit@{k}"] = _np(hit) * 100
+    if per_query.ap_at_r_reference is not None:  # leave-one-out: both mAP@R definitions
+        out["AP_at_R_standard"] = _np(per_query.ap_at_r_standard) * 100
+        out["AP_at_R_reference"] = _np(per_query.ap_at_r_reference) * 100
     for values in out.values():
         values[~valid] = np.nan
     return out

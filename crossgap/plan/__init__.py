@@ -83,7 +83,8 @@ from crossgap.plan.evaluation import (  # noqa: F401
     classnames_path,
     available_references,
     resolve_references,
-    get_method_any,
+    vocabulary_path,
+    check_method_params,
 )
 from crossgap.plan.targets import (  # noqa: F401
     all_manifests,

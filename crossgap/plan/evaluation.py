@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from crossgap.methods import TASKS, Method, get_method, snapshot_method, task_methods
+from crossgap.config import ConfigError
+from crossgap.methods import TASKS, Method, get_method, snapshot_method, task_methods, transform_names
+from crossgap.methods.contract import NESTING_KEYS
 from crossgap.plan.data import (
     dataset_entry,
     enabled_tasks,
@@ -34,15 +36,15 @@ from crossgap.plan.inversions import (
 from crossgap.plan.data import Config
 
 
-def result_params(config: Config, dataset: str, model: str, method_file: str) -> dict[str, Any]:
+def result_params(config: Config, dataset: str, model: str, task: str, method_file: str) -> dict[str, Any]:
     """Parameters recorded with a result: the inversion's for ``{method}-{tag}`` (``{}`` for native
-    methods), a transform's own (its defaults updated by ``evaluation.method_params``)."""
+    methods), a transform's own for this model and task (:func:`method_params`)."""
     name, _, tag = method_file.partition("-")
     if tag:
-        inversion = get_method_any(name.split("@")[0]).inversion
+        inversion = get_method(task, name).inversion
         return current_params(config, inversion, dataset, model, tag)
-    method = get_method_any(name)
-    return {**method.params, **method_params(config, name)} if method.kind == "transform" else {}
+    method = get_method(task, name)
+    return method_params(config, name, task, model) if method.kind == "transform" else {}
 
 
 def method_name(method_file: str) -> str:
@@ -83,7 +85,7 @@ def _inverted_file(config: Config, dataset: str, model: str, method_file_: str, 
     """The inverted features a method reads: the final ones, or for ``oti@<step>`` the snapshot file."""
     name, _, tag = method_file_.partition("-")
     inversion, _, step = name.partition("@")
-    inversion = get_method_any(inversion).inversion or inversion  # oti_gallery reads OTI's files
+    inversion = {"oti_gallery": "oti", "ovi_gallery": "ovi"}.get(inversion, inversion)
     if not step:
         return f"{inversion_dir(dataset, model, inversion, tag)}/{inverted}.safetensors"
     slug = snapshot_slug(config, inversion)
@@ -145,12 +147,71 @@ def gap_inputs(config: Config, dataset: str, model: str) -> dict[str, str]:
 
 
 def enabled_transforms(config: Config) -> list[str]:
-    return list(config.get("evaluation", {}).get("methods", ()))
+    """``evaluation.methods``, or every registered transform when the key is absent (the registry is
+    the one list: a new method module runs by default); ConfigError naming an unknown one."""
+    names = config.get("evaluation", {}).get("methods")
+    if names is None:
+        return list(transform_names())
+    unknown = sorted(set(names) - set(transform_names()))
+    if unknown:
+        raise ConfigError(f"params: evaluation.methods: unknown method(s) {unknown}; registered training-free "
+                          f"methods: {list(transform_names())}")
+    return list(names)
 
 
-def method_params(config: Config, name: str) -> dict[str, Any]:
-    """A transform's parameters: its defaults updated by ``evaluation.method_params.<name>``."""
-    return dict(config.get("evaluation", {}).get("method_params", {}).get(name, {}))
+def method_params(config: Config, name: str, task: str, model: str) -> dict[str, Any]:
+    """A transform's parameters on ``task`` for ``model``: its defaults for the task
+    (``SPEC.params`` updated by ``SPEC.task_params``), then ``evaluation.method_params.<name>``:
+
+    .. code-block:: yaml
+
+        method_params:
+          isoclip:
+            k_top: 38                      # every model and task
+            tasks: {text_retrieval: {k_top: 5, k_bottom: 25}}
+            models:
+              clip_l14:                    # one model: every task, then per task
+                tasks: {image_retrieval: {k_top: 250, k_bottom: 200}}
+
+    Later levels win: method-wide, per task, per model, per model and task.  An unknown method,
+    parameter, task or model is a ConfigError naming the key.
+    """
+    entry = dict(config.get("evaluation", {}).get("method_params", {}).get(name) or {})
+    where = f"params: evaluation.method_params.{name}"
+    method = get_method(task, name)
+    known = set(method.params)
+
+    def take(values: Mapping[str, Any], key: str) -> dict[str, Any]:
+        values = {k: v for k, v in dict(values or {}).items() if k not in NESTING_KEYS}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(f"{key}: unknown parameter(s) {unknown} of {name}; known: {sorted(known)}")
+        return values
+
+    def per_task(values: Mapping[str, Any], key: str) -> dict[str, Any]:
+        tasks = dict(values.get("tasks") or {})
+        bad = sorted(set(tasks) - set(TASKS))
+        if bad:
+            raise ConfigError(f"{key}.tasks: unknown task(s) {bad}; expected some of {list(TASKS)}")
+        return take(tasks.get(task, {}), f"{key}.tasks.{task}")
+
+    out = {**method.params, **take(entry, where), **per_task(entry, where)}
+    models = dict(entry.get("models") or {})
+    unknown_models = sorted(set(models) - set(config.get("models", {})))
+    if unknown_models:
+        raise ConfigError(f"{where}.models: unknown model(s) {unknown_models}; models: {sorted(config['models'])}")
+    if model in models:
+        here = f"{where}.models.{model}"
+        out |= take(models[model], here) | per_task(dict(models[model] or {}), here)
+    return out
+
+
+def check_method_params(config: Config) -> None:
+    """Refuse ``evaluation.method_params`` for a method that is not registered (dry runs fail early)."""
+    unknown = sorted(set(config.get("evaluation", {}).get("method_params", {})) - set(transform_names()))
+    if unknown:
+        raise ConfigError(f"params: evaluation.method_params: unknown method(s) {unknown}; registered: "
+                          f"{list(transform_names())}")
 
 
 def dataset_methods(config: Config, dataset: str, task: str) -> list[Method]:
@@ -192,6 +253,11 @@ def projections_path(dataset: str, model: str) -> str:
     return f"data/features/{dataset}/{model}/projections.safetensors"
 
 
+def vocabulary_path(model: str, vocabulary: str) -> str:
+    """Text features ``[C, D]`` of a fixed list of bare class names (``imagenet``: ImageNet-1k's), per model."""
+    return f"data/features/_vocabulary/{model}/{vocabulary}_classnames.safetensors"
+
+
 def classnames_path(dataset: str, model: str) -> str:
     """Text features of the bare class names (no template): the span of ``pca_text``."""
     return f"data/features/{dataset}/{model}/bare_classnames.safetensors"
@@ -203,7 +269,10 @@ def available_references(config: Config, dataset: str, model: str, task: str) ->
     ``image``: the image-retrieval gallery images (else, for text retrieval, the images of the text
     gallery's split; for zero-shot without image retrieval, the unlabelled zero-shot images);
     ``text``: the text-retrieval gallery texts; ``prompts`` / ``classnames``: class prompt / bare
-    class-name features; ``proj_image`` / ``proj_text``: the model's projection matrices.
+    class-name features, ``classifier``: the class embeddings of the averaged prompts (zero-shot);
+    ``imagenet_classnames``: the model's features of ImageNet-1k's bare class names (the span of
+    Herzog & Wang's ``pca_text``, for every dataset); ``proj_image`` / ``proj_text``: the model's
+    projection matrices.
     """
     cfg, enabled = dataset_entry(config, dataset), enabled_tasks(config, dataset)
     refs: dict[str, str] = {}
@@ -216,8 +285,9 @@ def available_references(config: Config, dataset: str, model: str, task: str) ->
     if "text_retrieval" in enabled:
         refs["text"] = feature_path(dataset, model, "text", gallery_split(cfg, "text_retrieval"))
     if "zero_shot" in enabled:
-        refs["prompts"] = prompts_path(dataset, model)
+        refs["prompts"] = refs["classifier"] = prompts_path(dataset, model)
         refs["classnames"] = classnames_path(dataset, model)
+    refs["imagenet_classnames"] = vocabulary_path(model, "imagenet")
     refs["proj_image"] = refs["proj_text"] = projections_path(dataset, model)
     return refs
 
@@ -235,5 +305,3 @@ def resolve_references(config: Config, dataset: str, task: str, method: Method,
     return out
 
 
-def get_method_any(name: str) -> Method:
-    return next(m for task in TASKS for m in task_methods(task) if m.name == name)

@@ -69,7 +69,7 @@ def test_own_data_through_the_workflow(local_run, tmp_path):
     # native, inverted, its snapshots (OTI at 2 and 4, OVI at 4) and the training-free methods the data allows
     expected = {"shop/tiny/text_retrieval": {"text", "ovi", "ovi@4", "gap_shift", "centered", "isoclip"},
                 "pets/tiny/image_retrieval": {"image", "oti", "oti@2", "oti@4", "gap_shift", "centered", "isoclip",
-                                              "pca_text"}}
+                                              "pca_text", "pca_text_dataset"}}
     for task_dir, methods in expected.items():
         stems = {p.stem.split("-")[0] for p in (results / task_dir).glob("*.json")}
         assert stems == methods, (task_dir, stems)

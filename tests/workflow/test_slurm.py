@@ -34,12 +34,13 @@ from workflow_helpers import BIN, clone_run, job_stats, read_summary, run
 pytestmark = pytest.mark.slow
 
 GPU_RULES = ("extract_features", "preprojection_features", "prompt_features", "class_sentence_features",
+             "vocabulary_features",
              "classname_features", "oti_shard", "ovi_shard")
 EVALUATION_RULES = {"evaluate_image_retrieval", "evaluate_text_retrieval", "evaluate_zero_shot", "modality_gap"}
 #: what the SLURM run redoes (see the module docstring), counted by hand
 REDONE = {"prompt_features": 1, "class_sentence_features": 1, "oti_shard": 2, "gather_oti": 1, "gather_oti_snapshots": 1,
-          "ovi_shard": 3, "gather_ovi": 2, "gather_ovi_snapshots": 2, "evaluate_image_retrieval": 8,
-          "evaluate_text_retrieval": 6, "evaluate_zero_shot": 9, "modality_gap": 1, "aggregate": 1, "plots": 1,
+          "ovi_shard": 3, "gather_ovi": 2, "gather_ovi_snapshots": 2, "evaluate_image_retrieval": 9,
+          "evaluate_text_retrieval": 6, "evaluate_zero_shot": 10, "modality_gap": 1, "aggregate": 1, "plots": 1,
           "default": 1}
 SUBMITTED_GPU_RULES = {"prompt_features", "class_sentence_features", "oti_shard", "ovi_shard"}
 LOCAL_RULES = {"aggregate", "plots", "gather_oti", "gather_ovi", "gather_oti_snapshots",

@@ -19,27 +19,29 @@ from workflow_helpers import BIN, REPO, clone_run, copy_repo, job_stats, read_su
 #: 2 shards and on the class sentences ("a photo of {classname}", one per class) in 1 (size not known
 #: statically); snapshots OTI at steps 2 and 4 (one snapshot gather), OVI at 4 (queries, class
 #: sentences); features image/text x train/test, the CoOp prompts (standard zero-shot), the class
-#: sentences (OVI zero-shot targets), the bare class names (pca_text), the projections and the
-#: pre-projection features of the 4 feature files (isoclip).
-#: Methods: image retrieval image, oti, oti@2, oti@4, gap_shift, centered, isoclip, pca_text (8);
-#: text retrieval text, ovi, ovi@4, gap_shift, centered, isoclip (6); zero-shot standard, oti, oti@2,
-#: oti@4, ovi, ovi@4, gap_shift, centered, pca_text (9).
+#: sentences (OVI zero-shot targets), the bare class names (pca_text_dataset), ImageNet's class names
+#: (pca_text, one per model), the projections and the pre-projection features of the 4 feature files (isoclip).
+#: Methods: image retrieval image, oti, oti@2, oti@4, gap_shift, centered, isoclip, pca_text,
+#: pca_text_dataset (9); text retrieval text, ovi, ovi@4, gap_shift, centered, isoclip (6); zero-shot
+#: standard, oti, oti@2, oti@4, ovi, ovi@4, gap_shift, centered, pca_text, pca_text_dataset (10).
 REDUCED_JOBS = {
     "generate_synthetic": 1, "pretrain_tiny": 1, "prepare_manifest": 1, "extract_features": 4,
-    "prompt_features": 1, "class_sentence_features": 1, "classname_features": 1, "projection_matrices": 1,
+    "prompt_features": 1, "class_sentence_features": 1, "classname_features": 1, "vocabulary_features": 1,
+    "projection_matrices": 1,
     "preprojection_features": 4, "oti_shard": 2, "gather_oti": 1, "gather_oti_snapshots": 1, "ovi_shard": 3, "gather_ovi": 2,
-    "gather_ovi_snapshots": 2, "evaluate_image_retrieval": 8, "evaluate_text_retrieval": 6, "evaluate_zero_shot": 9,
+    "gather_ovi_snapshots": 2, "evaluate_image_retrieval": 9, "evaluate_text_retrieval": 6, "evaluate_zero_shot": 10,
     "modality_gap": 1, "aggregate": 1, "plots": 1, "default": 1,
 }
 #: ImageNet's jobs in the paper grid (7 models), counted by hand: image features of val and train,
 #: their pre-projection features, prompts, bare class names, projections; OTI on the 50,000 val images in ceil(50,000 / 4,096) = 13
 #: shards; OVI on the 1,000 class sentences in 1; image retrieval image, oti, gap_shift, centered,
-#: isoclip, pca_text; zero-shot standard, oti, ovi, gap_shift, centered, pca_text; the gap. (The 7
-#: class_sentence_features jobs print a message instead of their rule block: counted separately.)
+#: isoclip, pca_text, pca_text_dataset; zero-shot standard, oti, ovi, gap_shift, centered, pca_text,
+#: pca_text_dataset; the gap. (The 7 class_sentence_features jobs print a message instead of their rule
+#: block: counted separately; the ImageNet-names span of pca_text is per model, not ImageNet's.)
 PAPER_IMAGENET_JOBS = {
     "prepare_manifest": 1, "extract_features": 7 * 2, "preprojection_features": 7 * 2, "prompt_features": 7,
     "classname_features": 7, "projection_matrices": 7, "oti_shard": 7 * 13, "gather_oti": 7, "ovi_shard": 7, "gather_ovi": 7,
-    "evaluate_image_retrieval": 7 * 6, "evaluate_zero_shot": 7 * 6, "modality_gap": 7,
+    "evaluate_image_retrieval": 7 * 7, "evaluate_zero_shot": 7 * 7, "modality_gap": 7,
 }
 #: today's tags of the reduced configuration (OTI 8 steps, OVI 8 steps, P = 1), pinned
 TAGS = {"oti": "2429c346c6", "ovi": "ec7effc6ab"}
@@ -146,11 +148,11 @@ def test_default_run_end_to_end(local_run):
     summary = read_summary(local_run)
     node = summary["synthetic"]["tiny"]
     assert set(node) == {"image_retrieval", "text_retrieval", "zero_shot", "modality_gap"}
-    transforms = {"gap_shift", "centered", "isoclip", "pca_text"}
+    transforms = {"gap_shift", "centered", "isoclip", "pca_text", "pca_text_dataset"}
     assert set(node["image_retrieval"]) == {"image", "oti", "oti@2", "oti@4"} | transforms
     assert set(node["text_retrieval"]) == {"text", "ovi", "ovi@4", "gap_shift", "centered", "isoclip"}
     assert set(node["zero_shot"]) == {"standard", "oti", "oti@2", "oti@4", "ovi", "ovi@4", "gap_shift", "centered",
-                                      "pca_text"}
+                                      "pca_text", "pca_text_dataset"}
     for method in ("image", "oti", "isoclip"):
         assert {"mAP", "mAP_at_R", "R_precision", "R@1", "R@5", "R@10"} <= set(node["image_retrieval"][method])
     assert {"top1", "top5", "mean_per_class_recall"} <= set(node["zero_shot"]["standard"])
@@ -223,8 +225,9 @@ def test_html_report_renders_every_plot_and_table_in_a_headless_browser(local_ru
     assert 'data-ready="1"' in dom, (proc.returncode, proc.stderr[-2000:])
     rendered = re.findall(r'data-rendered="(\d+)x(\d+)"', dom)
     assert len(rendered) == 3 and all(int(w) > 100 and int(h) > 100 for w, h in rendered), rendered
-    # the all-methods table (20 method rows) and the best steps (4), as table.md has them
-    assert dom.count("<table>") == 2 and dom.count("<td>synthetic</td>") == 20 + 4
+    # the all-methods table (22 method rows: 8 image retrieval, 5 text retrieval, 9 zero-shot) and the best
+    # steps (4), as table.md has them
+    assert dom.count("<table>") == 2 and dom.count("<td>synthetic</td>") == 22 + 4
     assert "<h1>crossgap results</h1>" in dom and "isoclip" in dom and "oti@2" in dom
     # Snakemake's own report (a JavaScript app): rendered, its menu lists the categories of the rules' report()
     run([str(BIN / "snakemake"), "--report", "report.html"], cwd=local_run, timeout=600)
@@ -248,8 +251,8 @@ BOTH = {"oti_shard": 2, "gather_oti": 1, "gather_oti_snapshots": 1, "ovi_shard":
         "gather_ovi_snapshots": 2, "evaluate_image_retrieval": 3, "evaluate_text_retrieval": 2, "evaluate_zero_shot": 5}
 #: every evaluation, gather and shard: what changed features rerun
 DOWNSTREAM = {"oti_shard": 2, "gather_oti": 1, "gather_oti_snapshots": 1, "ovi_shard": 3, "gather_ovi": 2,
-              "gather_ovi_snapshots": 2, "evaluate_image_retrieval": 8, "evaluate_text_retrieval": 6,
-              "evaluate_zero_shot": 9, "modality_gap": 1}
+              "gather_ovi_snapshots": 2, "evaluate_image_retrieval": 9, "evaluate_text_retrieval": 6,
+              "evaluate_zero_shot": 10, "modality_gap": 1}
 REPORT = {"aggregate": 1, "plots": 1, "default": 1}
 RERUNS = [
     ("models.tiny.ovi_tokens", 2, OVI_WORK | REPORT),
@@ -263,7 +266,8 @@ RERUNS = [
     ("inversion.precision", "bf16", BOTH | REPORT),
     # a feature precision is a result of every feature file (the CPU computes fp32 anyway, the params say bf16)
     ("features.precision", "bf16", {"extract_features": 4, "preprojection_features": 4, "prompt_features": 1,
-                                    "class_sentence_features": 1, "classname_features": 1} | DOWNSTREAM | REPORT),
+                                    "class_sentence_features": 1, "classname_features": 1,
+                                    "vocabulary_features": 1} | DOWNSTREAM | REPORT),
     ("inversion.seed", 1, BOTH | REPORT),
     # a replicate seed: the same work once more under seed 1's tags, the main seed's stays
     ("inversion.seeds", [0, 1], BOTH | REPORT),
@@ -276,10 +280,13 @@ RERUNS = [
     ("evaluation.methods", ["gap_shift"], REPORT),
     ("evaluation.method_params.centered", {"standardize": True},
      {"evaluate_image_retrieval": 1, "evaluate_text_retrieval": 1, "evaluate_zero_shot": 1} | REPORT),
+    # per task: IsoCLIP's text-retrieval setting reruns that one evaluation, its image one stays
+    ("evaluation.method_params.isoclip", {"k_top": 38, "k_bottom": 12, "tasks": {"text_retrieval": {"k_top": 6}}},
+     {"evaluate_text_retrieval": 1} | REPORT),
     ("evaluation.bootstrap", {"resamples": 200}, {"aggregate": 1, "plots": 1, "default": 1}),
     ("pretrain.epochs", 2, {"pretrain_tiny": 1, "extract_features": 4, "preprojection_features": 4,
                             "prompt_features": 1, "class_sentence_features": 1, "classname_features": 1,
-                            "projection_matrices": 1} | DOWNSTREAM | REPORT),
+                            "vocabulary_features": 1, "projection_matrices": 1} | DOWNSTREAM | REPORT),
     # runtime settings: memory, speed, bookkeeping -> nothing
     ("inversion.batch_size", 5, {}),
     ("inversion.shard_size", 5, {}),

@@ -12,6 +12,7 @@ from crossgap import plan
 from crossgap.config import non_default
 
 validate(config, schema="../schemas/params.schema.yaml")
+plan.check_method_params(config)
 
 DATASETS = sorted(config["datasets"])
 MODELS = sorted(config["models"])
@@ -154,9 +155,21 @@ def get_method_name(wildcards):
     return plan.method_name(wildcards.method)
 
 
-def get_result_params(wildcards):
+def get_image_retrieval_params(wildcards):
     return plan.result_params(
-        config, wildcards.dataset, wildcards.model, wildcards.method
+        config, wildcards.dataset, wildcards.model, "image_retrieval", wildcards.method
+    )
+
+
+def get_text_retrieval_params(wildcards):
+    return plan.result_params(
+        config, wildcards.dataset, wildcards.model, "text_retrieval", wildcards.method
+    )
+
+
+def get_zero_shot_params(wildcards):
+    return plan.result_params(
+        config, wildcards.dataset, wildcards.model, "zero_shot", wildcards.method
     )
 
 

@@ -23,7 +23,7 @@ rule evaluate_image_retrieval:
     params:
         task="image_retrieval",
         method=get_method_name,
-        settings=get_result_params,
+        settings=get_image_retrieval_params,
         reference_compat=config["evaluation"]["reference_compat"],
     script:
         "../scripts/evaluate_retrieval.py"
@@ -50,7 +50,7 @@ rule evaluate_text_retrieval:
     params:
         task="text_retrieval",
         method=get_method_name,
-        settings=get_result_params,
+        settings=get_text_retrieval_params,
         reference_compat=config["evaluation"]["reference_compat"],
     script:
         "../scripts/evaluate_retrieval.py"
@@ -76,7 +76,7 @@ rule evaluate_zero_shot:
         runtime=30,
     params:
         method=get_method_name,
-        settings=get_result_params,
+        settings=get_zero_shot_params,
         reference_compat=config["evaluation"]["reference_compat"],
     script:
         "../scripts/evaluate_zero_shot.py"

@@ -145,3 +145,30 @@ rule preprojection_features:
         options=get_feature_options,
     script:
         "../scripts/extract_features.py"
+
+
+# Fixed vocabularies, once per model: ImageNet-1k's bare class names, the span Herzog & Wang's
+# pca_text projects onto for every dataset (crossgap.methods.vocabularies).
+rule vocabulary_features:
+    input:
+        checkpoint=get_model_checkpoint,
+    output:
+        features="data/features/_vocabulary/{model}/{vocabulary}_classnames.safetensors",
+    log:
+        "logs/features/_vocabulary/{model}/{vocabulary}.log",
+    benchmark:
+        "logs/bench/features/_vocabulary/{model}/{vocabulary}.tsv"
+    wildcard_constraints:
+        vocabulary="imagenet",
+    conda:
+        "../envs/crossgap.yaml"
+    threads: 1
+    resources:
+        gpu=1,
+        mem_mb=4000,
+        runtime=30,
+    params:
+        model=get_model_spec,
+        options=get_text_feature_options,
+    script:
+        "../scripts/vocabulary_features.py"

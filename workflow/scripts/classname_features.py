@@ -1,4 +1,4 @@
-"""Rule classname_features: text features of the bare class names (the span of pca_text)."""
+"""Rule classname_features: text features of the dataset's bare class names (the span of pca_text_dataset)."""
 
 from crossgap.config import with_defaults
 from crossgap.runtime import job_setup
