@@ -50,9 +50,12 @@ V1_BATCH_SIZE = 64
 #: ``precision``: autocast of the optimisation on CUDA (``inversion.precision``; v1 ran fp16 with a
 #: GradScaler on GPUs without bf16 and fp32 on the CPU, which stays fp32 whatever is set).
 #: ``template`` (OVI): the sentence each class name fills for the OVI zero-shot targets.
+#: ``underscores_as_spaces`` (OVI): the inverted texts (queries, inverted galleries) re-encoded with ``_``
+#: read as a space, as the reference's ``src/ovi.py`` does (``text.replace("_", " ")``) while its native
+#: baseline keeps the text as is; v1 inverted the stored native features.
 LATER_FIELDS: dict[str, dict[str, Any]] = {
     "oti": {"precision": "fp16"},
-    "ovi": {"template": "a photo of {}", "precision": "fp16"},
+    "ovi": {"template": "a photo of {}", "precision": "fp16", "underscores_as_spaces": False},
 }
 #: result fields set once under ``inversion:`` for both methods (the rest live under ``inversion.<method>``)
 SHARED_FIELDS = ("seed", "precision")

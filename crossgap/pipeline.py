@@ -83,8 +83,12 @@ def extract_step(
     progress: bool = True,
     preprojection: bool = False,
     precision: str = "fp32",
+    underscores_as_spaces: bool = False,
 ) -> None:
     """Features of every ``modality`` row of ``split`` (manifest order) → ``out``.
+
+    ``underscores_as_spaces`` (texts): encode each text with ``_`` read as a space — OVI's targets as the
+    reference inverts them (``src/ovi.py``: ``text.replace("_", " ")``), beside the native features.
 
     ``preprojection``: write the projection's inputs ``[N, W]`` as the features instead, with the
     projected ones from the same forward pass as the extra ``projected`` (for IsoCLIP).
@@ -118,7 +122,8 @@ def extract_step(
                                 truncated_images=manifest_truncated_mode(meta), with_preprojection=preprojection,
                                 precision=precision)
     else:
-        encoded = encode_texts(model, rows["text"].tolist(), batch_size=batch_size, progress=progress,
+        texts = [str(t).replace("_", " ") for t in rows["text"]] if underscores_as_spaces else rows["text"].tolist()
+        encoded = encode_texts(model, texts, batch_size=batch_size, progress=progress,
                                with_preprojection=preprojection, precision=precision)
     # pre-projection files hold the projection's inputs as features, the projected ones as an extra
     feats, extras = (encoded[1], {"projected": encoded[0]}) if preprojection else (encoded, {})
@@ -127,6 +132,7 @@ def extract_step(
     save_feature_set(out, FeatureSet(feats, rows["id"].tolist(), extras=extras, meta={
         "kind": "features", "dataset": meta["dataset"], "model": model_slug, "model_spec": dict(model_spec),
         "split": split, "modality": modality, "preprojection": preprojection, "seconds": seconds,
+        **({"underscores_as_spaces": True} if underscores_as_spaces else {}),
         **_precision_meta(model.device, precision), **_runtime_meta()}))
 
 

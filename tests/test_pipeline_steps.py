@@ -542,3 +542,26 @@ def test_pre_projection_features_of_a_tower_without_a_linear_projection_are_decl
     fs = load_feature_set(out)
     assert fs.features.numel() == 0 and fs.meta["preprojection"] is True
     assert fs.meta["unavailable"] == "image tower: the timm vision tower ends in head layer(s) ['attn_pool']"
+
+
+def test_spaced_text_features_read_underscores_as_spaces(synthetic_manifest, tiny_spec, tiny_model_and_preprocess,
+                                                          cached_model, tmp_path):
+    """OVI's targets as the reference inverts them: text.replace("_", " "), ids and order as the native file."""
+    df, _ = read_manifest(synthetic_manifest)
+    texts = df[(df["modality"] == "text") & (df["split"] == "test")]
+    manifest = tmp_path / "underscored.parquet"
+    edited = df.copy()
+    edited.loc[texts.index[0], "text"] = "a_red_circle on_grass"
+    _, meta = read_manifest(synthetic_manifest)
+    from crossgap.datasets import write_manifest
+
+    write_manifest(manifest, edited, meta)
+    out = tmp_path / "text_test.spaces.safetensors"
+    extract_step(manifest=str(manifest), model_slug="m", model_spec=tiny_spec, split="test", modality="text",
+                 out=str(out), underscores_as_spaces=True, progress=False)
+    fs = load_feature_set(out)
+    assert fs.ids == texts["id"].tolist() and fs.meta["underscores_as_spaces"] is True
+    model, _ = tiny_model_and_preprocess
+    with torch.no_grad():
+        expected = model.encode_text(model.tokenizer(["a red circle on grass", texts["text"].iloc[1]])).float()
+    torch.testing.assert_close(fs.features[:2], expected, rtol=1e-4, atol=1e-5)

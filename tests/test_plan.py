@@ -226,6 +226,28 @@ def test_ovi_zero_shot_inverts_one_class_sentence_per_class(default):
     assert "data/inversion/synthetic/tiny/ovi-fd57292494/classnames.safetensors" in plan.all_inversion_files(default)
 
 
+def test_ovi_underscores_as_spaces_switches_the_query_targets_and_the_ovi_tag_only(default):
+    # at its default the field is absent from the tag and the params: finished inversions keep their addresses
+    assert plan.inversion_targets(default, "synthetic", "tiny", "ovi", "queries") == {
+        "features": "data/features/synthetic/tiny/text_test.safetensors",
+        "manifest": "data/manifests/synthetic.parquet"}
+    assert _edit(default, "inversion.ovi.underscores_as_spaces", False)["inversion"]["ovi"]["underscores_as_spaces"] is False
+    assert plan.tags(_edit(default, "inversion.ovi.underscores_as_spaces", False), "tiny") == {
+        "oti": "dcb93fcef5", "ovi": "fd57292494"}
+    spaced = _edit(default, "inversion.ovi.underscores_as_spaces", True)
+    assert plan.inversion_targets(spaced, "synthetic", "tiny", "ovi", "queries")["features"] == (
+        "data/features/synthetic/tiny/text_test.spaces.safetensors")
+    # the class sentences read "_" as a space anyway: same targets
+    assert plan.inversion_targets(spaced, "synthetic", "tiny", "ovi", "classnames") == {
+        "features": "data/features/synthetic/tiny/class_sentences.safetensors"}
+    tags = plan.tags(spaced, "tiny")
+    assert tags["oti"] == "dcb93fcef5" and tags["ovi"] != "fd57292494"
+    assert "data/features/synthetic/tiny/text_test.spaces.safetensors" in plan.all_feature_files(spaced)
+    assert plan.current_params(spaced, "ovi", "synthetic", "tiny", tags["ovi"])["underscores_as_spaces"] is True
+    paper = load_params(REPO / "params/paper.yaml")
+    assert paper["inversion"]["ovi"]["underscores_as_spaces"] is True
+
+
 # --------------------------------------------------------------------------- files
 def test_result_files_carry_the_tags_of_inverted_methods(default):
     plain = _edit(_edit(_edit(default, "evaluation.methods", []), "inversion.oti.snapshots", []),

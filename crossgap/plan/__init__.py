@@ -28,6 +28,7 @@ from crossgap.plan.data import (  # noqa: F401
     feature_path,
     preprojection_path,
     prompts_path,
+    spaced_text_path,
     class_sentences_path,
     manifest_path,
     feature_files,

@@ -90,6 +90,11 @@ def preprojection_path(dataset: str, model: str, modality: str, split: str) -> s
     return f"data/features/{dataset}/{model}/{modality}_{split}.pre.safetensors"
 
 
+def spaced_text_path(dataset: str, model: str, split: str) -> str:
+    """Text features of ``split`` with ``_`` read as a space: OVI's targets with ``inversion.ovi.underscores_as_spaces``."""
+    return f"data/features/{dataset}/{model}/text_{split}.spaces.safetensors"
+
+
 def prompts_path(dataset: str, model: str) -> str:
     return f"data/features/{dataset}/{model}/prompts.safetensors"
 

@@ -21,6 +21,7 @@ from crossgap.plan.data import (
     gallery_split,
     manifest_path,
     query_split,
+    spaced_text_path,
 )
 from crossgap.plan.data import ALL_SPLITS, Config
 
@@ -111,13 +112,18 @@ def inversion_targets(config: Config, dataset: str, model: str, method: str, inv
     """The target features of an inverted set (and the manifest when a task selects the targets)."""
     if method == "oti":
         return {"features": feature_path(dataset, model, "image", inverted)}
-    if inverted == "classnames":
+    if inverted == "classnames":  # the class sentences already read "_" as a space (the reference's use_class_names)
         return {"features": class_sentences_path(dataset, model)}
+    texts = spaced_text_path if config["inversion"]["ovi"].get("underscores_as_spaces") else feature_path_of_texts
     if inverted == "gallery":
-        return {"features": feature_path(dataset, model, "text", gallery_split(dataset_entry(config, dataset),
-                                                                               "text_retrieval"))}
+        return {"features": texts(dataset, model, gallery_split(dataset_entry(config, dataset), "text_retrieval"))}
     split = query_split(dataset_entry(config, dataset), "text_retrieval")
-    return {"features": feature_path(dataset, model, "text", split), "manifest": manifest_path(dataset)}
+    return {"features": texts(dataset, model, split), "manifest": manifest_path(dataset)}
+
+
+def feature_path_of_texts(dataset: str, model: str, split: str) -> str:
+    """The native text features of ``split`` (OVI's targets by default)."""
+    return feature_path(dataset, model, "text", split)
 
 
 def inversion_task(method: str, inverted: str) -> str | None:

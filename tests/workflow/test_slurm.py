@@ -34,6 +34,7 @@ from workflow_helpers import BIN, clone_run, job_stats, read_summary, run
 pytestmark = pytest.mark.slow
 
 GPU_RULES = ("extract_features", "preprojection_features", "prompt_features", "class_sentence_features",
+             "spaced_text_features",
              "vocabulary_features",
              "classname_features", "oti_shard", "ovi_shard")
 EVALUATION_RULES = {"evaluate_image_retrieval", "evaluate_text_retrieval", "evaluate_zero_shot", "modality_gap"}

@@ -264,6 +264,8 @@ RERUNS = [
     # the OVI zero-shot sentence: new target features and a new OVI tag (queries too: one tag per method)
     ("inversion.ovi.template", "a photo of a {}.", {"class_sentence_features": 1} | OVI_WORK | REPORT),
     ("inversion.precision", "bf16", BOTH | REPORT),
+    # OVI's query targets re-encoded with "_" as spaces (the reference's): one feature job, a new OVI tag
+    ("inversion.ovi.underscores_as_spaces", True, {"spaced_text_features": 1} | OVI_WORK | REPORT),
     # a feature precision is a result of every feature file (the CPU computes fp32 anyway, the params say bf16)
     ("features.precision", "bf16", {"extract_features": 4, "preprojection_features": 4, "prompt_features": 1,
                                     "class_sentence_features": 1, "classname_features": 1,
@@ -296,6 +298,7 @@ RERUNS = [
     ("inversion.precision", "fp16", {}),
     ("features.precision", "fp32", {}),
     ("inversion.ovi.template", "a photo of {}", {}),
+    ("inversion.ovi.underscores_as_spaces", False, {}),
     ("features.batch_size", 7, {}),
     ("features.num_workers", 1, {}),
     ("evaluation.chunk_size", 3, {}),

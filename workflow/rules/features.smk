@@ -147,6 +147,32 @@ rule preprojection_features:
         "../scripts/extract_features.py"
 
 
+# OVI's targets with inversion.ovi.underscores_as_spaces: the texts of a split with "_" read as a
+# space, as the reference inverts them (its native baseline keeps the texts as they are).
+rule spaced_text_features:
+    input:
+        manifest=get_manifest,
+        checkpoint=get_model_checkpoint,
+    output:
+        features="data/features/{dataset}/{model}/text_{split}.spaces.safetensors",
+    log:
+        "logs/features/{dataset}/{model}/text_{split}.spaces.log",
+    benchmark:
+        "logs/bench/features/{dataset}/{model}/text_{split}.spaces.tsv"
+    conda:
+        "../envs/crossgap.yaml"
+    threads: 2
+    resources:
+        gpu=1,
+        mem_mb=8000,
+        runtime=240,
+    params:
+        model=get_model_spec,
+        options=get_feature_options,
+    script:
+        "../scripts/extract_features.py"
+
+
 # Fixed vocabularies, once per model: ImageNet-1k's bare class names, the span Herzog & Wang's
 # pca_text projects onto for every dataset (crossgap.methods.vocabularies).
 rule vocabulary_features:

@@ -1,4 +1,4 @@
-"""Rule extract_features: native image or text features of one split."""
+"""Rules extract_features / preprojection_features / spaced_text_features: features of one split."""
 
 from crossgap.config import FeatureRuntime, with_defaults
 from crossgap.runtime import job_setup
@@ -12,10 +12,11 @@ extract_step(
     model_slug=snakemake.wildcards.model,
     model_spec=snakemake.params.model,
     split=snakemake.wildcards.split,
-    modality=snakemake.wildcards.modality,
+    modality=snakemake.wildcards.get("modality", "text"),
     out=snakemake.output.features,
     batch_size=runtime.batch_size,
     num_workers=runtime.num_workers,
     precision=with_defaults("features", snakemake.params.options)["precision"],
     preprojection=snakemake.rule == "preprojection_features",
+    underscores_as_spaces=snakemake.rule == "spaced_text_features",
 )
