@@ -315,11 +315,12 @@ def invert_shard_step(
     width = model.text_token_embedding_dim if method == "oti" else model.visual_token_embedding_dim
     init = initial_tokens(len(ids), params["num_pseudo_tokens"], width, params["seed"])[start:stop]
     resume = ShardResume(resume_path(out), fingerprint(params, ids[start:stop], init), checkpoint_every)
+    stats: dict[str, torch.Tensor] = {}  # skipped_steps [n]: the fp16 loss scaler's skips per target
     common = dict(num_pseudo_tokens=params["num_pseudo_tokens"], steps=params["steps"],
                   learning_rate=params["learning_rate"], weight_decay=params["weight_decay"],
                   precision=params["precision"],
                   batch_size=batch_size, init=init, progress=progress, resume=resume,
-                  snapshots=tuple(snapshots))
+                  snapshots=tuple(snapshots), stats=stats)
     if method == "oti":
         run = lambda: oti(targets[start:stop], model, template_sentence=params["template"], **common)  # noqa: E731
         encode = lambda t: oti_features(t, model, template_sentence=params["template"])  # noqa: E731
@@ -343,7 +344,11 @@ def invert_shard_step(
         log.info("%s shard %d/%d: %d samples in %.1f s (%.2f samples/s), loss %.4f -> %.4f", method, shard + 1,
                  num_shards, stop - start, seconds, (stop - start) / seconds, float(losses[:, 0].mean()),
                  float(losses[:, -1].mean()))
-    extras = {"pseudo_tokens": tokens, "losses": losses}
+    skipped = stats.get("skipped_steps", torch.zeros(stop - start, dtype=torch.long))
+    if skipped.any():
+        log.warning("%s shard %d/%d: %d optimisation step(s) skipped by the fp16 loss scaler (%d of %d targets)",
+                    method, shard + 1, num_shards, int(skipped.sum()), int((skipped > 0).sum()), stop - start)
+    extras = {"pseudo_tokens": tokens, "losses": losses, "skipped_steps": skipped}
     if snapshots:
         extras |= {"snapshot_tokens": snaps, "snapshot_features": snap_feats}
     save_feature_set(out, FeatureSet(feats, ids[start:stop], extras=extras,
@@ -352,6 +357,7 @@ def invert_shard_step(
                                            "num_shards": num_shards, "rows": [start, stop],
                                            "num_targets": len(ids), "params": dict(params),
                                            "batch_size": batch_size, "seconds": seconds,
+                                           "skipped_steps": int(skipped.sum()),
                                            "deterministic": torch.are_deterministic_algorithms_enabled(),
                                            **_precision_meta(model.device, params["precision"]),
                                            **_runtime_meta()}))
@@ -380,8 +386,11 @@ def gather_step(*, shards: Sequence[str], out: str, loss_csv: str | None = None)
     ids = [key for p in parts for key in p.ids]
     if len(set(ids)) != len(ids):
         raise ValueError("gather: shards overlap (duplicate ids)")
-    extras = {key: torch.cat([p.extras[key] for p in parts]) for key in parts[0].extras}
-    meta = dict(parts[0].meta, shard=None, rows=None, seconds=sum(p.meta.get("seconds", 0.0) for p in parts))
+    # extras every shard has (skipped_steps is absent from shards written before it was recorded)
+    extras = {key: torch.cat([p.extras[key] for p in parts]) for key in parts[0].extras
+              if all(key in p.extras for p in parts)}
+    meta = dict(parts[0].meta, shard=None, rows=None, seconds=sum(p.meta.get("seconds", 0.0) for p in parts),
+                skipped_steps=sum(int(p.meta.get("skipped_steps", 0)) for p in parts))
     save_feature_set(out, FeatureSet(torch.cat([p.features for p in parts]), ids, meta=meta, extras=extras))
     if loss_csv is not None:
         losses = extras["losses"]

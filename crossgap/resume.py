@@ -64,6 +64,8 @@ class ShardResume:
         self.path = Path(path)
         self.fingerprint = fingerprint
         self.every = int(every)
+        #: per target of the loaded batches, optimisation steps skipped by the fp16 loss scaler ([n] int64)
+        self.skipped_steps: torch.Tensor | None = None
 
     def load(self, steps: int, num_snapshots: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
         """The saved ``(tokens, losses, snapshot tokens [n, S, T, W])``, or ``None`` when there is no usable file."""
@@ -74,6 +76,7 @@ class ShardResume:
                 header = f.metadata() or {}
                 tokens, losses = f.get_tensor("tokens"), f.get_tensor("losses")
                 snaps = f.get_tensor("snapshots") if "snapshots" in f.keys() else None
+                skipped = f.get_tensor("skipped_steps") if "skipped_steps" in f.keys() else None
         except (OSError, SafetensorError) as exc:
             log.warning("%s: unreadable resume file ignored (%s)", self.path, exc)
             return None
@@ -88,13 +91,18 @@ class ShardResume:
             log.warning("%s: resume file has inconsistent shapes %s / %s / %s; ignored", self.path,
                         tuple(tokens.shape), tuple(losses.shape), tuple(snaps.shape))
             return None
+        self.skipped_steps = skipped if skipped is not None else torch.zeros(tokens.shape[0], dtype=torch.long)
         return tokens, losses, snaps
 
-    def save(self, tokens: torch.Tensor, losses: torch.Tensor, snapshots: torch.Tensor | None = None) -> None:
-        """Replace the file atomically with the finished ``tokens`` / ``losses`` (/ snapshot tokens)."""
+    def save(self, tokens: torch.Tensor, losses: torch.Tensor, snapshots: torch.Tensor | None = None,
+             skipped_steps: torch.Tensor | None = None) -> None:
+        """Replace the file atomically with the finished ``tokens`` / ``losses`` (/ snapshot tokens, / the
+        steps the fp16 loss scaler skipped per target)."""
         tensors = {"tokens": tokens.detach().cpu().contiguous(), "losses": losses.detach().cpu().contiguous()}
         if snapshots is not None and snapshots.shape[1] > 0:
             tensors["snapshots"] = snapshots.detach().cpu().contiguous()
+        if skipped_steps is not None and bool(skipped_steps.any()):
+            tensors["skipped_steps"] = skipped_steps.detach().cpu().long().contiguous()
         with atomic_path(self.path) as tmp:
             save_file(tensors, str(tmp), metadata={"fingerprint": self.fingerprint, "done": str(tokens.shape[0])})
         log.info("saved %d finished targets to %s", tokens.shape[0], self.path)

@@ -83,3 +83,78 @@ def test_bad_inputs(targets):
         oti(images, model, template_sentence="no placeholder", steps=1, progress=False)
     with pytest.raises(ValueError, match="width"):
         model.encode_with_pseudo_tokens(model.tokenize_template("a {}", 1), torch.zeros(1, 1, 3))
+
+
+# --------------------------------------------------------------------------------- per-sample fp16 loss scaling
+def _fake_encode(width: int, blow_up: dict[int, set[int]]):
+    """Features = the tokens' mean over positions; at step s the samples in ``blow_up[s]`` overflow (inf)."""
+    calls = {"step": 0}
+
+    def encode(tokens):  # [B, T, W] -> [B, W]
+        out = tokens.mean(dim=1)
+        bad = blow_up.get(calls["step"], set())
+        if bad:
+            mask = torch.zeros(out.shape[0], 1)
+            mask[sorted(bad)] = float("inf")
+            out = out + mask * out
+        calls["step"] += 1
+        return out
+
+    return encode
+
+
+def test_per_sample_scaler_skips_only_the_overflowing_samples_step_and_counts_it():
+    """CPU test of the fp16 path's mechanism: sample 1 overflows at steps 2 and 5. It skips exactly those two
+    steps (tokens equal a run of the same sample without them); samples 0 and 2 are untouched by it."""
+    from crossgap.inversion import PerSampleScaler, _optimise
+
+    torch.manual_seed(0)
+    width, steps = 6, 8
+    targets, init = torch.randn(3, width), torch.randn(3, 2, width) * 0.02
+    common = dict(steps=steps, learning_rate=0.05, weight_decay=0.01, precision="fp32", desc="t", progress=False)
+    scaler = PerSampleScaler(3)
+    tokens, losses, _, skipped = _optimise(targets, init, _fake_encode(width, {2: {1}, 5: {1}}), scaler=scaler,
+                                           **common)
+    assert skipped.tolist() == [0, 2, 0]
+    assert scaler.scale.tolist() == [2.0**16, 2.0**14, 2.0**16]  # halved twice for sample 1 only
+    clean, clean_losses, _, none = _optimise(targets, init, _fake_encode(width, {}), scaler=PerSampleScaler(3),
+                                             **common)
+    assert none.tolist() == [0, 0, 0]
+    torch.testing.assert_close(tokens[[0, 2]], clean[[0, 2]], rtol=0, atol=1e-6)
+    assert not torch.allclose(tokens[1], clean[1])
+    # sample 1 alone, its two overflowing steps simply not taken: 6 updates of plain AdamW
+    param = torch.nn.Parameter(init[1].clone())
+    opt = torch.optim.AdamW([param], lr=0.05, weight_decay=0.01)
+    target = torch.nn.functional.normalize(targets[1], dim=-1)
+    for step in range(steps):
+        loss = 1 - (torch.nn.functional.normalize(param.mean(0), dim=-1) * target).sum()
+        opt.zero_grad()
+        loss.backward()
+        if step not in (2, 5):
+            opt.step()
+    torch.testing.assert_close(tokens[1], param.detach(), rtol=0, atol=1e-6)
+    # without a scaler (fp32, the CPU default) the batch runs as one parameter and nothing is counted
+    plain = _optimise(targets, init, _fake_encode(width, {}), **common)
+    torch.testing.assert_close(plain[0], clean, rtol=0, atol=1e-6)
+    assert plain[3].tolist() == [0, 0, 0]
+
+
+def test_per_sample_scaler_grows_after_clean_steps():
+    from crossgap.inversion import PerSampleScaler
+
+    scaler = PerSampleScaler(2, growth_interval=3)
+    for finite in ([True, True], [True, False], [True, True], [True, True], [True, True]):
+        scaler.update(torch.tensor(finite))
+    # sample 0: 3 clean steps -> doubled once (then 2 more clean); sample 1: halved, then 3 clean -> doubled
+    assert scaler.scale.tolist() == [2.0**17, 2.0**16]
+    assert scaler.skipped.tolist() == [0, 1]
+
+
+def test_the_callers_initial_tokens_are_not_updated_in_place(tiny_models):
+    from crossgap.inversion import oti
+
+    model = tiny_models["open_clip-vit"]
+    init = torch.randn(2, 1, model.text_token_embedding_dim) * 0.02
+    before = init.clone()
+    oti(torch.randn(2, 32), model, steps=2, init=init, progress=False)
+    assert torch.equal(init, before)

@@ -252,9 +252,11 @@ def test_two_shards_gathered_equal_one_shard(method, params, tiny_spec, tiny_mod
     torch.testing.assert_close(two.extras["losses"], one.extras["losses"], rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(two.features, one.features, rtol=1e-5, atol=1e-5)
     assert two.meta["kind"] == method and two.meta["shard"] is None and two.meta["num_shards"] == 2
-    # the later fields at their defaults are recorded with the rule's params (precision; OVI's template)
-    assert two.meta["params"] == {**params, "precision": "fp16", **({"template": "a photo of {}"} if method == "ovi"
-                                                                   else {})}
+    # the later fields at their defaults are recorded with the rule's params (precision; OVI's template and
+    # underscores), and on the CPU (fp32) no step is ever skipped
+    assert two.meta["params"] == {**params, "precision": "fp16", **(
+        {"template": "a photo of {}", "underscores_as_spaces": False} if method == "ovi" else {})}
+    assert two.meta["skipped_steps"] == 0 and not two.extras["skipped_steps"].any()
     assert two.meta["seconds"] == pytest.approx(sum(p.meta["seconds"] for p in parts))
     # the loss CSV: mean loss over samples per step
     frame = pd.read_csv(loss_csv)

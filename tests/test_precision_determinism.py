@@ -110,7 +110,8 @@ def test_shards_record_precision_and_determinism(manifest, tiny_spec, tmp_path):
     invert_shard_step(method="ovi", features=str(prompts), out=str(out), model_slug="tiny", model_spec=tiny_spec,
                       shard=0, num_shards=1, shard_size=64, params=OVI_PARAMS, progress=False)
     meta = load_feature_set(out).meta
-    assert meta["params"] == {**OVI_PARAMS, "template": "a photo of {}", "precision": "fp16"}
+    assert meta["params"] == {**OVI_PARAMS, "template": "a photo of {}", "precision": "fp16",
+                              "underscores_as_spaces": False}
     assert meta["precision"] == "fp32" and meta["precision_requested"] == "fp16"
     assert meta["deterministic"] is torch.are_deterministic_algorithms_enabled()
 
