@@ -92,7 +92,8 @@ def measure(name: str, method: str, impl: str, model, batch: int, steps: int, la
 
 def largest_batch(method: str, model, start: int, limit: int) -> int:
     """``auto_batch_size``'s choice (at least ``start``), halved until two steps run without running out of memory."""
-    batch = max(start, auto_batch_size(method.lower(), model, limit))
+    batch = max(start, auto_batch_size(method.lower(), model, limit,
+                                       cuda_step=lambda targets: bench.crossgap_run(method, model, targets, 1)))
     while batch > start:
         try:
             bench.crossgap_run(method, model, _targets(method, model, batch), 2)

@@ -273,6 +273,9 @@ def oti(
         batch_size = auto_batch_size(
             "oti", clip_model, image_features.shape[0],
             num_pseudo_tokens=num_pseudo_tokens, template_sentence=template_sentence,
+            cuda_step=lambda targets: oti(targets, clip_model, template_sentence=template_sentence,
+                                          num_pseudo_tokens=num_pseudo_tokens, steps=1, seed=0, precision=precision,
+                                          progress=False),
         )
     out = _batched_inversion(
         image_features,
@@ -329,7 +332,11 @@ def ovi(
     """
     width = clip_model.visual_token_embedding_dim  # raises a clear error for ResNet towers
     if batch_size == "auto":
-        batch_size = auto_batch_size("ovi", clip_model, text_features.shape[0], num_pseudo_tokens=num_pseudo_tokens)
+        batch_size = auto_batch_size(
+            "ovi", clip_model, text_features.shape[0], num_pseudo_tokens=num_pseudo_tokens,
+            cuda_step=lambda targets: ovi(targets, clip_model, num_pseudo_tokens=num_pseudo_tokens, steps=1, seed=0,
+                                          precision=precision, progress=False),
+        )
     out = _batched_inversion(
         text_features,
         clip_model,

@@ -39,7 +39,7 @@ from typing import Sequence
 import torch
 
 from crossgap.metrics.relevance import ArrayLike, Relevance, lists_to_dense
-from crossgap.metrics.retrieval import (
+from crossgap.metrics.ranking import (
     DEFAULT_KS,
     RetrievalPerQuery,
     _sorted_metrics,

@@ -42,7 +42,8 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
-from crossgap.metrics.retrieval import ArrayLike, iter_ranked_chunks, prepare_features
+from crossgap.metrics.ranking import iter_ranked_chunks, prepare_features
+from crossgap.metrics.relevance import ArrayLike
 from crossgap.utils import resolve_device
 
 log = logging.getLogger(__name__)

@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     import pandas as pd
     import torch
 
-    from crossgap.metrics.retrieval import RetrievalPerQuery
+    from crossgap.metrics.ranking import RetrievalPerQuery
 
 log = logging.getLogger(__name__)
 

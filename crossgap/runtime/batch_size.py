@@ -107,10 +107,8 @@ def _cpu_available_bytes() -> int:
     return 8 * 2**30  # no /proc (not Linux): assume 8 GiB
 
 
-def _cuda_step_peak(method: str, clip_model, num_pseudo_tokens: int, template: str) -> Callable[[int], int]:
-    """``b`` → peak CUDA bytes of one real optimisation step at batch ``b`` on random targets."""
-    from crossgap import inversion
-
+def _cuda_step_peak(clip_model, step: Callable[[torch.Tensor], object]) -> Callable[[int], int]:
+    """``b`` → peak CUDA bytes of ``step`` (one real optimisation step) at batch ``b`` on random targets."""
     device = clip_model.device
     with torch.no_grad():
         dim = clip_model.encode_text(clip_model.tokenizer("x").to(device)).shape[-1]
@@ -120,12 +118,7 @@ def _cuda_step_peak(method: str, clip_model, num_pseudo_tokens: int, template: s
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
         before = torch.cuda.memory_allocated(device)
-        targets = torch.randn(batch, dim, device=device)
-        if method == "oti":
-            inversion.oti(targets, clip_model, template_sentence=template, num_pseudo_tokens=num_pseudo_tokens,
-                          steps=1, seed=0, progress=False)
-        else:
-            inversion.ovi(targets, clip_model, num_pseudo_tokens=num_pseudo_tokens, steps=1, seed=0, progress=False)
+        step(torch.randn(batch, dim, device=device))
         torch.cuda.synchronize(device)
         return torch.cuda.max_memory_allocated(device) - before
 
@@ -158,24 +151,29 @@ def auto_batch_size(
     template_sentence: str = "a photo of {}",
     headroom: float = HEADROOM,
     cap: int | None = None,
+    cuda_step: Callable[[torch.Tensor], object] | None = None,
 ) -> int:
     """The largest inversion batch for ``method`` ("oti" or "ovi") that fits on the model's device.
 
-    On CUDA the probes run one step of the real optimiser (:func:`crossgap.inversion.oti` /
-    ``ovi``) on random targets, so autocast, the optimiser state and the template are accounted
-    for; on the CPU they count the activations one forward saves (:func:`saved_bytes`).
+    On CUDA the probes run ``cuda_step(targets [b, D])``, one step of the real optimiser
+    (:func:`crossgap.inversion.oti` / ``ovi`` pass theirs, so this module needs no import of them),
+    on random targets, so autocast, the optimiser state and the template are accounted for; on the
+    CPU they count the activations one forward saves (:func:`saved_bytes`).
 
     Args:
         method: "oti" or "ovi".
         num_samples: samples to invert; the batch never exceeds it.
         cap: an upper bound (on the CPU also :data:`CPU_MAX_BATCH`).
+        cuda_step: required on CUDA.
     """
     method = method.lower()
     if method not in ("oti", "ovi"):
         raise ValueError(f"method must be 'oti' or 'ovi', got {method!r}")
     device = clip_model.device
     if device.type == "cuda":
-        peak_bytes = _cuda_step_peak(method, clip_model, num_pseudo_tokens, template_sentence)
+        if cuda_step is None:
+            raise ValueError("auto_batch_size on CUDA needs cuda_step: one optimisation step of the inversion")
+        peak_bytes = _cuda_step_peak(clip_model, cuda_step)
         free = (
             torch.cuda.mem_get_info(device)[0]
             + torch.cuda.memory_reserved(device)
