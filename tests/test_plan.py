@@ -103,7 +103,8 @@ def test_jobs_fill_in_later_fields_at_their_defaults():
     from crossgap.config import complete_params
 
     v1 = {"steps": 8, "num_pseudo_tokens": 1, "learning_rate": 0.02, "weight_decay": 0.01, "seed": 0}
-    assert complete_params("ovi", v1) == {**v1, "template": "a photo of {}", "precision": "fp16"}
+    assert complete_params("ovi", v1) == {**v1, "template": "a photo of {}", "precision": "fp16",
+                                          "underscores_as_spaces": False}
     assert complete_params("oti", {**v1, "template": "x {}", "precision": "fp32"})["precision"] == "fp32"
     with pytest.raises(ConfigError, match="unknown inversion method 'xyz'"):
         complete_params("xyz", v1)

@@ -166,8 +166,8 @@ def test_default_run_end_to_end(local_run):
                 "top1" if task == "zero_shot" else "mAP"] <= scores["ci95_high"]["top1" if task == "zero_shot" else "mAP"]
     assert 0 < node["modality_gap"]["native"]["gap_distance"] < 2
     table = (local_run / "data/metrics/table.md").read_text()
-    # 7 + 5 + 8 method rows, then the best step of OTI/OVI per task (4)
-    assert table.count("| synthetic | tiny |") == 20 + 4
+    # 8 + 5 + 9 method rows (every method but the native one), then the best step of OTI/OVI per task (4)
+    assert table.count("| synthetic | tiny |") == 22 + 4
     for png in ("data/plots/comparison.png", "data/plots/inversion_losses.png", "data/plots/steps.png"):
         assert (local_run / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # every job logged and benchmarked; the GPU jobs say where they ran
