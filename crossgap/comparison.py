@@ -24,7 +24,7 @@ from typing import Any, Mapping, Sequence
 import pandas as pd
 
 from crossgap.methods import get_method, native_method
-from crossgap.metrics.bootstrap import bootstrap_tables
+from crossgap.metrics.bootstrap import DEFAULT_CONFIDENCE, DEFAULT_RESAMPLES, DEFAULT_SEED, bootstrap_tables
 from crossgap.metrics.results import read_result
 from crossgap.metrics.scores import SUMMARY_KEYS, read_scores
 
@@ -86,8 +86,8 @@ def _per_query_path(result: str) -> Path:
     return Path(result[: -len(".json")] + ".queries.parquet")
 
 
-def add_intervals(summary: dict[str, Any], results: Sequence[str], *, resamples: int = 1000, seed: int = 0,
-                  confidence: float = 0.95) -> dict[str, Any]:
+def add_intervals(summary: dict[str, Any], results: Sequence[str], *, resamples: int = DEFAULT_RESAMPLES,
+                  seed: int = DEFAULT_SEED, confidence: float = DEFAULT_CONFIDENCE) -> dict[str, Any]:
     """Add ``delta`` / ``ci95_low`` / ``ci95_high`` per metric to every non-native method of ``summary``.
 
     ``results``: the result JSON files; their per-query Parquet files sit next to them.

@@ -75,7 +75,28 @@ class ConfigError(ValueError):
 def _schema() -> dict[str, Any]:
     if not SCHEMA_PATH.is_file():
         raise ConfigError(f"{SCHEMA_PATH}: configuration schema not found (crossgap runs from a repository checkout)")
-    return yaml.safe_load(SCHEMA_PATH.read_text())
+    return yaml.load(SCHEMA_PATH.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+
+
+@functools.lru_cache(maxsize=None)
+def schema_default(key: str) -> Any:
+    """The schema's default of the dotted ``key`` (e.g. ``"features.batch_size"``).
+
+    The schema is the one place each configured default lives: a library signature that needs a
+    default for a configured value takes it from here (``batch_size: int = schema_default(...)``),
+    never from a literal of its own.  ``*`` stands for any entry of a mapping (``"models.*.ovi_tokens"``).
+    ``KeyError`` names a key the schema does not have or gives no default.
+    """
+    node: Mapping[str, Any] = _schema()
+    for part in key.split("."):
+        nxt = node.get("additionalProperties") if part == "*" else node.get("properties", {}).get(part)
+        if not isinstance(nxt, Mapping):
+            raise KeyError(f"{SCHEMA_PATH.name}: no key {key!r} (at {part!r})")
+        node = nxt
+    if "default" not in node:
+        raise KeyError(f"{SCHEMA_PATH.name}: {key!r} has no default")
+    value = node["default"]
+    return tuple(value) if isinstance(value, list) else value
 
 
 def load_params(params: Mapping[str, Any] | str | Path) -> dict[str, Any]:

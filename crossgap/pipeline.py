@@ -20,7 +20,7 @@ import torch
 
 from crossgap.datasets.images import manifest_truncated_mode
 from crossgap.datasets.manifest import query_boxes, query_gallery, read_manifest, select
-from crossgap.config import complete_params
+from crossgap.config import complete_params, schema_default
 from crossgap.plan import protocol_split
 from crossgap.storage import FeatureSet, load_feature_set, save_feature_set, take
 from crossgap.utils import atomic_path
@@ -78,12 +78,12 @@ def extract_step(
     split: str,
     modality: str,
     out: str,
-    batch_size: int = 128,
-    num_workers: int = 0,
+    batch_size: int = schema_default("features.batch_size"),
+    num_workers: int = schema_default("features.num_workers"),
     progress: bool = True,
     preprojection: bool = False,
-    precision: str = "fp32",
-    underscores_as_spaces: bool = False,
+    precision: str = schema_default("features.precision"),
+    underscores_as_spaces: bool = schema_default("inversion.ovi.underscores_as_spaces"),
 ) -> None:
     """Features of every ``modality`` row of ``split`` (manifest order) → ``out``.
 
@@ -137,7 +137,7 @@ def extract_step(
 
 
 def classnames_step(*, manifest: str, model_slug: str, model_spec: Mapping[str, Any], out: str,
-                    precision: str = "fp32") -> None:
+                    precision: str = schema_default("features.precision")) -> None:
     """Text features ``[C, D]`` of the bare class names (no template; ``_`` read as a space) → ``out``.
 
     The span of Herzog & Wang's projection (``crossgap.methods.pca_text``).
@@ -155,7 +155,7 @@ def classnames_step(*, manifest: str, model_slug: str, model_spec: Mapping[str, 
 
 
 def vocabulary_step(*, vocabulary: str, model_slug: str, model_spec: Mapping[str, Any], out: str,
-                    precision: str = "fp32") -> None:
+                    precision: str = schema_default("features.precision")) -> None:
     """Text features ``[C, D]`` (unnormalised) of a fixed vocabulary's bare class names → ``out``.
 
     ``imagenet``: the span of Herzog & Wang's ``pca_text`` (:mod:`crossgap.methods.vocabularies`).
@@ -194,7 +194,7 @@ def projections_step(*, model_slug: str, model_spec: Mapping[str, Any], out: str
 
 
 def prompts_step(*, manifest: str, model_slug: str, model_spec: Mapping[str, Any], out: str,
-                 precision: str = "fp32") -> None:
+                 precision: str = schema_default("features.precision")) -> None:
     """Text features of the zero-shot prompts, class-major (``[C*T, D]``) → ``out``."""
     from crossgap.features import class_prompts, encode_texts
 
@@ -218,7 +218,7 @@ def class_sentences(classnames: Sequence[str], template: str) -> list[str]:
 
 
 def class_sentences_step(*, manifest: str, model_slug: str, model_spec: Mapping[str, Any], template: str,
-                         out: str, precision: str = "fp32") -> None:
+                         out: str, precision: str = schema_default("features.precision")) -> None:
     """Text features ``[C, D]`` of :func:`class_sentences` (one per class, ids ``class{c}``) → ``out``.
 
     The OVI zero-shot targets: OVI inverts each into pseudo patches, and zero-shot classification

@@ -29,10 +29,11 @@ from crossgap.comparison import (
 )
 from crossgap.metrics.results import aggregate_results, read_result
 from crossgap.utils import atomic_path, write_json
+from crossgap.config import schema_default
 
 log = logging.getLogger(__name__)
 
-def usable_results(result_paths: Sequence[str], seed: int = 0) -> tuple[list[str], list[tuple[str, dict]]]:
+def usable_results(result_paths: Sequence[str], seed: int = schema_default("inversion.seed")) -> tuple[list[str], list[tuple[str, dict]]]:
     """``(main result files, replicate (path, result) pairs)`` of ``result_paths``, without the
     results of a method that could not run (``extra.unavailable``, e.g. IsoCLIP on a tower without
     a linear projection).  ``seed``: ``inversion.seed`` (other seeds' results are replicates)."""
@@ -41,7 +42,8 @@ def usable_results(result_paths: Sequence[str], seed: int = 0) -> tuple[list[str
     return [p for p, _ in main], replicates
 
 
-def build_summary(result_paths: Sequence[str], gap_paths: Sequence[str] = (), seed: int = 0) -> dict[str, Any]:
+def build_summary(result_paths: Sequence[str], gap_paths: Sequence[str] = (),
+                  seed: int = schema_default("inversion.seed")) -> dict[str, Any]:
     """Nested summary of result files, with the modality-gap files merged in as task ``modality_gap``.
 
     Unavailable results are left out; results of replicate seeds (not ``seed``) add their methods'
@@ -87,7 +89,7 @@ def aggregate_step(
     steps_csv: str | None = None,
     bootstrap: Mapping[str, Any] | None = None,
     final_steps: Mapping[str, int] | None = None,
-    seed: int = 0,
+    seed: int = schema_default("inversion.seed"),
     notes: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Write ``summary.json`` (with paired-bootstrap intervals), the table (CSV, Markdown) and plot data.

@@ -47,6 +47,8 @@ from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw
+
+from crossgap.config import schema_default
 from tqdm import tqdm
 
 log = logging.getLogger(__name__)
@@ -213,9 +215,9 @@ def generate_synthetic(
     *,
     num_train: int,
     num_test: int,
-    image_size: int = 32,
-    captions_per_image: int = 3,
-    seed: int = 0,
+    image_size: int = schema_default("synthetic.image_size"),
+    captions_per_image: int = schema_default("synthetic.captions_per_image"),
+    seed: int = schema_default("synthetic.seed"),
     overwrite: bool = True,
 ) -> Path:
     """Generate the Synthetic dataset under ``<out_root>/synthetic`` and return that directory.

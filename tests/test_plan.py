@@ -206,12 +206,12 @@ def test_runtime_settings_come_from_the_config(default):
 def test_determinism_and_default_precision_change_no_tag_nor_param(default, key, value):
     cfg = _edit(default, key, value)
     assert plan.tags(cfg, "tiny") == {"oti": "dcb93fcef5", "ovi": "fd57292494"}
-    assert plan.text_feature_options(cfg) == {}
+    assert plan.feature_options(cfg) == {}
 
 
 def test_feature_precision_reaches_the_feature_rules_only_when_not_fp32(default):
     cfg = _edit(default, "features.precision", "bf16")
-    assert plan.text_feature_options(cfg) == {"precision": "bf16"}
+    assert plan.feature_options(cfg) == {"precision": "bf16"}
     assert plan.feature_options(cfg)["precision"] == "bf16"
     assert plan.tags(cfg, "tiny") == {"oti": "dcb93fcef5", "ovi": "fd57292494"}
 

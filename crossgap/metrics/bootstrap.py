@@ -20,14 +20,16 @@ import logging
 from typing import TYPE_CHECKING, Any, Iterable
 
 import numpy as np
+from crossgap.config import schema_default
 
 if TYPE_CHECKING:
     import pandas as pd
 
 log = logging.getLogger(__name__)
 
-DEFAULT_RESAMPLES = 1000
-DEFAULT_CONFIDENCE = 0.95
+DEFAULT_RESAMPLES: int = schema_default("evaluation.bootstrap.resamples")
+DEFAULT_SEED: int = schema_default("evaluation.bootstrap.seed")
+DEFAULT_CONFIDENCE: float = schema_default("evaluation.bootstrap.confidence")
 MAX_ELEMENTS = 1 << 22  # indices gathered per chunk (32 MiB of int64 + 32 MiB of float64)
 
 
@@ -52,7 +54,7 @@ def _pairs(native: Any, method: Any) -> tuple[np.ndarray, np.ndarray]:
 
 
 def bootstrap_deltas(
-    diff: np.ndarray, *, resamples: int = DEFAULT_RESAMPLES, seed: int = 0, max_elements: int = MAX_ELEMENTS
+    diff: np.ndarray, *, resamples: int = DEFAULT_RESAMPLES, seed: int = DEFAULT_SEED, max_elements: int = MAX_ELEMENTS
 ) -> np.ndarray:
     """``[resamples]`` bootstrap means of the per-query differences ``diff`` ``[N]`` (module docstring)."""
     n = diff.shape[0]
@@ -73,7 +75,7 @@ def paired_bootstrap(
     method: Any,
     *,
     resamples: int = DEFAULT_RESAMPLES,
-    seed: int = 0,
+    seed: int = DEFAULT_SEED,
     confidence: float = DEFAULT_CONFIDENCE,
     max_elements: int = MAX_ELEMENTS,
 ) -> dict[str, Any]:
@@ -115,7 +117,7 @@ def bootstrap_tables(
     *,
     metrics: Iterable[str] | None = None,
     resamples: int = DEFAULT_RESAMPLES,
-    seed: int = 0,
+    seed: int = DEFAULT_SEED,
     confidence: float = DEFAULT_CONFIDENCE,
 ) -> dict[str, dict[str, Any]]:
     """:func:`paired_bootstrap` per score column of two score tables (:func:`crossgap.metrics.scores.read_scores`).

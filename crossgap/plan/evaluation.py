@@ -305,3 +305,8 @@ def resolve_references(config: Config, dataset: str, task: str, method: Method,
     return out
 
 
+
+
+def reference_compat(config: Config) -> bool:
+    """``evaluation.reference_compat``: score as the reference's code does (every evaluation rule's param)."""
+    return bool(config["evaluation"]["reference_compat"])

@@ -36,10 +36,8 @@ rule aggregate:
     params:
         # the set of results is part of the summary (the input trigger is off: profiles/default)
         results=plan.all_result_files(config),
-        bootstrap=config["evaluation"]["bootstrap"],
-        final_steps={m: config["inversion"][m]["steps"] for m in ("oti", "ovi")},
-        # the main seed: the results of the other inversion.seeds are its replicates
-        seed=config["inversion"]["seed"],
+        # bootstrap settings, final step counts, the main seed (other inversion.seeds: its replicates)
+        settings=get_report_params,
     script:
         "../scripts/aggregate.py"
 

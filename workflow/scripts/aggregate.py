@@ -12,7 +12,5 @@ aggregate_step(
     table_md=snakemake.output.table_md,
     plot_csv=snakemake.output.plot_data,
     steps_csv=snakemake.output.steps,
-    bootstrap=snakemake.params.bootstrap,
-    final_steps=snakemake.params.final_steps,
-    seed=snakemake.params.seed,
+    **snakemake.params.settings,  # bootstrap, final_steps, seed (crossgap.plan.report_params)
 )
