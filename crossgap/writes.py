@@ -50,6 +50,17 @@ class WriteError(OSError):
     def __str__(self) -> str:
         return self.message
 
+    def __reduce__(self):  # noqa: ANN204 - picklable (e.g. across worker processes) with its fields
+        return _rebuild, (str(self.path), self.message, self.errno, self.space, self.free_bytes)
+
+
+def _rebuild(path: str, message: str, err: int | None, space: bool, free: int | None) -> WriteError:
+    out = WriteError.__new__(WriteError)
+    OSError.__init__(out, message)
+    out.path, out.message, out.space, out.free_bytes = Path(path), message, space, free
+    out.errno, out.strerror, out.filename = err, message, path
+    return out
+
 
 def free_bytes(folder: str | os.PathLike) -> int | None:
     """Free bytes on the file system of ``folder`` (its nearest existing parent); ``None`` if unknown."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import io
+import pickle
 import shutil
 from collections import namedtuple
 from types import SimpleNamespace
@@ -61,6 +62,8 @@ def test_enospc_in_a_plain_write_names_the_file_and_the_free_bytes(tmp_path, fre
                                f"in {target.parent}; OSError: [Errno 28] No space left on device: ")
     assert str(err).endswith("); nothing was written under this name: free some space and rerun")
     assert err.filename == str(target)
+    back = pickle.loads(pickle.dumps(err))
+    assert (type(back), str(back), back.errno, back.free_bytes) == (WriteError, str(err), errno.ENOSPC, 1_234_567)
     assert leftovers(target.parent) == ["other.txt"]  # no final file, no temp file
 
 
@@ -166,3 +169,17 @@ def test_other_errors_pass_unchanged(tmp_path):
     assert str(info.value) == (f"{tmp_path / 'z.json'}: cannot write the file (OSError: [Errno 5] Input/output "
                                f"error: '{info.value.__cause__.filename}'); nothing was written under this name")
     assert info.value.errno == errno.EIO and leftovers(tmp_path) == []
+
+
+def test_llm_summary_cache_append_on_a_full_disk(tmp_path, free, monkeypatch):
+    import crossgap.datasets.llm_summaries as llm
+
+    cache = llm.SummaryCache(tmp_path / "cache.jsonl")
+
+    def fsync(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(llm.os, "fsync", fsync)
+    with pytest.raises(WriteError, match=r"cache.jsonl: cannot write the file: the file system is full "
+                       r"\(1,234,567 bytes free"):
+        cache.add({"k1": ("corpus/0", "a summary")})
