@@ -104,7 +104,8 @@ def _configure_import_reference(p: argparse.ArgumentParser) -> None:
     p.add_argument("--architecture", default=None, help="load this architecture instead of the params entry")
     p.add_argument("--pretrained", default=None, help="with --architecture: tag or checkpoint path")
     p.add_argument("--backend", default=None, help="with --architecture: openai | open_clip | slip")
-    p.add_argument("--naming", default="auto", help="how reference names map to manifest rows (crossgap.interop)")
+    p.add_argument("--naming", default="auto", help="how reference names map to manifest rows (crossgap.interop; "
+                   "auto tries each: reference ids of COCO/Flickr30k/nocaps, DASSL names, stems, keys, texts)")
     p.add_argument("--names-map", default=None, help="JSON file {reference name: crossgap id} instead of --naming")
     p.set_defaults(func=_import_reference)
 
