@@ -116,7 +116,7 @@ def _order(task: str, name: str) -> tuple[int, str, int]:
     transforms by name."""
     method = get_method(task, name)
     rank = {"inverted": 0, "snapshot": 0, "transform": 1}.get(method.kind, 2)
-    step = int(name.split("@")[1]) if method.kind == "snapshot" else 10**9
+    step = method.step if method.kind == "snapshot" else 10**9
     return rank, method.inversion or name, step
 
 
@@ -181,7 +181,7 @@ def step_curves(summary: Mapping[str, Any], final_steps: Mapping[str, int]) -> p
                     method = get_method(task, name)
                     if method.inversion is None or metric not in node:
                         continue
-                    step = int(name.split("@")[1]) if method.kind == "snapshot" else final_steps.get(method.inversion)
+                    step = method.step if method.kind == "snapshot" else final_steps.get(method.inversion)
                     if step is not None:
                         rows.append({"dataset": dataset, "model": model, "task": task, "inversion": method.inversion,
                                      "step": step, "metric": metric, "score": node[metric]})

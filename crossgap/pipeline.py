@@ -278,7 +278,7 @@ def invert_shard_step(
     shard_size: int,
     params: Mapping[str, Any],
     batch_size: int | None = None,
-    checkpoint_every: int = 1,
+    resume_every: int = schema_default("inversion.resume_every"),
     snapshots: Sequence[int] = (),
     manifest: str | None = None,
     task: str | None = None,
@@ -292,11 +292,11 @@ def invert_shard_step(
 
     ``params``: the result fields (``steps``, ``learning_rate``, ``weight_decay``,
     ``num_pseudo_tokens``, ``seed``, for OTI ``template``; the later fields ``precision`` and, for
-    OVI, ``template`` default as in :data:`crossgap.config.LATER_FIELDS`).  ``batch_size`` and
-    ``checkpoint_every`` are runtime settings.  The metadata records ``precision`` (what ran: fp32
+    OVI, ``template`` default as in :data:`crossgap.config.HASHED_WHEN_NOT_DEFAULT`).  ``batch_size`` and
+    ``resume_every`` are runtime settings.  The metadata records ``precision`` (what ran: fp32
     on the CPU), ``precision_requested`` and ``deterministic`` (``inversion.deterministic``).  Initial tokens are drawn for the whole target set
     from ``seed`` and sliced, so results do not depend on the shard size.  Finished batches are
-    saved to ``<out>.resume.safetensors`` (:mod:`crossgap.resume`) every ``checkpoint_every``
+    saved to ``<out>.resume.safetensors`` (:mod:`crossgap.resume`) every ``resume_every``
     batches; a rerun after a kill continues from there, bit-identically on the CPU.
     """
     from crossgap.inversion import initial_tokens, oti, oti_features, ovi, ovi_features
@@ -314,7 +314,7 @@ def invert_shard_step(
     model, _ = load_model(model_spec)
     width = model.text_token_embedding_dim if method == "oti" else model.visual_token_embedding_dim
     init = initial_tokens(len(ids), params["num_pseudo_tokens"], width, params["seed"])[start:stop]
-    resume = ShardResume(resume_path(out), fingerprint(params, ids[start:stop], init), checkpoint_every)
+    resume = ShardResume(resume_path(out), fingerprint(params, ids[start:stop], init), resume_every)
     stats: dict[str, torch.Tensor] = {}  # skipped_steps [n]: the fp16 loss scaler's skips per target
     common = dict(num_pseudo_tokens=params["num_pseudo_tokens"], steps=params["steps"],
                   learning_rate=params["learning_rate"], weight_decay=params["weight_decay"],

@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parents[1]
 #: every result field of the schema with its default, written by hand.  A rule receives a result field only
 #: when it differs from this default (crossgap.config.non_default), so changing one of these values would
 #: change what a job computes while its params, and so Snakemake's rerun trigger, stay the same.  To change
-#: a result, add a field (or a LATER_FIELDS entry for the inversions) whose default keeps today's behaviour.
+#: a result, add a field (or a HASHED_WHEN_NOT_DEFAULT entry for the inversions) whose default keeps today's behaviour.
 FROZEN_RESULT_DEFAULTS = {
     "synthetic.num_train": 6000, "synthetic.num_test": 256, "synthetic.image_size": 32,
     "synthetic.captions_per_image": 3, "synthetic.seed": 0,
@@ -37,7 +37,7 @@ FROZEN_RESULT_DEFAULTS = {
 #: settings that never change a result (memory, speed, bookkeeping) or only choose what is planned
 RUNTIME_OR_PLAN = {
     "features.batch_size", "features.num_workers", "inversion.shard_size", "inversion.batch_size",
-    "inversion.checkpoint_every", "inversion.deterministic", "inversion.seeds", "inversion.oti.snapshots",
+    "inversion.resume_every", "inversion.deterministic", "inversion.seeds", "inversion.oti.snapshots",
     "inversion.ovi.snapshots", "evaluation.chunk_size", "evaluation.tasks", "evaluation.method_params",
 }
 

@@ -292,7 +292,8 @@ RERUNS = [
     # runtime settings: memory, speed, bookkeeping -> nothing
     ("inversion.batch_size", 5, {}),
     ("inversion.shard_size", 5, {}),
-    ("inversion.checkpoint_every", 3, {}),
+    ("inversion.resume_every", 3, {}),
+    ("inversion.checkpoint_every", 3, {}),  # its former name, still read
     ("inversion.deterministic", True, {}),
     # a result field written out at its default: nothing
     ("inversion.precision", "fp16", {}),

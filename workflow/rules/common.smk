@@ -3,7 +3,7 @@
 # never from files, so dry runs need no data (and import no torch).
 #
 # Every rule receives exactly the fields it uses as params, so a change reruns only what it
-# affects. Runtime settings (inversion.batch_size / checkpoint_every, features.batch_size /
+# affects. Runtime settings (inversion.batch_size / resume_every, features.batch_size /
 # num_workers: memory, speed, bookkeeping) are not params: scripts read them from the config
 # through crossgap.config, so changing them reruns nothing.
 from snakemake.utils import validate
