@@ -41,6 +41,14 @@ def usable_results(result_paths: Sequence[str], seed: int = 0) -> tuple[list[str
     return [p for p, _ in main], replicates
 
 
+def unavailable_results(result_paths: Sequence[str], seed: int = 0) -> dict[tuple[str, str, str, str], str]:
+    """``{(dataset, model, task, method): reason}`` of the main seed's results of a method that could
+    not run (``extra.unavailable``): the table shows each with its reason instead of dropping it."""
+    records = [(str(p), read_result(p)) for p in result_paths]
+    main, _ = split_replicates([(p, r) for p, r in records if r["extra"].get("unavailable")], seed)
+    return {(r["dataset"], r["model"], r["task"], r["method"]): str(r["extra"]["unavailable"]) for _, r in main}
+
+
 def build_summary(result_paths: Sequence[str], gap_paths: Sequence[str] = (), seed: int = 0) -> dict[str, Any]:
     """Nested summary of result files, with the modality-gap files merged in as task ``modality_gap``.
 
@@ -102,13 +110,14 @@ def aggregate_step(
     if bootstrap is not None:
         add_intervals(summary, usable, **dict(bootstrap))
     write_json(summary_out, summary)
-    table = comparison_table(summary)
+    table = comparison_table(summary, unavailable_results(results, seed))
     curves = step_curves(summary, final_steps or {})
     with atomic_path(table_csv) as tmp:
         table.to_csv(tmp, index=False)
     with atomic_path(table_md) as tmp:
         tmp.write_text(markdown(table, best_steps(curves), [*notes, *text_preparation_notes(results)]))
-    plot = table.assign(label=table["dataset"] + "/" + table["model"] + "/" + table["task"] + "/" + table["method"])
+    plot = table[table["unavailable"].isna()]
+    plot = plot.assign(label=plot["dataset"] + "/" + plot["model"] + "/" + plot["task"] + "/" + plot["method"])
     with atomic_path(plot_csv) as tmp:
         plot[["label", "delta", "ci95_low", "ci95_high", "significant"]].to_csv(tmp, index=False)
     if steps_csv is not None:
@@ -141,6 +150,8 @@ def plot_comparison(table_csv: str, out_png: str) -> None:
     plt = _pyplot()
 
     table = pd.read_csv(table_csv)
+    if "unavailable" in table.columns:  # rows without a score (the table shows their reason)
+        table = table[table["unavailable"].isna()]
     datasets = sorted(table["dataset"].unique()) or ["(none)"]
     height = [max(1.5, 0.28 * (table["dataset"] == d).sum() + 1) for d in datasets]
     fig, axes = plt.subplots(len(datasets), 1, figsize=(8, sum(height)), squeeze=False,
