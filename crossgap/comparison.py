@@ -26,7 +26,7 @@ import pandas as pd
 from crossgap.methods import get_method, native_method
 from crossgap.metrics.bootstrap import bootstrap_tables
 from crossgap.metrics.results import read_result
-from crossgap.metrics.scores import SUMMARY_KEYS, read_scores
+from crossgap.metrics.scores import SUMMARY_KEYS, read_scores_cached
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +102,8 @@ def add_intervals(summary: dict[str, Any], results: Sequence[str], *, resamples:
         node = summary.get(r["dataset"], {}).get(r["model"], {}).get(r["task"], {}).get(r["method"])
         if node is None:
             continue
-        intervals = bootstrap_tables(read_scores(_per_query_path(native[key])), read_scores(_per_query_path(path)),
+        intervals = bootstrap_tables(read_scores_cached(_per_query_path(native[key])),
+                                     read_scores_cached(_per_query_path(path)),
                                      resamples=resamples, seed=seed, confidence=confidence)
         for column, result in intervals.items():
             metric = SUMMARY_KEYS.get(column, column)
