@@ -59,10 +59,22 @@ def paper_config() -> dict:
 def paper_grid_results(results: Path, *, queries: int = 40, seed: int = 0) -> dict[str, int]:
     """Write every result file the paper grid plans (main seed), with random per-query scores; return
     counts (``results``, ``datasets``, ``models``)."""
+    return planned_results(paper_config(), results, queries=queries, seed=seed)
+
+
+def default_results(results: Path, *, queries: int = 24, seed: int = 0) -> dict[str, int]:
+    """The same for the embedded default (``params.yaml``: synthetic × tiny)."""
+    from crossgap.config import load_params
+
+    return planned_results(load_params(ROOT / "params.yaml"), results, queries=queries, seed=seed)
+
+
+def planned_results(config: Mapping, results: Path, *, queries: int, seed: int) -> dict[str, int]:
+    """Every result file ``config`` plans (main seed) with random per-query scores (inverted methods
+    record ``steps`` and the config's ``inversion.seed``)."""
     from crossgap import plan
     from crossgap.methods import get_method
 
-    config = paper_config()
     rng = np.random.default_rng(seed)
     files = plan.all_result_files(config)
     for file in files:
@@ -79,7 +91,8 @@ def paper_grid_results(results: Path, *, queries: int = 40, seed: int = 0) -> di
                     "hit@1": 100.0 * (rng.random(queries) < 0.5)}
             if dataset in ("cub2011", "sop"):
                 cols |= {"AP_at_R_standard": rng.random(queries) * 100, "AP_at_R_reference": rng.random(queries) * 100}
-        params = {"steps": 150 if method == "oti" else 1000, "seed": 42} if kind in ("inverted", "snapshot") else {}
+        params = ({"steps": config["inversion"][get_method(task, method).inversion]["steps"],
+                   "seed": config["inversion"]["seed"]} if kind in ("inverted", "snapshot") else {})
         write_block(results, dataset, model, task, {method: cols}, params={method: params}, stems={method: stem})
     datasets = {f.split("/")[2] for f in files}
     models = {f.split("/")[3] for f in files}

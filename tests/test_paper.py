@@ -24,7 +24,7 @@ import pytest
 
 from crossgap.cli import main as cli_main
 from crossgap.paper.published import SOURCES, load_published
-from fixtures_results import paper_grid_results, paper_yaml, write_block
+from fixtures_results import default_results, paper_grid_results, paper_yaml, write_block
 
 BASE = [40.0, 50.0, 60.0, 70.0]
 ALT = lambda d: [d, -d, d, -d]  # noqa: E731
@@ -189,6 +189,24 @@ def test_report_of_a_folder_that_is_not_there(tmp_path, caplog):
     assert "nope: not a folder" in caplog.text
     assert cli_main(["report", str(tmp_path), "--out", str(tmp_path / "out"), "--methods", "image_retrieval=bogus"]) == 1
     assert "['bogus'] not methods of image_retrieval" in caplog.text
+
+
+def test_the_embedded_defaults_report_renders_its_single_dataset(tmp_path):
+    """The embedded default (synthetic × tiny, every planned method): its paper tables are the one
+    synthetic dataset, in the group of datasets outside the paper, with its own average."""
+    default_results(tmp_path / "results")
+    assert cli_main(["report", str(tmp_path / "results"), "--out", str(tmp_path / "out")]) == 0
+    md = (tmp_path / "out/paper_tables.md").read_text()
+    # one table per method shown: image retrieval oti + 5 training-free, text ovi + 3, zero-shot oti, ovi + 4
+    assert md.count("| synthetic |") == 16 and md.count("| *other datasets (not in the paper)* |") == 16
+    assert md.count("| **mean over the other datasets (n = 1 of 1)** |") == 16
+    verdicts = pd.read_csv(tmp_path / "out/verdicts.csv")
+    assert set(verdicts["average"]) == {"other"} and set(verdicts["datasets"]) == {1}
+    # 6 + 4 + 6 methods against native, and their pairs: C(6, 2) + C(4, 2) + C(6, 2)
+    assert len(verdicts) == (6 + 15) + (4 + 6) + (6 + 15)
+    page = (tmp_path / "out/report.html").read_text()
+    assert page.count('<table class="paper">') == 16 and page.count('<th scope="row">synthetic</th>') == 16
+    assert "<h1>crossgap results</h1>" in page and page.count("<h1>") == 1
 
 
 # --------------------------------------------------------------------------- the paper grid's size

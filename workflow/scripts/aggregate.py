@@ -1,4 +1,5 @@
-"""Rule aggregate: summary.json (DVC metrics, with paired-bootstrap intervals), the table, plot data."""
+"""Rule aggregate: summary.json (DVC metrics, with paired-bootstrap intervals), the table, plot data, and the
+paper tables, verdicts and paper_summary.json (crossgap.paper)."""
 
 from crossgap.report import aggregate_step
 from crossgap.runtime import job_setup
@@ -15,4 +16,7 @@ aggregate_step(
     bootstrap=snakemake.params.bootstrap,
     final_steps=snakemake.params.final_steps,
     seed=snakemake.params.seed,
+    paper_outputs={"tables_md": snakemake.output.paper_md, "tables_csv": snakemake.output.paper_csv,
+                   "verdicts_csv": snakemake.output.verdicts, "summary_json": snakemake.output.paper_summary},
+    paper_methods=snakemake.params.paper_methods or None,
 )
