@@ -39,6 +39,7 @@ RUNTIME_OR_PLAN = {
     "features.batch_size", "features.num_workers", "inversion.shard_size", "inversion.batch_size",
     "inversion.resume_every", "inversion.deterministic", "inversion.seeds", "inversion.oti.snapshots",
     "inversion.ovi.snapshots", "evaluation.chunk_size", "evaluation.tasks", "evaluation.method_params",
+    "evaluation.paper_methods",  # which methods the paper tables show (the aggregate gets it in full)
 }
 
 

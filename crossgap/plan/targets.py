@@ -114,7 +114,8 @@ def all_gap_files(config: Config) -> list[str]:
 
 def report_params(config: Config) -> dict[str, Any]:
     """What the aggregate step reads from the config: the bootstrap settings, each inversion's final
-    step count (its row in the steps table) and the main seed (the other ``inversion.seeds`` are its replicates)."""
-    inv = config["inversion"]
-    return {"bootstrap": dict(config["evaluation"]["bootstrap"]),
-            "final_steps": {m: inv[m]["steps"] for m in ("oti", "ovi")}, "seed": inv["seed"]}
+    step count (its row in the steps table), the main seed (the other ``inversion.seeds`` are its
+    replicates) and the methods of the paper-style tables (``evaluation.paper_methods``; ``None``: the default set)."""
+    inv, evaluation = config["inversion"], config["evaluation"]
+    return {"bootstrap": dict(evaluation["bootstrap"]), "final_steps": {m: inv[m]["steps"] for m in ("oti", "ovi")},
+            "seed": inv["seed"], "paper_methods": evaluation.get("paper_methods") or None}
