@@ -14,7 +14,9 @@ from crossgap.models.base import (
     PLACEHOLDER,
     CLIPWrapper,
     PatchesUnsupported,
+    TextTokensUnsupported,
     TextTower,
+    TowerUnsupported,
     VisionTower,
     expand_pseudo_patches,
 )
@@ -29,6 +31,8 @@ __all__ = [
     "PLACEHOLDER",
     "CLIPWrapper",
     "PatchesUnsupported",
+    "TextTokensUnsupported",
+    "TowerUnsupported",
     "TextTower",
     "VisionTower",
     "expand_pseudo_patches",

@@ -12,7 +12,7 @@ import open_clip.transformer as oc_transformer
 import torch
 from torch import nn
 
-from crossgap.models.base import TextTower
+from crossgap.models.base import TextTokensUnsupported, TextTower
 from crossgap.models.blocks import is_mha_block, run_blocks
 from crossgap.models.prefix import CausalStack
 from crossgap.models.towers import (
@@ -45,7 +45,10 @@ class OpenClipTextTower(TextTower):
     def __init__(self, holder: nn.Module) -> None:
         super().__init__()
         if getattr(holder, "cls_emb", None) is not None:
-            raise TypeError("open_clip text towers with an appended CLS embedding (CoCa) are not supported")
+            raise TextTokensUnsupported(
+                f"the text tower {type(holder).__name__} appends a CLS embedding (CoCa): not supported by "
+                "OpenClipTextTower"
+            )
         self.h = holder
         self.width = holder.token_embedding.weight.shape[1]
         self.context_length = holder.positional_embedding.shape[0]
@@ -100,11 +103,11 @@ class OpenClipTextTower(TextTower):
 
 @register_text_tower(oc_model.CustomTextCLIP)
 def custom_text_tower(model: nn.Module) -> TextTower:
-    """:class:`OpenClipTextTower` over ``model.text``; TypeError unless it is an open_clip ``TextTransformer``."""
+    """:class:`OpenClipTextTower` over ``model.text``; TextTokensUnsupported unless it is an open_clip ``TextTransformer``."""
     if not isinstance(model.text, oc_transformer.TextTransformer):
-        raise TypeError(
-            f"CustomTextCLIP with a {type(model.text).__name__} text tower (e.g. a Hugging Face model) "
-            "cannot take pseudo tokens; only open_clip TextTransformer text towers are supported"
+        raise TextTokensUnsupported(
+            f"the text tower {type(model.text).__module__}.{type(model.text).__name__} of CustomTextCLIP cannot take "
+            "textual pseudo tokens: no pseudo-token text tower is registered for it"
         )
     return OpenClipTextTower(model.text)
 

@@ -28,7 +28,7 @@ from typing import Callable, TypeVar
 import torch
 from torch import nn
 
-from crossgap.models.base import PatchesUnsupported, TextTower, VisionTower
+from crossgap.models.base import PatchesUnsupported, TextTokensUnsupported, TextTower, VisionTower
 from crossgap.models.blocks import is_mha_block
 
 log = logging.getLogger(__name__)
@@ -79,10 +79,18 @@ def _factory(registry: dict[type, Callable], obj: object) -> Callable | None:
 
 
 def build_text_tower(model: nn.Module) -> TextTower:
-    """The registered :class:`TextTower` for ``model``; TypeError naming the class if none fits."""
+    """The registered :class:`TextTower` for ``model``.
+
+    Raises:
+        TextTokensUnsupported: ``model`` cannot take token embeddings (no factory for its class, or
+            the factory found a text module it cannot run from embeddings).
+    """
     factory = _factory(_TEXT_TOWERS, model)
     if factory is None:
-        raise TypeError(f"no pseudo-token text tower is registered for {_name(type(model))}")
+        raise TextTokensUnsupported(
+            f"the text tower {_name(type(model))} cannot take textual pseudo tokens: no pseudo-token text tower "
+            "is registered for it (OTI needs its token embeddings and a way to run the tower from them)"
+        )
     return factory(model)
 
 
