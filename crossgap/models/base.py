@@ -18,6 +18,7 @@ raises it again only when that method asks for the tower, so the other method wo
 from __future__ import annotations
 
 import abc
+import inspect
 import logging
 from typing import Callable, Sequence
 
@@ -192,11 +193,11 @@ class CLIPWrapper(nn.Module):
 
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
         """Image features ``[B, D]`` (not normalised) of preprocessed images ``[B, 3, H, W]``."""
-        return self.model.encode_image(images)
+        return self.model.encode_image(images, **_unnormalized(self.model.encode_image))
 
     def encode_text(self, ids: torch.Tensor) -> torch.Tensor:
         """Text features ``[B, D]`` (not normalised) of token ids ``[B, L]``."""
-        return self.model.encode_text(ids)
+        return self.model.encode_text(ids, **_unnormalized(self.model.encode_text))
 
     # -- pseudo tokens -----------------------------------------------------------------------
     def _find_placeholder_id(self) -> int:
@@ -328,6 +329,15 @@ class CLIPWrapper(nn.Module):
     def train(self, mode: bool = True) -> "CLIPWrapper":
         # The wrapper is frozen: it always stays in eval mode.
         return super().train(False)
+
+
+def _unnormalized(encode: Callable) -> dict[str, bool]:
+    """``{"normalize": False}`` for encoders that take it (open_clip's; CoCa normalises by default), else ``{}``."""
+    try:
+        takes = "normalize" in inspect.signature(encode).parameters
+    except (TypeError, ValueError):  # builtins / scripted methods without a signature
+        takes = False
+    return {"normalize": False} if takes else {}
 
 
 def expand_pseudo_patches(pseudo_tokens: torch.Tensor, num_patches: int) -> torch.Tensor:

@@ -4,9 +4,12 @@ A *tower family* is the code that re-runs one library's encoders from embeddings
 :mod:`crossgap.models.base`).  The rule:
 
 - **a tower family lives in its own module under crossgap/models/** (``openai_tower.py``,
-  ``open_clip_tower.py``, ``timm_tower.py``, ``slip.py``), imported by ``crossgap/models/__init__.py``;
-- **it registers with the decorator**, at each factory: ``@register_text_tower(ModelClass)`` on a
-  callable ``factory(model) -> TextTower`` and ``@register_vision_tower(VisualClass)`` on a
+  ``open_clip_tower.py``, ``hf_tower.py``, ``timm_tower.py`` with its trunk families ``timm_eva.py``,
+  ``timm_relpos.py``, ``timm_swin.py``, ``slip.py``), imported by ``crossgap/models/__init__.py``;
+- **it registers under the module it wraps**, with the decorator at each factory:
+  ``@register_text_tower(TextModuleClass)`` on a callable ``factory(text_module) -> TextTower``
+  (the text module is ``model.text`` when the model has one, else the model itself, whose fields
+  are the text tower's: :func:`text_module`) and ``@register_vision_tower(VisualClass)`` on a
   callable ``factory(visual) -> VisionTower`` (a tower class is such a callable);
 - **the most specific registered class wins**: :func:`build_text_tower` / :func:`build_vision_tower`
   walk ``type(obj).__mro__`` and use the first class found in the registry, whatever the order in
@@ -78,20 +81,28 @@ def _factory(registry: dict[type, Callable], obj: object) -> Callable | None:
     return None
 
 
+def text_module(model: nn.Module) -> nn.Module:
+    """The module that holds ``model``'s text tower: ``model.text`` (open_clip ``CustomTextCLIP``, ``CoCa``) or
+    ``model`` itself (OpenAI CLIP, open_clip ``CLIP``, SLIP keep the text tower's fields on the model)."""
+    text = getattr(model, "text", None)
+    return text if isinstance(text, nn.Module) else model
+
+
 def build_text_tower(model: nn.Module) -> TextTower:
-    """The registered :class:`TextTower` for ``model``.
+    """The registered :class:`TextTower` for the text module of ``model`` (:func:`text_module`).
 
     Raises:
         TextTokensUnsupported: ``model`` cannot take token embeddings (no factory for its class, or
             the factory found a text module it cannot run from embeddings).
     """
-    factory = _factory(_TEXT_TOWERS, model)
+    module = text_module(model)
+    factory = _factory(_TEXT_TOWERS, module)
     if factory is None:
         raise TextTokensUnsupported(
-            f"the text tower {_name(type(model))} cannot take textual pseudo tokens: no pseudo-token text tower "
+            f"the text tower {_name(type(module))} cannot take textual pseudo tokens: no pseudo-token text tower "
             "is registered for it (OTI needs its token embeddings and a way to run the tower from them)"
         )
-    return factory(model)
+    return factory(module)
 
 
 def build_vision_tower(visual: nn.Module) -> VisionTower:
