@@ -109,3 +109,29 @@ def test_coca_features_are_the_unnormalised_latents(family_models):
         latent, _ = coca.model.visual(images)
     torch.testing.assert_close(feats, latent)
     assert not torch.allclose(feats.norm(dim=-1), torch.ones(2))
+
+
+@pytest.mark.parametrize("name, image_where, text_where", [
+    ("EVA02-B-16", "visual.trunk.head", "text.text_projection"),  # custom_text: the tower is model.text
+    ("swin_base_patch4_window7_224", "visual.head.proj", "text_projection"),
+    ("coca_ViT-B-32", "visual.proj", "text.text_projection"),
+    ("nllb-clip-base", "visual.proj", "text.proj"),  # hf_proj_type: linear
+    ("xlm-roberta-base-ViT-B-32", "visual.proj", None),  # open_clip's default MLP projection: none
+])
+def test_final_linear_projection_is_part_of_each_family(family_models, name, image_where, text_where):
+    from crossgap.models.projection import NoLinearProjectionError, encode_with_preprojection, linear_projection
+
+    model = family_models(name)
+    assert linear_projection(model, "image").where == image_where
+    images = torch.randn(2, 3, 32, 32)
+    projected, pre = encode_with_preprojection(model, images, "image")  # checks projected == pre @ W
+    torch.testing.assert_close(projected, model.encode_image(images))
+    ids = model.tokenizer(["a red dog", "a cat"])
+    if text_where is None:
+        message = r"Hugging Face text tower ends in a Sequential \(hf_proj_type mlp"
+        with pytest.raises(NoLinearProjectionError, match=message):
+            linear_projection(model, "text")
+        return
+    assert linear_projection(model, "text").where == text_where
+    projected, pre = encode_with_preprojection(model, ids, "text")
+    assert pre.shape == (2, model.text.width + (text_where == "text.proj" and model.model.text.proj.bias is not None))

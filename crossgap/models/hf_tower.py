@@ -22,7 +22,8 @@ from open_clip.hf_model import HFTextEncoder
 from torch import nn
 
 from crossgap.models.base import TextTower
-from crossgap.models.towers import register_text_tower
+from crossgap.models.projection import LinearProjection, NoLinearProjectionError, from_linear
+from crossgap.models.towers import register_projection, register_text_tower
 
 
 @register_text_tower(HFTextEncoder)
@@ -46,3 +47,14 @@ class HFTextTower(TextTower):
         mask = (ids != self.pad_id).long()
         out = self.h.transformer(inputs_embeds=embeddings, attention_mask=mask)
         return self.h.proj(self.h.pooler(out, mask))
+
+
+@register_projection("text", HFTextEncoder)
+def text_projection(encoder: nn.Module) -> LinearProjection:
+    """``proj`` when it is one ``nn.Linear`` (``hf_proj_type: linear``); an MLP or identity has none."""
+    if isinstance(encoder.proj, nn.Linear):
+        return from_linear(encoder.proj, "text.proj")
+    raise NoLinearProjectionError(
+        f"the Hugging Face text tower ends in a {type(encoder.proj).__name__} (hf_proj_type mlp or none), not one "
+        "linear projection"
+    )

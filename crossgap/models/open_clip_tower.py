@@ -16,10 +16,12 @@ from torch import nn
 from crossgap.models.base import TextTower
 from crossgap.models.blocks import is_mha_block, run_blocks
 from crossgap.models.prefix import CausalStack
+from crossgap.models.projection import LinearProjection, from_parameter
 from crossgap.models.towers import (
     ConvViTTower,
     eot_length,
     pool_text,
+    register_projection,
     register_text_tower,
     register_vision_tower,
 )
@@ -135,3 +137,21 @@ class OpenClipVisionTower(ConvViTTower):
             x = v.transformer(x)
         pooled, _ = v._pool(x)
         return pooled @ v.proj if v.proj is not None else pooled
+
+
+@register_projection("text", oc_model.CLIP)
+def clip_text_projection(model: nn.Module) -> LinearProjection:
+    """open_clip ``CLIP`` keeps its text tower's fields on the model: ``text_projection``."""
+    return from_parameter(model, "text_projection", "text_projection")
+
+
+@register_projection("text", oc_transformer.TextTransformer)
+def text_projection(text: nn.Module) -> LinearProjection:
+    """``TextTransformer.text_projection`` (a ``[W, D]`` matrix or an ``nn.Linear``; CoCa's included)."""
+    return from_parameter(text, "text_projection", "text.text_projection")
+
+
+@register_projection("image", oc_transformer.VisionTransformer)
+def vision_projection(visual: nn.Module) -> LinearProjection:
+    """``pooled @ visual.proj`` (after the pooling and ``ln_post``; CoCa's attentional pool included)."""
+    return from_parameter(visual, "proj", "visual.proj")

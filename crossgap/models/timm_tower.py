@@ -31,7 +31,8 @@ from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
 from crossgap.models.base import PatchesUnsupported, VisionTower
-from crossgap.models.towers import register_vision_tower
+from crossgap.models.projection import LinearProjection, NoLinearProjectionError, from_linear
+from crossgap.models.towers import register_projection, register_vision_tower
 
 log = logging.getLogger(__name__)
 
@@ -141,3 +142,29 @@ class TimmVisionTower(VisionTower):
         if patches.shape[1] != self.num_patches:
             raise ValueError(f"expected {self.num_patches} patch embeddings, got {patches.shape[1]}")
         return self.v.head(self.runner.forward_patches(patches))
+
+
+@register_projection("image", TimmModel)
+def vision_projection(visual: nn.Module) -> LinearProjection:
+    """``TimmModel``: ``head.proj`` (linear) or the trunk's own linear classifier head (PE-Core style).
+
+    Whatever the trunk (a ConvNeXt too): the projection is the adapter's or the trunk head's.
+    """
+    head = dict(visual.head.named_children())
+    others = sorted(set(head) - {"drop", "proj"})
+    if others:
+        raise NoLinearProjectionError(
+            f"the timm vision tower ends in head layer(s) {others} (attention pool or MLP), not one linear projection"
+        )
+    trunk_head = getattr(visual.trunk, "head", None)
+    if "proj" in head:
+        if not isinstance(head["proj"], nn.Linear) or isinstance(trunk_head, nn.Linear):
+            raise NoLinearProjectionError("the timm vision tower has a non-linear or a second projection")
+        return from_linear(head["proj"], "visual.head.proj")
+    if isinstance(trunk_head, nn.Linear):
+        return from_linear(trunk_head, "visual.trunk.head")
+    raise NoLinearProjectionError(
+        f"the timm vision tower {type(visual.trunk).__module__}.{type(visual.trunk).__name__} has no linear "
+        "projection (SigLIP-style: its features are the output of the attention-pool head's MLP); IsoCLIP "
+        "linearises that MLP, crossgap does not"
+    )
