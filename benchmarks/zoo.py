@@ -147,7 +147,7 @@ def table(rows: list[dict]) -> str:
         diffs = []
         for method in ("oti", "ovi"):
             values = [r[f"{method}_note"] for r in members if isinstance(r[f"{method}_note"], float)]
-            diffs.append(f"{max(values):.0e}" if values else "—")
+            diffs.append(("0" if max(values) == 0 else f"{max(values):.0e}") if values else "—")
         lines.append(f"| {vision} | {text} | {len(members)} | {count['oti_exact']} | {count['ovi_exact']} | "
                      f"{refused_text} | {wrong} | {errors} | {' / '.join(diffs)} |")
         total.update(count, archs=len(members), wrong=wrong, errors=errors)

@@ -205,8 +205,9 @@ def save_tiny(name: str, root: Path, *, seed: int = 0) -> tuple[str, Path]:
     if "hf_tokenizer_name" in text:
         model_type = HF_MODEL_TYPES.get(open_clip.get_model_config(name)["text_cfg"].get("hf_model_name", ""))
         save_tokenizer(root, eos_id=int(text.get("eos_id", 1)), frame=_HF_FRAMES.get(model_type, "$A </s>"))
-    torch.manual_seed(seed)
-    model = open_clip.create_model(tiny_name, pretrained_text=False)
+    with torch.random.fork_rng(devices=[]):  # the caller's random state is left as it was
+        torch.manual_seed(seed)
+        model = open_clip.create_model(tiny_name, pretrained_text=False)
     checkpoint = root / "open_clip_pytorch_model.bin"
     torch.save(model.state_dict(), checkpoint.with_suffix(".tmp"))
     checkpoint.with_suffix(".tmp").replace(checkpoint)
