@@ -135,3 +135,26 @@ def test_final_linear_projection_is_part_of_each_family(family_models, name, ima
     assert linear_projection(model, "text").where == text_where
     projected, pre = encode_with_preprojection(model, ids, "text")
     assert pre.shape == (2, model.text.width + (text_where == "text.proj" and model.model.text.proj.bias is not None))
+
+
+def test_hugging_face_cls_pooler_with_the_transformers_pooler_output(tmp_path):
+    """``hf_pooler_type: cls_pooler`` on a RoBERTa: open_clip reads the model's own pooler (dense + tanh on <s>)."""
+    import json
+
+    import open_clip
+
+    from crossgap.models.tiny import save_tokenizer, tiny_config
+
+    cfg = tiny_config("roberta-ViT-B-32", tmp_path)
+    cfg["text_cfg"].update(hf_pooler_type="cls_pooler", hf_proj_type="linear")
+    (tmp_path / "test-roberta-cls-pooler.json").write_text(json.dumps(cfg))
+    open_clip.add_model_config(tmp_path / "test-roberta-cls-pooler.json")
+    save_tokenizer(tmp_path, frame="<s> $A </s>")
+    torch.manual_seed(0)
+    torch.save(open_clip.create_model("test-roberta-cls-pooler", pretrained_text=False).state_dict(),
+               tmp_path / "open_clip_pytorch_model.bin")
+    model = load_clip("test-roberta-cls-pooler", tmp_path)[0]
+    assert model.text.h.transformer.pooler is not None and type(model.text.h.pooler).__name__ == "ClsPooler"
+    assert_text_exact(model, "a photo of {} on the grass", "big red dog")
+    ids = model.tokenizer("a cat")
+    assert int(ids[0, 0]) == 3  # <s>: the token the pooler reads
