@@ -98,15 +98,14 @@ _HF_FRAMES = {"roberta": "<s> $A </s>", "xlm-roberta": "<s> $A </s>", "m2m_100":
 def tiny_timm_name(name: str) -> str:
     """Register (once) and return a tiny timm entrypoint calling timm's ``name`` with small sizes."""
     import timm
-    from timm.models import _registry
 
     tiny = f"crossgap_tiny__{name}"
     if timm.is_model(tiny):
         return tiny
-    module = _registry._model_to_module.get(name)
-    if module not in TIMM_TINY_KWARGS:
-        raise KeyError(f"no tiny sizes for the timm module {module!r} of {name}; add them to TIMM_TINY_KWARGS")
-    sizes = TIMM_TINY_KWARGS[module]
+    modules = [m for m in TIMM_TINY_KWARGS if name in timm.list_models(module=m)]
+    if not modules:
+        raise KeyError(f"no tiny sizes for the timm module of {name}; add them to TIMM_TINY_KWARGS")
+    sizes = TIMM_TINY_KWARGS[modules[0]]
 
     def entrypoint(pretrained: bool = False, **kwargs):
         kwargs = {k: v for k, v in kwargs.items() if k not in ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir")}
