@@ -312,7 +312,18 @@ def invert_shard_step(
                     "give the dataset's sizes in params (datasets.<name>.sizes) to split it", out,
                     stop - start, shard_size)
     model, _ = load_model(model_spec)
-    width = model.text_token_embedding_dim if method == "oti" else model.visual_token_embedding_dim
+    from crossgap.models.base import TowerUnsupported
+
+    try:
+        width = model.text_token_embedding_dim if method == "oti" else model.visual_token_embedding_dim
+    except TowerUnsupported as exc:  # this model's tower cannot take the method's pseudo tokens: declared
+        reason = f"{method.upper()} unavailable for {model_slug}: {exc}"
+        log.warning("%s", reason)
+        save_feature_set(out, FeatureSet(torch.empty(0, targets.shape[1]), [], meta={
+            "kind": method, "model": model_slug, "shard": shard, "num_shards": num_shards, "rows": [start, stop],
+            "num_targets": len(ids), "params": dict(params), "snapshot_steps": [int(s) for s in snapshots],
+            "unavailable": reason}))
+        return
     init = initial_tokens(len(ids), params["num_pseudo_tokens"], width, params["seed"])[start:stop]
     resume = ShardResume(resume_path(out), fingerprint(params, ids[start:stop], init), resume_every)
     stats: dict[str, torch.Tensor] = {}  # skipped_steps [n]: the fp16 loss scaler's skips per target
@@ -364,9 +375,33 @@ def invert_shard_step(
     resume.discard()
 
 
+def _gather_unavailable(parts: Sequence[FeatureSet], shards: Sequence[str], out: str, **meta: Any) -> bool:
+    """When the shards say the method is unavailable for the model, write ``out`` so (no rows); True if so."""
+    reasons = [p.meta.get("unavailable") for p in parts]
+    if not any(reasons):
+        return False
+    if not all(reasons):
+        raise ValueError(f"gather: some shards of {out} are unavailable ({reasons}) and some are not: rerun them")
+    width = parts[0].features.shape[1] if parts[0].features.dim() == 2 else 0
+    save_feature_set(out, FeatureSet(torch.empty(0, width), [], meta=dict(parts[0].meta, shard=None, rows=None,
+                                                                          **meta)))
+    log.warning("%s: %s", out, reasons[0])
+    return True
+
+
 def gather_step(*, shards: Sequence[str], out: str, loss_csv: str | None = None) -> None:
-    """Concatenate shard files in order into ``out``; optionally write the mean loss per step as CSV."""
+    """Concatenate shard files in order into ``out``; optionally write the mean loss per step as CSV.
+
+    Shards of a method the model's tower cannot run (``meta["unavailable"]``) give an ``out`` with
+    no rows and the same ``unavailable`` reason (the evaluation records the result as unavailable)
+    and a loss CSV with its header only.
+    """
     parts = [load_feature_set(path) for path in shards]
+    if _gather_unavailable(parts, shards, out):
+        if loss_csv is not None:
+            with atomic_path(loss_csv) as tmp:
+                pd.DataFrame({"step": [], "loss": []}).to_csv(tmp, index=False)
+        return
     num = {p.meta.get("num_shards") for p in parts}
     if num != {len(parts)}:
         raise ValueError(f"gather: expected {len(parts)} shards, files say num_shards={sorted(num)}")
@@ -406,6 +441,9 @@ def gather_snapshots_step(*, shards: Sequence[str], steps: Sequence[int], out: s
     (``meta["snapshot_steps"]``); ``losses [N, steps]`` as in the final file.
     """
     parts = [load_feature_set(path) for path in shards]
+    if _gather_unavailable(parts, shards, out, snapshot_steps=[int(s) for s in steps],
+                           kind=f"{parts[0].meta.get('kind')}_snapshots"):
+        return
     for path, part in zip(shards, parts):
         have = part.meta.get("snapshot_steps") or []
         missing = [s for s in steps if s not in have]

@@ -12,7 +12,7 @@ from torch import nn
 import crossgap.models.loading as loading
 import crossgap.models.towers as towers
 from crossgap import load_clip
-from crossgap.models import PatchesUnsupported, infer_backend
+from crossgap.models import PatchesUnsupported, TextTokensUnsupported, infer_backend
 from model_helpers import build_openai_clip
 
 SCHEMA = Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "params.schema.yaml"
@@ -170,7 +170,8 @@ def test_most_specific_registered_class_wins(monkeypatch, kind, subclass_first):
 
 
 def test_unregistered_modules_name_their_class(monkeypatch):
-    with pytest.raises(TypeError, match="no pseudo-token text tower is registered for .*_Base"):
+    with pytest.raises(TextTokensUnsupported, match="text tower .*_Base cannot take textual pseudo tokens: no pseudo-token "
+                       "text tower is registered"):
         towers.build_text_tower(_Base())
     with pytest.raises(PatchesUnsupported, match="_Base cannot take visual pseudo tokens: OVI needs a ViT"):
         towers.build_vision_tower(_Base())
@@ -182,3 +183,73 @@ def test_tokenizer_accepts_str_and_list(tiny_models):
     two = model.tokenizer(["a cat", "a dog"])
     assert one.dtype == torch.long and one.shape == (1, 77) and two.shape == (2, 77)
     assert torch.equal(one[0], two[0])
+
+
+# ---- load first, refuse per method ------------------------------------------------------------
+@pytest.fixture(scope="module")
+def open_clip_resnet(tmp_path_factory):
+    """The tiny open_clip ModifiedResNet model (``tests/model_configs/test-rn-tiny.json``) from a checkpoint."""
+    import open_clip
+
+    path = tmp_path_factory.mktemp("rn") / "rn.pt"
+    torch.manual_seed(0)
+    torch.save(open_clip.create_model("test-rn-tiny").state_dict(), path)
+    return load_clip("test-rn-tiny", path)[0], path
+
+
+def test_open_clip_resnet_loads_with_ovi_refused_and_oti_exact(open_clip_resnet):
+    from crossgap import oti, ovi
+    from test_pseudo_tokens import assert_text_exact
+
+    model, _ = open_clip_resnet
+    assert model.visual is None
+    message = "vision tower open_clip.modified_resnet.ModifiedResNet cannot take visual pseudo tokens"
+    with pytest.raises(PatchesUnsupported, match=message):
+        model.visual_token_embedding_dim
+    with pytest.raises(PatchesUnsupported, match=message):
+        ovi(torch.randn(1, 32), model, steps=1)
+    assert_text_exact(model, "a photo of {} on the grass", "big red dog")
+    _, losses = oti(model.encode_image(torch.randn(2, 3, 32, 32)), model, steps=3, progress=False)
+    assert losses[:, -1].mean() < losses[:, 0].mean()
+
+
+def test_a_text_tower_without_a_factory_refuses_oti_only(monkeypatch, open_clip_resnet):
+    """A model whose text tower has no factory loads: OTI is refused naming the class, OVI works."""
+    from crossgap import oti, ovi
+
+    monkeypatch.setattr(towers, "_TEXT_TOWERS", {})
+    model = load_clip("test-vit-tiny")[0]
+    assert model.text is None and model.visual is not None
+    with pytest.raises(TextTokensUnsupported, match="text tower open_clip.model.CLIP cannot take textual pseudo"):
+        oti(torch.randn(1, 32), model, steps=1, progress=False)
+    with pytest.raises(TextTokensUnsupported, match="open_clip.model.CLIP"):
+        model.tokenize_template("a photo of {}", 1)
+    _, losses = ovi(torch.randn(2, 32), model, num_pseudo_tokens=2, steps=3, progress=False)
+    assert losses[:, -1].mean() < losses[:, 0].mean()
+    torch.testing.assert_close(model.encode_text(model.tokenizer("a cat")), model.model.encode_text(
+        model.tokenizer("a cat")))  # native features unaffected
+
+
+def test_build_failure_of_a_hugging_face_text_tower_is_not_a_download(monkeypatch):
+    """Nothing pretrained was asked for: the error names the Hugging Face config that could not be read."""
+    import transformers
+
+    def offline(*args, **kwargs):
+        raise OSError("We couldn't connect to 'https://huggingface.co' to load the files")
+
+    monkeypatch.setattr(transformers.AutoConfig, "from_pretrained", offline)
+    with pytest.raises(RuntimeError) as info:
+        load_clip("xlm-roberta-base-ViT-B-32")
+    message = str(info.value)
+    assert "could not build the architecture xlm-roberta-base-ViT-B-32 (OSError: We couldn't connect" in message
+    assert "no pretrained weights were involved" in message and "'xlm-roberta-base' (text_cfg.hf_model_name)" in message
+    assert "download" not in message.split("no pretrained")[0]
+
+
+def test_unknown_tag_and_mismatched_checkpoint_say_so(tmp_path, open_clip_resnet):
+    with pytest.raises(ValueError, match="'nope' is neither a pretrained tag of ViT-B-32 nor an existing file; "
+                                         "known tags: .*'openai'"):
+        load_clip("ViT-B-32", "nope")
+    _, rn_checkpoint = open_clip_resnet
+    with pytest.raises(ValueError, match=r"rn.pt: cannot load as a test-vit-tiny checkpoint \(RuntimeError: Error"):
+        load_clip("test-vit-tiny", rn_checkpoint)

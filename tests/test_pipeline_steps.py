@@ -567,3 +567,52 @@ def test_spaced_text_features_read_underscores_as_spaces(synthetic_manifest, tin
     with torch.no_grad():
         expected = model.encode_text(model.tokenizer(["a red circle on grass", texts["text"].iloc[1]])).float()
     torch.testing.assert_close(fs.features[:2], expected, rtol=1e-4, atol=1e-5)
+
+
+# ------------------------------------------------------------ a method the model's tower cannot run
+@pytest.fixture(scope="module")
+def resnet_spec(tmp_path_factory) -> dict:
+    """A saved tiny open_clip ModifiedResNet model (tests/model_configs/test-rn-tiny.json): no patch tokens."""
+    import open_clip
+
+    path = tmp_path_factory.mktemp("rn") / "rn.pt"
+    torch.manual_seed(0)
+    torch.save(open_clip.create_model("test-rn-tiny").state_dict(), path)
+    return {"backend": "open_clip", "architecture": "test-rn-tiny", "pretrained": str(path)}
+
+
+def test_ovi_on_a_resnet_is_recorded_unavailable_with_its_reason_and_oti_runs(synthetic_manifest, resnet_spec,
+                                                                              tmp_path):
+    from crossgap.evaluation import retrieval_step
+    from crossgap.pipeline import gather_snapshots_step
+
+    feats = tmp_path / "targets.safetensors"
+    _targets(feats, 3)
+    shards = [tmp_path / f"ovi{i}.safetensors" for i in range(2)]
+    for i, shard in enumerate(shards):
+        _invert("ovi", feats, shard, resnet_spec, i, 2, OVI_PARAMS, shard_size=2, snapshots=(1,))
+    reason = ("OVI unavailable for tiny/test: the vision tower open_clip.modified_resnet.ModifiedResNet cannot take "
+              "visual pseudo tokens: OVI needs a ViT vision tower (ResNet towers have no patch tokens)")
+    part = load_feature_set(shards[1])
+    assert part.meta["unavailable"] == reason and part.features.shape == (0, EMBED_DIM)
+    assert part.meta["shard"] == 1 and part.meta["rows"] == [2, 3]
+    out, losses = tmp_path / "ovi.safetensors", tmp_path / "losses.csv"
+    gather_step(shards=[str(s) for s in shards], out=str(out), loss_csv=str(losses))
+    gathered = load_feature_set(out)
+    assert gathered.meta["unavailable"] == reason and gathered.ids == [] and gathered.meta["kind"] == "ovi"
+    assert list(pd.read_csv(losses).columns) == ["step", "loss"] and len(pd.read_csv(losses)) == 0
+    snaps = tmp_path / "ovi_at_1.safetensors"
+    gather_snapshots_step(shards=[str(s) for s in shards], steps=[1], out=str(snaps))
+    assert load_feature_set(snaps).meta["unavailable"] == reason
+    # the evaluation shows the result as unavailable, with the reason
+    df, _ = read_manifest(synthetic_manifest)
+    texts = df[df["modality"] == "text"]["id"].tolist()
+    gallery = tmp_path / "text_all.safetensors"
+    save_feature_set(gallery, FeatureSet(torch.randn(len(texts), EMBED_DIM), texts))
+    record = retrieval_step(task="text_retrieval", method="ovi", manifest=str(synthetic_manifest), query=str(out),
+                            gallery=str(gallery), out=str(tmp_path / "ovi.json"), model_slug="tiny/test")
+    assert record["metrics"] == {} and record["extra"]["unavailable"] == f"{out}: {reason}"
+    # OTI on the same model runs
+    _invert("oti", feats, tmp_path / "oti.safetensors", resnet_spec, 0, 1, OTI_PARAMS, shard_size=4)
+    oti_part = load_feature_set(tmp_path / "oti.safetensors")
+    assert "unavailable" not in oti_part.meta and oti_part.features.shape == (3, EMBED_DIM)

@@ -147,14 +147,21 @@ def test_hub_failure_names_the_offline_options(monkeypatch):
     assert "`pretrained`" in str(info.value)
 
 
-def test_placeholder_that_is_not_a_piece_fails_clearly(tmp_path):
+def test_placeholder_that_is_not_a_piece_refuses_oti_only(tmp_path):
+    from crossgap.models import TextTokensUnsupported
+
     directory = save_tokenizer(tmp_path / "tok", None)
     set_tokenizer_path("test-siglip-tiny", directory)
     try:
-        with pytest.raises(ValueError, match="splits the placeholder"):
-            load_clip("test-siglip-tiny")
+        model = load_clip("test-siglip-tiny")[0]  # loads: only OTI needs the placeholder
     finally:
         set_tokenizer_path("test-siglip-tiny", None)
+    message = r"test-siglip-tiny: the tokenizer \w+ splits the placeholder '£' into \['▁', '<unk>'\]"
+    with pytest.raises(TextTokensUnsupported, match=message):
+        oti(torch.randn(1, 32), model, steps=1, progress=False)
+    assert model.tokenizer("a photo of big red dog").shape == (1, 16)
+    _, losses = ovi(torch.randn(2, 32), model, num_pseudo_tokens=2, steps=3, seed=0, progress=False)
+    assert losses[:, -1].mean() < losses[:, 0].mean()
 
 
 def test_pretrained_directory_needs_one_checkpoint(tmp_path):
@@ -197,7 +204,10 @@ def test_non_vit_timm_trunk_has_no_vision_tower():
     from open_clip.timm_model import TimmModel
 
     visual = TimmModel("test_resnet", embed_dim=16, image_size=32, pool="avg", proj="linear")
-    with pytest.raises(PatchesUnsupported, match="ResNet is not a timm VisionTransformer.*OVI needs a ViT"):
+    with pytest.raises(PatchesUnsupported, match=r"timm trunk timm.models.resnet.ResNet cannot take visual pseudo tokens: "
+                                                 r"it is not one of the timm families with patch tokens \(Eva, "
+                                                 r"SwinTransformer, VisionTransformer, VisionTransformerRelPos\); "
+                                                 r"OVI needs a ViT"):
         build_vision_tower(visual)
 
 

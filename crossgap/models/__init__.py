@@ -14,13 +14,16 @@ from crossgap.models.base import (
     PLACEHOLDER,
     CLIPWrapper,
     PatchesUnsupported,
+    TextTokensUnsupported,
     TextTower,
+    TowerUnsupported,
     VisionTower,
     expand_pseudo_patches,
 )
 from crossgap.models.loading import infer_backend, list_backends, load_clip, register_backend
 from crossgap.models.towers import register_text_tower, register_vision_tower
 from crossgap.models import open_clip_tower, openai_tower, slip, timm_tower  # noqa: F401  register towers/backends
+from crossgap.models import hf_tower, timm_eva, timm_relpos, timm_swin  # noqa: F401  register towers and trunks
 
 MODEL_CONFIG_DIR = Path(__file__).parent / "model_configs"
 open_clip.add_model_config(MODEL_CONFIG_DIR)
@@ -29,6 +32,8 @@ __all__ = [
     "PLACEHOLDER",
     "CLIPWrapper",
     "PatchesUnsupported",
+    "TextTokensUnsupported",
+    "TowerUnsupported",
     "TextTower",
     "VisionTower",
     "expand_pseudo_patches",

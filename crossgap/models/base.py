@@ -8,12 +8,17 @@ and positional embeddings), so that pseudo patches can be fed in.
 
 Concrete towers live in one module per tower family and are looked up through the registry of
 :mod:`crossgap.models.towers`, keyed by the third-party module's class (the rule is stated there).
-A vision module that cannot take patch embeddings (a ResNet) raises :class:`PatchesUnsupported`.
+**Load first, refuse per method.**  A tower that cannot take pseudo tokens raises a
+:class:`TowerUnsupported` where it is found: :class:`PatchesUnsupported` for a vision module
+(a ResNet: no patch tokens; OVI is then unavailable), :class:`TextTokensUnsupported` for a text
+module (OTI is then unavailable).  The model still loads; :class:`CLIPWrapper` keeps the error and
+raises it again only when that method asks for the tower, so the other method works.
 """
 
 from __future__ import annotations
 
 import abc
+import inspect
 import logging
 from typing import Callable, Sequence
 
@@ -29,12 +34,29 @@ PLACEHOLDER = "£"
 """The placeholder character that marks a pseudo-token position in a template."""
 
 
-class PatchesUnsupported(TypeError):
-    """This vision tower cannot take patch embeddings (visual pseudo tokens): OVI needs a ViT.
+class TowerUnsupported(TypeError):
+    """One tower of the model cannot take pseudo tokens: the method that needs it is unavailable.
 
-    Raised where it is found (the tower lookup, a tower factory); :class:`CLIPWrapper` keeps it and
-    raises it again when OVI asks for the vision tower, so that OTI still works on such a model.
+    The message names the tower class and what is missing.  ``method`` is "oti" or "ovi".
+    Raised where it is found (the tower lookup, a tower factory, the placeholder lookup);
+    :class:`CLIPWrapper` keeps it and raises it again when that method asks for the tower, so that
+    the other method still works.  The pipeline records the method as unavailable with the message
+    (:func:`crossgap.pipeline.invert_shard_step`).
     """
+
+    method: str = ""
+
+
+class PatchesUnsupported(TowerUnsupported):
+    """This vision tower cannot take patch embeddings (visual pseudo tokens): OVI is unavailable."""
+
+    method = "ovi"
+
+
+class TextTokensUnsupported(TowerUnsupported):
+    """This text tower cannot take token embeddings (textual pseudo tokens): OTI is unavailable."""
+
+    method = "oti"
 
 
 class TextTower(nn.Module, abc.ABC):
@@ -99,7 +121,9 @@ class CLIPWrapper(nn.Module):
 
     Attributes:
         model: the third-party model (kept for ``encode_image`` / ``encode_text``).
-        text: a :class:`TextTower` over the model's text encoder.
+        text: a :class:`TextTower` over the model's text encoder, or None when the tower cannot
+            take token embeddings (or its tokenizer has no one-token placeholder); OTI then raises
+            :class:`TextTokensUnsupported` (``text_error``, the one the lookup raised, when given).
         visual: a :class:`VisionTower` over the model's image encoder, or None when the tower
             cannot take patch embeddings (e.g. ResNet); OVI then raises :class:`PatchesUnsupported`
             (``visual_error``, the one the tower lookup raised, when given).
@@ -109,13 +133,14 @@ class CLIPWrapper(nn.Module):
     def __init__(
         self,
         model: nn.Module,
-        text: TextTower,
+        text: TextTower | None,
         visual: VisionTower | None,
         tokenizer: Callable[[str | Sequence[str]], torch.Tensor],
         *,
         name: str,
         backend: str,
         visual_error: PatchesUnsupported | None = None,
+        text_error: TextTokensUnsupported | None = None,
     ) -> None:
         super().__init__()
         self.model = model
@@ -125,7 +150,14 @@ class CLIPWrapper(nn.Module):
         self.name = name
         self.backend = backend
         self._visual_error = visual_error
-        self.placeholder_id = self._find_placeholder_id()
+        self._text_error = text_error
+        self.placeholder_id: int | None = None
+        if text is not None:
+            try:
+                self.placeholder_id = self._find_placeholder_id()
+            except TextTokensUnsupported as exc:  # OVI still works; OTI raises it
+                log.info("%s: no textual pseudo tokens (OTI): %s", name, exc)
+                self.text, self._text_error = None, exc
         self.eval()
         for p in self.parameters():
             p.requires_grad_(False)
@@ -144,7 +176,7 @@ class CLIPWrapper(nn.Module):
     @property
     def text_token_embedding_dim(self) -> int:
         """Width ``W_text`` of the text token embeddings (size of one OTI pseudo token)."""
-        return self.text.width
+        return self._require_text().width
 
     @property
     def visual_token_embedding_dim(self) -> int:
@@ -161,19 +193,22 @@ class CLIPWrapper(nn.Module):
 
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
         """Image features ``[B, D]`` (not normalised) of preprocessed images ``[B, 3, H, W]``."""
-        return self.model.encode_image(images)
+        return self.model.encode_image(images, **_unnormalized(self.model.encode_image))
 
     def encode_text(self, ids: torch.Tensor) -> torch.Tensor:
         """Text features ``[B, D]`` (not normalised) of token ids ``[B, L]``."""
-        return self.model.encode_text(ids)
+        return self.model.encode_text(ids, **_unnormalized(self.model.encode_text))
 
     # -- pseudo tokens -----------------------------------------------------------------------
     def _find_placeholder_id(self) -> int:
+        reason = getattr(self._tokenizer, "placeholder_error", None)
+        if reason:
+            raise TextTokensUnsupported(f"{self.name}: {reason}")
         ids = self.tokenizer(PLACEHOLDER)[0]
         bare = self.tokenizer("")[0]
         extra = [int(t) for t in ids.tolist() if t not in set(bare.tolist())]
         if len(extra) != 1:
-            raise ValueError(
+            raise TextTokensUnsupported(
                 f"tokenizer of {self.name!r} does not map the placeholder {PLACEHOLDER!r} to exactly one "
                 f"token (got {len(extra)}: {extra}); pseudo-token inversion needs a one-token placeholder"
             )
@@ -181,6 +216,7 @@ class CLIPWrapper(nn.Module):
 
     def tokenize_template(self, template: str, num_pseudo_tokens: int) -> torch.Tensor:
         """Ids ``[1, L]`` of ``template`` with its ``{}`` replaced by ``num_pseudo_tokens`` placeholders."""
+        self._require_text()
         if template.count("{}") != 1:
             raise ValueError(f"template {template!r} must contain exactly one '{{}}'")
         placeholders = " ".join([PLACEHOLDER] * num_pseudo_tokens)
@@ -209,10 +245,11 @@ class CLIPWrapper(nn.Module):
             truncate: drop positions after the last end-of-text token when the tower allows it
                 (exact; see :attr:`TextTower.truncatable`).
         """
+        text = self._require_text()
         if pseudo_tokens.dim() == 2:
             pseudo_tokens = pseudo_tokens.unsqueeze(1)
         batch, num_tokens, width = pseudo_tokens.shape
-        if width != self.text.width:
+        if width != text.width:
             raise ValueError(f"pseudo tokens have width {width}, the text tower expects {self.text.width}")
         ids = tokenized_text.to(pseudo_tokens.device)
         if ids.shape[0] == 1 and batch > 1:
@@ -243,6 +280,7 @@ class CLIPWrapper(nn.Module):
             tokenized_template: ids ``[1, L]`` holding ``num_pseudo_tokens`` placeholders
                 (:meth:`tokenize_template`).
         """
+        self._require_text()
         ids = tokenized_template.to(self.device)
         stack = self.text.causal_stack() if self.text.truncatable else None
         if stack is None:
@@ -272,6 +310,13 @@ class CLIPWrapper(nn.Module):
         patches = expand_pseudo_patches(pseudo_tokens, visual.num_patches)
         return visual.forward_patches(patches)
 
+    def _require_text(self) -> TextTower:
+        if self.text is None:
+            if self._text_error is not None:
+                raise TextTokensUnsupported(str(self._text_error)) from self._text_error
+            raise TextTokensUnsupported(f"the text tower of {self.name!r} cannot take textual pseudo tokens")
+        return self.text
+
     def _require_visual(self) -> VisionTower:
         if self.visual is None:
             if self._visual_error is not None:
@@ -284,6 +329,15 @@ class CLIPWrapper(nn.Module):
     def train(self, mode: bool = True) -> "CLIPWrapper":
         # The wrapper is frozen: it always stays in eval mode.
         return super().train(False)
+
+
+def _unnormalized(encode: Callable) -> dict[str, bool]:
+    """``{"normalize": False}`` for encoders that take it (open_clip's; CoCa normalises by default), else ``{}``."""
+    try:
+        takes = "normalize" in inspect.signature(encode).parameters
+    except (TypeError, ValueError):  # builtins / scripted methods without a signature
+        takes = False
+    return {"normalize": False} if takes else {}
 
 
 def expand_pseudo_patches(pseudo_tokens: torch.Tensor, num_patches: int) -> torch.Tensor:

@@ -15,7 +15,7 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
-from crossgap.models.base import CLIPWrapper, PatchesUnsupported
+from crossgap.models.base import CLIPWrapper, PatchesUnsupported, TextTokensUnsupported
 from crossgap.models.tokenizers import Tokenizer, open_clip_tokenizer, split_pretrained_dir
 from crossgap.models.towers import build_text_tower, build_vision_tower
 from crossgap.utils import resolve_device
@@ -98,20 +98,28 @@ def load_clip(
         pretrained = os.fspath(pretrained)
     model, preprocess, tokenizer = _BACKENDS[backend](model_name, pretrained)
     model = model.float().eval()
+    # load first, refuse per method: a tower that cannot take pseudo tokens makes only its method unavailable
     visual, visual_error = None, None
     try:
         visual = build_vision_tower(model.visual)
     except PatchesUnsupported as exc:  # OTI still works; OVI raises it
         log.info("%s: no visual pseudo tokens (OVI): %s", model_name, exc)
         visual_error = exc
+    text, text_error = None, None
+    try:
+        text = build_text_tower(model)
+    except TextTokensUnsupported as exc:  # OVI still works; OTI raises it
+        log.info("%s: no textual pseudo tokens (OTI): %s", model_name, exc)
+        text_error = exc
     wrapper = CLIPWrapper(
         model,
-        build_text_tower(model),
+        text,
         visual,
         tokenizer,
         name=model_name,
         backend=backend,
         visual_error=visual_error,
+        text_error=text_error,
     )
     wrapper.to(resolve_device(device))
     log.info("loaded %s (%s, pretrained=%s) on %s", model_name, backend, pretrained, wrapper.device)
@@ -199,9 +207,34 @@ def _load_openai(model_name: str, pretrained: str | None) -> tuple[nn.Module, Ca
     return model, preprocess, tokenize
 
 
+def _build_failure(model_name: str, exc: Exception) -> RuntimeError:
+    """The error of an open_clip architecture that could not be built (no weights were involved)."""
+    import open_clip
+
+    text_cfg = (open_clip.get_model_config(model_name) or {}).get("text_cfg", {})
+    hf_name = text_cfg.get("hf_model_name")
+    hint = ""
+    if hf_name and isinstance(exc, (OSError, ValueError)):
+        hint = (
+            f" Its text tower is the Hugging Face model {hf_name!r} (text_cfg.hf_model_name), whose config "
+            "transformers reads from the hub or its cache: run once online (or copy the Hugging Face cache), or "
+            "register a config whose hf_model_name is a local directory holding config.json"
+        )
+    return RuntimeError(
+        f"open_clip could not build the architecture {model_name} ({type(exc).__name__}: {exc}); no pretrained "
+        f"weights were involved.{hint}"
+    )
+
+
 @register_backend("open_clip")
 def _load_open_clip(model_name: str, pretrained: str | None) -> tuple[nn.Module, Callable, Tokenizer]:
+    """Build ``model_name``, then load ``pretrained`` (a tag, a local file, or None for random weights).
+
+    Each failure says what failed: an unknown architecture or pretrained tag, a build failure (e.g. a
+    Hugging Face config that is not cached), a weight download, or a checkpoint that does not match.
+    """
     import open_clip
+    from open_clip.pretrained import get_pretrained_cfg, list_pretrained_tags_by_model
 
     if not model_name.startswith("hf-hub:") and model_name not in open_clip.list_models():
         raise ValueError(
@@ -210,18 +243,38 @@ def _load_open_clip(model_name: str, pretrained: str | None) -> tuple[nn.Module,
         )
     # a directory holds the checkpoint and, for Hugging Face tokenizers, the tokenizer files
     pretrained, pretrained_dir = split_pretrained_dir(pretrained)
-    if _is_local_path(pretrained) and not Path(pretrained).is_file():
+    local = _is_local_path(pretrained)
+    if local and not Path(pretrained).is_file():
         raise FileNotFoundError(f"checkpoint {pretrained!r} for {model_name} does not exist")
+    tagged = pretrained is not None and not local and not model_name.startswith("hf-hub:")
+    if tagged and not get_pretrained_cfg(model_name, pretrained):
+        raise ValueError(
+            f"{pretrained!r} is neither a pretrained tag of {model_name} nor an existing file; known tags: "
+            f"{list_pretrained_tags_by_model(model_name)}"
+        )
+    if tagged or model_name.startswith("hf-hub:"):
+        try:
+            model, _, preprocess = open_clip.create_model_and_transforms(
+                model_name, pretrained=pretrained, device="cpu", precision="fp32"
+            )
+        except Exception as exc:  # downloads fail with many exception types
+            raise RuntimeError(
+                f"could not build {model_name} with the pretrained weights {pretrained!r} "
+                f"({type(exc).__name__}: {exc}). Without internet access, download the checkpoint elsewhere and "
+                "pass its local path as `pretrained`"
+            ) from exc
+        return model, preprocess, open_clip_tokenizer(model_name, pretrained_dir)
+    # random weights or a local file: build first (crossgap's None means random weights, so no Hugging Face
+    # text weights are downloaded either), then load the checkpoint
     try:
         model, _, preprocess = open_clip.create_model_and_transforms(
-            model_name, pretrained=pretrained, device="cpu", precision="fp32"
+            model_name, pretrained=None, device="cpu", precision="fp32", pretrained_text=False
         )
     except Exception as exc:
-        if _is_local_path(pretrained):
-            raise ValueError(f"{pretrained}: cannot load as a {model_name} checkpoint ({exc})") from exc
-        raise RuntimeError(
-            f"could not load pretrained weights {pretrained!r} for {model_name} ({type(exc).__name__}: {exc}). "
-            "Without internet access, download the checkpoint elsewhere and pass its local path as "
-            "`pretrained`"
-        ) from exc
+        raise _build_failure(model_name, exc) from exc
+    if local:
+        try:
+            open_clip.load_checkpoint(model, pretrained, strict=True)
+        except Exception as exc:
+            raise ValueError(f"{pretrained}: cannot load as a {model_name} checkpoint ({type(exc).__name__}: {exc})") from exc
     return model, preprocess, open_clip_tokenizer(model_name, pretrained_dir)

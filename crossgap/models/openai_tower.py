@@ -14,7 +14,15 @@ from torch import nn
 from crossgap.models.base import TextTower
 from crossgap.models.blocks import is_mha_block, run_blocks
 from crossgap.models.prefix import CausalStack
-from crossgap.models.towers import ConvViTTower, eot_length, pool_text, register_text_tower, register_vision_tower
+from crossgap.models.projection import LinearProjection, from_parameter
+from crossgap.models.towers import (
+    ConvViTTower,
+    eot_length,
+    pool_text,
+    register_projection,
+    register_text_tower,
+    register_vision_tower,
+)
 
 
 @register_text_tower(clip_model.CLIP)
@@ -74,3 +82,15 @@ class OpenAIVisionTower(ConvViTTower):
             x = v.transformer(x.permute(1, 0, 2)).permute(1, 0, 2)
         x = v.ln_post(x[:, 0, :])
         return x @ v.proj if v.proj is not None else x
+
+
+@register_projection("text", clip_model.CLIP)
+def text_projection(model: nn.Module) -> LinearProjection:
+    """``ln_final(pooled) @ text_projection`` (``[W_text, D]``)."""
+    return from_parameter(model, "text_projection", "text_projection")
+
+
+@register_projection("image", clip_model.VisionTransformer)
+def vision_projection(visual: nn.Module) -> LinearProjection:
+    """``ln_post(class token) @ visual.proj`` (``[W_vis, D]``)."""
+    return from_parameter(visual, "proj", "visual.proj")

@@ -23,11 +23,15 @@ observed with a forward pre-hook; a projection that is a bare parameter applied 
 the left operand of the one matmul whose right operand *is* that parameter.  Exactly one capture
 per forward is required, and the result is checked against ``pre @ matrix``.
 
-Supported (the towers :func:`crossgap.load_clip` builds): OpenAI CLIP ViT; open_clip
-``VisionTransformer`` with ``proj``; open_clip ``TimmModel`` with a linear ``head.proj`` or a
-linear trunk classifier head (Perception-Encoder style); SLIP; open_clip text towers with a
-parameter or ``nn.Linear`` projection.  Anything else (ResNet attention pools, MLP heads,
-SigLIP's attention-pool head without projection, ``proj`` set to None) raises
+**Where the projection is.**  Part of each tower family: its module registers a function
+``module -> LinearProjection`` with :func:`crossgap.models.towers.register_projection` under the
+class of the module it wraps (the vision module, or the text module of
+:func:`crossgap.models.towers.text_module`), beside its tower: OpenAI CLIP ViT and text; open_clip
+``VisionTransformer`` (CoCa's included) with ``proj``, ``TextTransformer`` with a parameter or
+``nn.Linear`` projection; open_clip ``TimmModel`` with a linear ``head.proj`` or a linear trunk
+classifier head (Perception-Encoder style); Hugging Face text towers with a linear ``proj``; SLIP.
+A module of no registered class (ResNet attention pools) or whose function finds no single linear
+map (MLP heads, SigLIP's attention-pool head without projection, ``proj`` set to None) raises
 :class:`NoLinearProjectionError`.  IsoCLIP itself linearises SigLIP-v2's MLP head (GELU slope
 1/2); crossgap does not approximate.
 """
@@ -87,81 +91,21 @@ def _name(obj: object) -> str:
     return f"{type(obj).__module__}.{type(obj).__name__}"
 
 
-def _from_linear(layer: nn.Linear, where: str) -> LinearProjection:
+def from_linear(layer: nn.Linear, where: str) -> LinearProjection:
+    """The projection ``pre @ layer.weight.T + layer.bias`` of an ``nn.Linear`` (observed at the layer)."""
     return LinearProjection(layer.weight.T, layer.bias, layer, where)
 
 
-def _from_parameter(holder: nn.Module, attr: str, where: str) -> LinearProjection:
+def from_parameter(holder: nn.Module, attr: str, where: str) -> LinearProjection:
+    """``holder.<attr>``: a ``[W, D]`` matrix applied as ``pre @ proj`` or an ``nn.Linear``; None is an error."""
     proj = getattr(holder, attr, None)
     if proj is None:
         raise NoLinearProjectionError(f"{where} is None: the {_name(holder)} tower has no final projection")
     if isinstance(proj, nn.Linear):
-        return _from_linear(proj, where)
+        return from_linear(proj, where)
     if not isinstance(proj, torch.Tensor) or proj.ndim != 2:
         raise NoLinearProjectionError(f"{where} is a {_name(proj)}, expected a [W, D] matrix or an nn.Linear")
     return LinearProjection(proj, None, proj, where)
-
-
-def _timm_projection(visual: nn.Module) -> LinearProjection:
-    """open_clip ``TimmModel``: ``head.proj`` (linear) or the trunk's own linear classifier head."""
-    head = dict(visual.head.named_children())
-    others = sorted(set(head) - {"drop", "proj"})
-    if others:
-        raise NoLinearProjectionError(
-            f"the timm vision tower ends in head layer(s) {others} (attention pool or MLP), not one linear projection"
-        )
-    trunk_head = getattr(visual.trunk, "head", None)
-    if "proj" in head:
-        if not isinstance(head["proj"], nn.Linear) or isinstance(trunk_head, nn.Linear):
-            raise NoLinearProjectionError("the timm vision tower has a non-linear or a second projection")
-        return _from_linear(head["proj"], "visual.head.proj")
-    if isinstance(trunk_head, nn.Linear):
-        return _from_linear(trunk_head, "visual.trunk.head")
-    raise NoLinearProjectionError(
-        f"the timm vision tower {_name(visual.trunk)} has no linear projection (SigLIP-style: its features are the "
-        "output of the attention-pool head's MLP); IsoCLIP linearises that MLP, crossgap does not"
-    )
-
-
-def _visual_projection(m: nn.Module) -> LinearProjection:
-    visual = getattr(m, "visual", None)
-    if visual is None:
-        raise NoLinearProjectionError(f"{_name(m)} has no `visual` tower")
-    import clip.model as clip_model
-    from open_clip import timm_model, transformer
-
-    from crossgap.models.slip import SLIPVisual
-
-    if isinstance(visual, clip_model.VisionTransformer):
-        return _from_parameter(visual, "proj", "visual.proj")
-    if isinstance(visual, transformer.VisionTransformer):
-        return _from_parameter(visual, "proj", "visual.proj")
-    if isinstance(visual, timm_model.TimmModel):
-        return _timm_projection(visual)
-    if isinstance(visual, SLIPVisual):
-        return LinearProjection(visual.head.weight, None, visual.head, "visual.head (SLIP image_projection)")
-    raise NoLinearProjectionError(
-        f"the vision tower {_name(visual)} has no separable linear projection (ResNet towers project inside their "
-        "attention pool)"
-    )
-
-
-def _text_projection(m: nn.Module) -> LinearProjection:
-    from open_clip import model as oc_model
-    from open_clip import transformer
-
-    if isinstance(m, oc_model.CustomTextCLIP):
-        if not isinstance(m.text, transformer.TextTransformer):
-            raise NoLinearProjectionError(
-                f"the text tower {_name(m.text)} (e.g. a Hugging Face model) is not an open_clip TextTransformer"
-            )
-        return _from_parameter(m.text, "text_projection", "text.text_projection")
-    if getattr(m, "cls_emb", None) is not None:
-        raise NoLinearProjectionError("open_clip text towers with an appended CLS embedding (CoCa) are not supported")
-    if not hasattr(m, "text_projection"):
-        raise NoLinearProjectionError(f"{_name(m)} has no `text_projection`")
-    # OpenAI CLIP, SLIP and open_clip CLIP keep the text tower's fields on the model
-    return _from_parameter(m, "text_projection", "text_projection")
 
 
 def linear_projection(model: nn.Module, modality: str) -> LinearProjection:
@@ -176,8 +120,15 @@ def linear_projection(model: nn.Module, modality: str) -> LinearProjection:
     """
     if modality not in MODALITIES:
         raise ValueError(f"modality must be one of {MODALITIES}, got {modality!r}")
+    from crossgap.models.towers import projection_of, text_module
+
     m = _inner(model)
-    return _visual_projection(m) if modality == "image" else _text_projection(m)
+    if modality == "text":
+        return projection_of(text_module(m), "text")
+    visual = getattr(m, "visual", None)
+    if visual is None:
+        raise NoLinearProjectionError(f"{_name(m)} has no `visual` tower")
+    return projection_of(visual, "image")
 
 
 def projection_matrices(model: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:

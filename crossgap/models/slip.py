@@ -37,7 +37,8 @@ from crossgap.models.base import TextTower, VisionTower
 from crossgap.models.loading import register_backend
 from crossgap.models.openai_tower import OpenAITextTower
 from crossgap.models.timm_tower import TimmVisionTower
-from crossgap.models.towers import register_text_tower, register_vision_tower
+from crossgap.models.projection import LinearProjection, from_parameter
+from crossgap.models.towers import register_projection, register_text_tower, register_vision_tower
 
 log = logging.getLogger(__name__)
 
@@ -306,3 +307,14 @@ def slip_text_tower(model: SLIP) -> TextTower:
 def slip_vision_tower(visual: SLIPVisual) -> VisionTower:
     """:class:`~crossgap.models.timm_tower.TimmVisionTower` (``trunk`` / ``head``, as open_clip's ``TimmModel``)."""
     return TimmVisionTower(visual)
+
+
+@register_projection("text", SLIP)
+def slip_text_projection(model: SLIP) -> LinearProjection:
+    return from_parameter(model, "text_projection", "text_projection")
+
+
+@register_projection("image", SLIPVisual)
+def slip_vision_projection(visual: SLIPVisual) -> LinearProjection:
+    """SLIP's ``image_projection``: a :class:`MatrixProjection` module, observed at its input."""
+    return LinearProjection(visual.head.weight, None, visual.head, "visual.head (SLIP image_projection)")

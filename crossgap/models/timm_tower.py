@@ -1,12 +1,19 @@
-"""Tower of open_clip's ``TimmModel`` (SigLIP, and every open_clip config with a ``timm_model_name``).
+"""Tower of open_clip's ``TimmModel`` (SigLIP, EVA, PE-Core, Swin, ... every config with a ``timm_model_name``).
 
-``TimmModel`` wraps a timm ``VisionTransformer`` ``trunk`` and an adapter ``head``.
-:class:`TimmVisionTower` re-runs the trunk from patch embeddings exactly as
-``VisionTransformer.forward`` does: ``_pos_embed`` (class / register tokens and positional
-embeddings as timm places them, ``no_embed_class`` included), ``patch_drop``, ``norm_pre``,
-``blocks``, ``norm``, ``forward_head`` (attention-pool 'map', 'token', 'avg', ``fc_norm``, head),
-then the adapter's ``head``.  Any module with the same ``trunk`` / ``head`` layout can reuse it
-(the SLIP family does).  Trunks that are not a timm ViT (ConvNeXt, ...) raise
+``TimmModel`` wraps a timm ``trunk`` and an adapter ``head``: ``head(trunk(images))``.
+:class:`TimmVisionTower` re-runs it from patch embeddings: the trunk's part after its patch
+embedding is run by a :class:`TimmTrunk`, looked up by the trunk's class in a registry of its own
+(most specific class first, as :mod:`crossgap.models.towers` does for towers), then the adapter's
+``head``.  Trunk families register with :func:`register_timm_trunk`, one module each:
+
+- ``VisionTransformer`` (here): ``_pos_embed`` (class / register tokens and positional embeddings
+  as timm places them, ``no_embed_class`` included), ``patch_drop``, ``norm_pre``, ``blocks``,
+  ``norm``, ``forward_head`` (attention-pool 'map', 'token', 'avg', ``fc_norm``, head);
+- ``Eva`` (EVA01/02, PE-Core: rotary position embeddings) in :mod:`crossgap.models.timm_eva`;
+- ``VisionTransformerRelPos`` and ``SwinTransformer`` in :mod:`crossgap.models.timm_relpos_swin`.
+
+Any module with the same ``trunk`` / ``head`` layout can reuse the tower (the SLIP family does).
+Trunks of no registered class (ConvNeXt, FastViT, ResNet: no patch tokens) raise
 :class:`~crossgap.models.base.PatchesUnsupported`: OVI fails with that message, OTI still works.
 
 The Hugging Face tokenizers of these models (read from disk when offline) are in
@@ -16,6 +23,7 @@ The Hugging Face tokenizers of these models (read from disk when offline) are in
 from __future__ import annotations
 
 import logging
+from typing import Callable
 
 import torch
 from open_clip.timm_model import TimmModel
@@ -23,9 +31,25 @@ from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
 from crossgap.models.base import PatchesUnsupported, VisionTower
-from crossgap.models.towers import register_vision_tower
+from crossgap.models.projection import LinearProjection, NoLinearProjectionError, from_linear
+from crossgap.models.towers import register_projection, register_vision_tower
 
 log = logging.getLogger(__name__)
+
+_TRUNKS: dict[type, type["TimmTrunk"]] = {}
+
+
+def register_timm_trunk(trunk_cls: type) -> Callable[[type["TimmTrunk"]], type["TimmTrunk"]]:
+    """Decorator: a :class:`TimmTrunk` subclass runs timm trunks of ``trunk_cls`` (and subclasses)."""
+
+    def deco(runner: type[TimmTrunk]) -> type[TimmTrunk]:
+        known = _TRUNKS.get(trunk_cls)
+        if known is not None and known is not runner:
+            raise ValueError(f"a timm trunk runner is already registered for {trunk_cls.__name__}: {known!r}")
+        _TRUNKS[trunk_cls] = runner
+        return runner
+
+    return deco
 
 
 def is_timm_vit(module: nn.Module) -> bool:
@@ -33,47 +57,114 @@ def is_timm_vit(module: nn.Module) -> bool:
     return isinstance(module, VisionTransformer)
 
 
-@register_vision_tower(TimmModel)
-class TimmVisionTower(VisionTower):
-    """Vision tower over a module with a timm ViT ``trunk`` and a ``head`` applied to its output.
+class TimmTrunk:
+    """A timm trunk run from its patch embeddings ``[B, N, W]`` (``N = grid_h * grid_w``, row-major).
 
-    Patch embeddings are the output of ``trunk.patch_embed`` (convolution and its norm), flattened
-    to ``[B, N, W_vis]`` with ``N = grid_h * grid_w`` in row-major order.
-
-    Raises:
-        PatchesUnsupported: the trunk is not a timm ``VisionTransformer``.
+    Subclasses implement :meth:`forward_patches` (the trunk's ``forward`` after ``patch_embed``,
+    head included); the default :meth:`embed_patches` flattens ``patch_embed``'s output (NLC or NHWC).
     """
 
-    def __init__(self, visual: nn.Module) -> None:
-        super().__init__()
-        if not is_timm_vit(visual.trunk):
-            raise PatchesUnsupported(
-                f"the timm trunk {type(visual.trunk).__name__} is not a timm VisionTransformer: it cannot take "
-                "visual pseudo tokens (OVI needs a ViT vision tower)"
-            )
-        self.v = visual
-        trunk = visual.trunk
-        self.width = trunk.embed_dim
+    def __init__(self, trunk: nn.Module) -> None:
+        self.t = trunk
+        dim = getattr(trunk, "embed_dim", None)  # Swin keeps a width per stage: its patch embedding's is the first
+        self.width = dim if isinstance(dim, int) else trunk.patch_embed.proj.out_channels
         self.grid_size = tuple(trunk.patch_embed.grid_size)
         self.num_patches = self.grid_size[0] * self.grid_size[1]
 
     def embed_patches(self, images: torch.Tensor) -> torch.Tensor:
-        x = self.v.trunk.patch_embed(images)
+        x = self.t.patch_embed(images)
         return x.reshape(x.shape[0], -1, x.shape[-1])
 
+    def grid(self, patches: torch.Tensor) -> torch.Tensor:
+        """``[B, N, W]`` → ``[B, grid_h, grid_w, W]`` (NHWC, the layout of dynamic-size and Swin trunks)."""
+        return patches.reshape(patches.shape[0], *self.grid_size, patches.shape[-1])
+
+    def forward_patches(self, patches: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+@register_timm_trunk(VisionTransformer)
+class TimmViTTrunk(TimmTrunk):
+    """timm ``VisionTransformer``: as ``VisionTransformer.forward`` after ``patch_embed``
+    (timm/models/vision_transformer.py: ``forward_features``, ``forward_head``)."""
+
     def forward_patches(self, patches: torch.Tensor) -> torch.Tensor:
-        trunk = self.v.trunk
-        batch, num, width = patches.shape
-        if num != self.num_patches:
-            raise ValueError(f"expected {self.num_patches} patch embeddings, got {num}")
-        x = patches
-        if trunk.dynamic_img_size:  # timm keeps the grid (NHWC) until the positional embedding
-            x = x.reshape(batch, *self.grid_size, width)
+        trunk = self.t
+        x = self.grid(patches) if trunk.dynamic_img_size else patches  # NHWC until the positional embedding
         x = trunk._pos_embed(x)
         x = trunk.patch_drop(x)
         x = trunk.norm_pre(x)
         x = trunk.blocks(x)
         x = trunk.norm(x)
-        x = trunk.forward_head(x)
-        return self.v.head(x)
+        return trunk.forward_head(x)
 
+
+def timm_trunk(trunk: nn.Module) -> TimmTrunk:
+    """The registered :class:`TimmTrunk` of ``trunk`` (the first class of its MRO with a runner).
+
+    Raises:
+        PatchesUnsupported: no runner for the trunk's class (a convolutional trunk: no patch tokens).
+    """
+    for cls in type(trunk).__mro__:
+        runner = _TRUNKS.get(cls)
+        if runner is not None:
+            return runner(trunk)
+    known = ", ".join(sorted(c.__name__ for c in _TRUNKS))
+    raise PatchesUnsupported(
+        f"the timm trunk {type(trunk).__module__}.{type(trunk).__name__} cannot take visual pseudo tokens: it is not "
+        f"one of the timm families with patch tokens ({known}); OVI needs a ViT vision tower"
+    )
+
+
+@register_vision_tower(TimmModel)
+class TimmVisionTower(VisionTower):
+    """Vision tower over a module with a timm ``trunk`` and a ``head`` applied to its output.
+
+    Patch embeddings are the output of ``trunk.patch_embed`` (convolution and its norm), flattened
+    to ``[B, N, W_vis]`` with ``N = grid_h * grid_w`` in row-major order.
+
+    Raises:
+        PatchesUnsupported: no :class:`TimmTrunk` is registered for the trunk's class.
+    """
+
+    def __init__(self, visual: nn.Module) -> None:
+        super().__init__()
+        self.v = visual
+        self.runner = timm_trunk(visual.trunk)
+        self.width = self.runner.width
+        self.grid_size = self.runner.grid_size
+        self.num_patches = self.runner.num_patches
+
+    def embed_patches(self, images: torch.Tensor) -> torch.Tensor:
+        return self.runner.embed_patches(images)
+
+    def forward_patches(self, patches: torch.Tensor) -> torch.Tensor:
+        if patches.shape[1] != self.num_patches:
+            raise ValueError(f"expected {self.num_patches} patch embeddings, got {patches.shape[1]}")
+        return self.v.head(self.runner.forward_patches(patches))
+
+
+@register_projection("image", TimmModel)
+def vision_projection(visual: nn.Module) -> LinearProjection:
+    """``TimmModel``: ``head.proj`` (linear) or the trunk's own linear classifier head (PE-Core style).
+
+    Whatever the trunk (a ConvNeXt too): the projection is the adapter's or the trunk head's.
+    """
+    head = dict(visual.head.named_children())
+    others = sorted(set(head) - {"drop", "proj"})
+    if others:
+        raise NoLinearProjectionError(
+            f"the timm vision tower ends in head layer(s) {others} (attention pool or MLP), not one linear projection"
+        )
+    trunk_head = getattr(visual.trunk, "head", None)
+    if "proj" in head:
+        if not isinstance(head["proj"], nn.Linear) or isinstance(trunk_head, nn.Linear):
+            raise NoLinearProjectionError("the timm vision tower has a non-linear or a second projection")
+        return from_linear(head["proj"], "visual.head.proj")
+    if isinstance(trunk_head, nn.Linear):
+        return from_linear(trunk_head, "visual.trunk.head")
+    raise NoLinearProjectionError(
+        f"the timm vision tower {type(visual.trunk).__module__}.{type(visual.trunk).__name__} has no linear "
+        "projection (SigLIP-style: its features are the output of the attention-pool head's MLP); IsoCLIP "
+        "linearises that MLP, crossgap does not"
+    )

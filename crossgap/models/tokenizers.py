@@ -77,7 +77,9 @@ def split_pretrained_dir(pretrained: str | None) -> tuple[str | None, Path | Non
 class PlaceholderTokenizer:
     """An open_clip Hugging Face tokenizer whose placeholder ``£`` is always one token.
 
-    Call: ``texts`` (list of str) → ids ``[B, context_length]``.  See the module docstring.
+    Call: ``texts`` (list of str) → ids ``[B, context_length]``.  See the module docstring.  A
+    tokenizer that cannot make the placeholder one token still tokenises text as the library does;
+    ``placeholder_error`` then says why, and the model's OTI is unavailable with that message.
     """
 
     def __init__(self, tokenizer: Callable) -> None:
@@ -87,15 +89,19 @@ class PlaceholderTokenizer:
         self.pad_id = hf.pad_token_id if hf.pad_token_id is not None else 0
         pieces = hf(PLACEHOLDER, add_special_tokens=False)["input_ids"]
         self.boundary_id: int | None = None
+        self.placeholder_id: int | None = None
+        self.placeholder_error: str | None = None  # why OTI is unavailable with this tokenizer
         boundary_then_char = hf.decode(pieces[:1]).strip() == "" and hf.decode(pieces[1:]).strip() == PLACEHOLDER
         if len(pieces) == 2 and boundary_then_char:
             self.boundary_id = int(pieces[0])
         elif len(pieces) != 1:
             pretty = hf.convert_ids_to_tokens(pieces)
-            raise ValueError(
-                f"the tokenizer splits the placeholder {PLACEHOLDER!r} into {pretty}; pseudo-token inversion "
-                "needs one token (or a word-boundary piece followed by one token)"
+            self.placeholder_error = (
+                f"the tokenizer {type(hf).__name__} splits the placeholder {PLACEHOLDER!r} into {pretty}; "
+                "pseudo-token inversion (OTI) needs one token (or a word-boundary piece followed by one token)"
             )
+            log.info("%s", self.placeholder_error)
+            return
         self.placeholder_id = int(pieces[-1])
         if hf.unk_token_id is not None and self.placeholder_id == hf.unk_token_id:
             log.warning("the placeholder %r is an unknown token for this tokenizer", PLACEHOLDER)

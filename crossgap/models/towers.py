@@ -4,9 +4,12 @@ A *tower family* is the code that re-runs one library's encoders from embeddings
 :mod:`crossgap.models.base`).  The rule:
 
 - **a tower family lives in its own module under crossgap/models/** (``openai_tower.py``,
-  ``open_clip_tower.py``, ``timm_tower.py``, ``slip.py``), imported by ``crossgap/models/__init__.py``;
-- **it registers with the decorator**, at each factory: ``@register_text_tower(ModelClass)`` on a
-  callable ``factory(model) -> TextTower`` and ``@register_vision_tower(VisualClass)`` on a
+  ``open_clip_tower.py``, ``hf_tower.py``, ``timm_tower.py`` with its trunk families ``timm_eva.py``,
+  ``timm_relpos.py``, ``timm_swin.py``, ``slip.py``), imported by ``crossgap/models/__init__.py``;
+- **it registers under the module it wraps**, with the decorator at each factory:
+  ``@register_text_tower(TextModuleClass)`` on a callable ``factory(text_module) -> TextTower``
+  (the text module is ``model.text`` when the model has one, else the model itself, whose fields
+  are the text tower's: :func:`text_module`) and ``@register_vision_tower(VisualClass)`` on a
   callable ``factory(visual) -> VisionTower`` (a tower class is such a callable);
 - **the most specific registered class wins**: :func:`build_text_tower` / :func:`build_vision_tower`
   walk ``type(obj).__mro__`` and use the first class found in the registry, whatever the order in
@@ -28,8 +31,9 @@ from typing import Callable, TypeVar
 import torch
 from torch import nn
 
-from crossgap.models.base import PatchesUnsupported, TextTower, VisionTower
+from crossgap.models.base import PatchesUnsupported, TextTokensUnsupported, TextTower, VisionTower
 from crossgap.models.blocks import is_mha_block
+from crossgap.models.projection import LinearProjection, NoLinearProjectionError
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +42,8 @@ VisionFactory = Callable[[nn.Module], VisionTower]
 FactoryT = TypeVar("FactoryT", bound=Callable)
 _TEXT_TOWERS: dict[type, TextFactory] = {}
 _VISION_TOWERS: dict[type, VisionFactory] = {}
+ProjectionFn = Callable[[nn.Module], LinearProjection]
+_PROJECTIONS: dict[str, dict[type, ProjectionFn]] = {"image": {}, "text": {}}
 
 
 def _register(registry: dict[type, Callable], cls: type, kind: str) -> Callable[[FactoryT], FactoryT]:
@@ -65,6 +71,32 @@ def register_vision_tower(visual_cls: type) -> Callable[[FactoryT], FactoryT]:
     return _register(_VISION_TOWERS, visual_cls, "vision")
 
 
+def register_projection(modality: str, module_cls: type) -> Callable[[FactoryT], FactoryT]:
+    """Decorator: ``fn(module) -> LinearProjection`` is the final linear projection of ``modality``
+    ("image" or "text") towers whose module is a ``module_cls`` (the module a tower of that family wraps).
+
+    ``fn`` raises :class:`~crossgap.models.projection.NoLinearProjectionError` when the module does
+    not end in one linear map (see :mod:`crossgap.models.projection`).
+    """
+    return _register(_PROJECTIONS[modality], module_cls, f"{modality} projection")
+
+
+def projection_of(module: nn.Module, modality: str) -> LinearProjection:
+    """The registered final :class:`LinearProjection` of ``module`` (most specific class first).
+
+    Raises:
+        NoLinearProjectionError: no function is registered for the module's class, or it found none.
+    """
+    fn = _factory(_PROJECTIONS[modality], module)
+    if fn is None:
+        hint = " (ResNet towers project inside their attention pool)" if modality == "image" else ""
+        raise NoLinearProjectionError(
+            f"the {'vision' if modality == 'image' else 'text'} tower {_name(type(module))} has no separable linear "
+            f"projection{hint}"
+        )
+    return fn(module)
+
+
 def _name(cls: type) -> str:
     return f"{cls.__module__}.{cls.__name__}"
 
@@ -78,12 +110,28 @@ def _factory(registry: dict[type, Callable], obj: object) -> Callable | None:
     return None
 
 
+def text_module(model: nn.Module) -> nn.Module:
+    """The module that holds ``model``'s text tower: ``model.text`` (open_clip ``CustomTextCLIP``, ``CoCa``) or
+    ``model`` itself (OpenAI CLIP, open_clip ``CLIP``, SLIP keep the text tower's fields on the model)."""
+    text = getattr(model, "text", None)
+    return text if isinstance(text, nn.Module) else model
+
+
 def build_text_tower(model: nn.Module) -> TextTower:
-    """The registered :class:`TextTower` for ``model``; TypeError naming the class if none fits."""
-    factory = _factory(_TEXT_TOWERS, model)
+    """The registered :class:`TextTower` for the text module of ``model`` (:func:`text_module`).
+
+    Raises:
+        TextTokensUnsupported: ``model`` cannot take token embeddings (no factory for its class, or
+            the factory found a text module it cannot run from embeddings).
+    """
+    module = text_module(model)
+    factory = _factory(_TEXT_TOWERS, module)
     if factory is None:
-        raise TypeError(f"no pseudo-token text tower is registered for {_name(type(model))}")
-    return factory(model)
+        raise TextTokensUnsupported(
+            f"the text tower {_name(type(module))} cannot take textual pseudo tokens: no pseudo-token text tower "
+            "is registered for it (OTI needs its token embeddings and a way to run the tower from them)"
+        )
+    return factory(module)
 
 
 def build_vision_tower(visual: nn.Module) -> VisionTower:
