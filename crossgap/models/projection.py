@@ -39,45 +39,24 @@ map (MLP heads, SigLIP's attention-pool head without projection, ``proj`` set to
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from typing import Callable
 
 import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
+from crossgap.models.linear import (  # noqa: F401  (re-exported: the projection's public names)
+    LinearProjection,
+    NoLinearProjectionError,
+    _name,
+    from_linear,
+    from_parameter,
+)
+from crossgap.models.towers import projection_of, text_module
+
 log = logging.getLogger(__name__)
 
 MODALITIES: tuple[str, ...] = ("image", "text")
-
-
-class NoLinearProjectionError(TypeError):
-    """The tower does not end in one linear projection that crossgap can separate."""
-
-
-@dataclass(frozen=True)
-class LinearProjection:
-    """The last linear map of one tower: ``features = pre @ weight (+ bias)``.
-
-    Attributes:
-        weight: ``[W, D]``.
-        bias: ``[D]`` or None.
-        site: where ``pre`` is observed: a module whose forward input is ``pre``, or the
-            parameter ``weight`` itself as the right operand of ``pre @ weight``.
-        where: a readable name of the site (for error messages).
-    """
-
-    weight: torch.Tensor
-    bias: torch.Tensor | None
-    site: nn.Module | torch.Tensor
-    where: str
-
-    def matrix(self) -> torch.Tensor:
-        """``[W, D]``, or ``[W + 1, D]`` with the bias as the last row (module docstring)."""
-        w = self.weight.detach()
-        if self.bias is None:
-            return w
-        return torch.cat([w, self.bias.detach().reshape(1, -1).to(w.dtype)], dim=0)
 
 
 def _inner(model: nn.Module) -> nn.Module:
@@ -85,27 +64,6 @@ def _inner(model: nn.Module) -> nn.Module:
     from crossgap.models.base import CLIPWrapper
 
     return model.model if isinstance(model, CLIPWrapper) else model
-
-
-def _name(obj: object) -> str:
-    return f"{type(obj).__module__}.{type(obj).__name__}"
-
-
-def from_linear(layer: nn.Linear, where: str) -> LinearProjection:
-    """The projection ``pre @ layer.weight.T + layer.bias`` of an ``nn.Linear`` (observed at the layer)."""
-    return LinearProjection(layer.weight.T, layer.bias, layer, where)
-
-
-def from_parameter(holder: nn.Module, attr: str, where: str) -> LinearProjection:
-    """``holder.<attr>``: a ``[W, D]`` matrix applied as ``pre @ proj`` or an ``nn.Linear``; None is an error."""
-    proj = getattr(holder, attr, None)
-    if proj is None:
-        raise NoLinearProjectionError(f"{where} is None: the {_name(holder)} tower has no final projection")
-    if isinstance(proj, nn.Linear):
-        return from_linear(proj, where)
-    if not isinstance(proj, torch.Tensor) or proj.ndim != 2:
-        raise NoLinearProjectionError(f"{where} is a {_name(proj)}, expected a [W, D] matrix or an nn.Linear")
-    return LinearProjection(proj, None, proj, where)
 
 
 def linear_projection(model: nn.Module, modality: str) -> LinearProjection:
@@ -120,8 +78,6 @@ def linear_projection(model: nn.Module, modality: str) -> LinearProjection:
     """
     if modality not in MODALITIES:
         raise ValueError(f"modality must be one of {MODALITIES}, got {modality!r}")
-    from crossgap.models.towers import projection_of, text_module
-
     m = _inner(model)
     if modality == "text":
         return projection_of(text_module(m), "text")

@@ -37,7 +37,7 @@ from crossgap.models.base import TextTower, VisionTower
 from crossgap.models.loading import register_backend
 from crossgap.models.openai_tower import OpenAITextTower
 from crossgap.models.timm_tower import TimmVisionTower
-from crossgap.models.projection import LinearProjection, from_parameter
+from crossgap.models.linear import LinearProjection, from_parameter
 from crossgap.models.towers import register_projection, register_text_tower, register_vision_tower
 
 log = logging.getLogger(__name__)

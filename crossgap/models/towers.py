@@ -33,7 +33,7 @@ from torch import nn
 
 from crossgap.models.base import PatchesUnsupported, TextTokensUnsupported, TextTower, VisionTower
 from crossgap.models.blocks import is_mha_block
-from crossgap.models.projection import LinearProjection, NoLinearProjectionError
+from crossgap.models.linear import LinearProjection, NoLinearProjectionError
 
 log = logging.getLogger(__name__)
 
