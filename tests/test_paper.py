@@ -280,3 +280,35 @@ def test_paper_grid_html_in_a_headless_browser(grid_report):
     dom = _dom(page, "#filter=dataset:cub2011,model:CLIP_B32,method:oti")
     assert re.search(r'data-visible="(\d+)"', dom).group(1) == "2"
     assert "2 of " in dom
+
+
+def test_a_blocks_intervals_are_the_paired_bootstrap_of_the_summary(tmp_path):
+    """The shared query draws of a block give, per method, exactly the paired interval of summary.json
+    (crossgap.metrics.bootstrap.paired_bootstrap, same seed), NaN queries left out as there."""
+    import numpy as np
+
+    from crossgap.metrics.bootstrap import paired_bootstrap
+    from crossgap.paper.verdicts import interval, load_block
+
+    rng = np.random.default_rng(3)
+    native = rng.random(37) * 100
+    native[[4, 9]] = np.nan  # queries without a relevant item
+    oti, pca = native + rng.normal(1, 5, 37), native + rng.normal(-1, 5, 37)
+    paths = write_block(tmp_path, "d", "m", "image_retrieval",
+                        {"image": {"AP": native}, "oti": {"AP": oti}, "pca_text": {"AP": pca}})
+    per_query = {m: p[: -len(".json")] + ".queries.parquet" for m, p in zip(("image", "oti", "pca_text"), paths)}
+    block = load_block("d", "m", "image_retrieval", "mAP", per_query, resamples=500, seed=7)
+    for method, values in (("oti", oti), ("pca_text", pca)):
+        expected = paired_bootstrap(native, values, resamples=500, seed=7)
+        delta, samples = block.delta(method, "image")
+        assert delta == pytest.approx(expected["delta"], abs=1e-9)
+        assert interval(samples, 0.95) == pytest.approx((expected["ci95_low"], expected["ci95_high"]), abs=1e-9)
+    # the pair: the paired bootstrap of OTI against pca_text on the same draws
+    expected = paired_bootstrap(pca, oti, resamples=500, seed=7)
+    delta, samples = block.delta("oti", "pca_text")
+    assert (delta, *interval(samples, 0.95)) == pytest.approx(
+        (expected["delta"], expected["ci95_low"], expected["ci95_high"]), abs=1e-9)
+    bad = dict(per_query)
+    bad["oti"] = write_block(tmp_path / "bad", "d", "m", "image_retrieval", {"oti": {"AP": np.r_[oti[:4], 1.0, oti[5:]]}})[0][:-5] + ".queries.parquet"
+    with pytest.raises(ValueError, match="AP is NaN on different queries"):
+        load_block("d", "m", "image_retrieval", "mAP", bad, resamples=10, seed=0)
