@@ -113,6 +113,9 @@ def test_published_columns_by_hand(report):
     assert ("| stanford_cars | mAP | 55.00 · pub 24.9 (+30.1) | 59.00 (+4.00*) · pub 28.0 (+31.0) | "
             "55.00 · pub 43.8 (+11.2) | 56.00 (+1.00*) · pub 50.5 (+5.5) |") in md
     assert "| roxford5k | mAP_medium | 55.00 · pub 42.4‡ (+12.6) | 61.00 (+6.00*) · pub 43.0‡ (+18.0) |" in md
+    # a paper group the run has any dataset of lists all of them: the missing ones with empty cells
+    assert "| cub2011 |  |  |  |  |  |" in md and "| imagenet |  |  |  |  |  |" in md
+    assert "imagenet_v2" not in md  # no dataset of the zero-shot groups: no rows
     # the pca_text table: clip_b32 pets 56 (Δ +1 on every query), clip_l14 unavailable
     assert "| oxford_pets | mAP | 55.00 · pub 31.2 (+23.8) | 56.00 (+1.00*) | 55.00 · pub 47.2 (+7.8) | unavailable |" in md
 
