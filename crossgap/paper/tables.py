@@ -145,7 +145,7 @@ def paper_frame(summary: Mapping[str, Any], verdicts: pd.DataFrame, published: M
                     comparable = (f"{n} of {of} datasets" if n < of else None) or (
                         f"protocol differs on some datasets ({'; '.join(notes)})" if notes else None)
                     row = {"task": task, "group": "average", "row": "average", "name": average.key, "model": model,
-                           "metric": "/".join(sorted({c["metric"] for c in entered})), "method": method,
+                           "metric": "each row's", "method": method,
                            "native": native, "score": score,
                            "delta": None if not pairs else sum(c["score"] - c["native"] for c in pairs) / len(pairs),
                            "ci95_low": None if v is None else v.ci95_low, "ci95_high": None if v is None else v.ci95_high,
