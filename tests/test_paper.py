@@ -315,3 +315,17 @@ def test_a_blocks_intervals_are_the_paired_bootstrap_of_the_summary(tmp_path):
     bad["oti"] = write_block(tmp_path / "bad", "d", "m", "image_retrieval", {"oti": {"AP": np.r_[oti[:4], 1.0, oti[5:]]}})[0][:-5] + ".queries.parquet"
     with pytest.raises(ValueError, match="AP is NaN on different queries"):
         load_block("d", "m", "image_retrieval", "mAP", bad, resamples=10, seed=0)
+
+
+def test_report_of_several_inversion_seeds_asks_for_the_main_one(tmp_path, caplog):
+    results = tmp_path / "results"
+    for seed, oti in ((0, [0.0, 100.0]), (1, [100.0, 100.0])):
+        write_block(results, "d", "m", "zero_shot", {"standard": {"top1": [100.0, 0.0]}, "oti": {"top1": oti}},
+                    params={"oti": {"seed": seed, "steps": 150}}, stems={"standard": "standard", "oti": f"oti-s{seed}"})
+    assert cli_main(["report", str(results), "--out", str(tmp_path / "out")]) == 1
+    assert "the results hold inversions of seeds [0, 1]: say which is the main one (--inversion-seed" in caplog.text
+    assert cli_main(["report", str(results), "--out", str(tmp_path / "out"), "--inversion-seed", "1"]) == 0
+    summary = json.loads((tmp_path / "out/summary.json").read_text())
+    # seed 1's OTI (top-1 100) is the result, seed 0's (50) its replicate: mean 75 over the two
+    oti = summary["d"]["m"]["zero_shot"]["oti"]
+    assert oti["top1"] == 100.0 and oti["seeds"]["n"] == 2 and oti["seeds"]["mean"]["top1"] == 75.0
