@@ -329,3 +329,46 @@ def test_report_of_several_inversion_seeds_asks_for_the_main_one(tmp_path, caplo
     # seed 1's OTI (top-1 100) is the result, seed 0's (50) its replicate: mean 75 over the two
     oti = summary["d"]["m"]["zero_shot"]["oti"]
     assert oti["top1"] == 100.0 and oti["seeds"]["n"] == 2 and oti["seeds"]["mean"]["top1"] == 75.0
+
+
+_DRIVER = """
+import json, runpy, sys
+from types import SimpleNamespace as NS
+spec = json.loads(sys.argv[2])
+snakemake = NS(input=NS(**spec["input"]), output=NS(**spec["output"]), params=NS(**spec["params"]),
+               log=spec["log"], threads=1)
+runpy.run_path(sys.argv[1], init_globals={"snakemake": snakemake})
+"""
+
+
+def test_the_aggregate_and_plots_rule_scripts_write_the_paper_outputs(tmp_path):
+    """workflow/scripts/{aggregate,plots}.py with the names workflow/rules/report.smk gives them."""
+    root = Path(__file__).resolve().parents[1]
+    default_results(tmp_path / "data/results")
+    results = sorted(str(p) for p in (tmp_path / "data/results").rglob("*.json") if p.name != "modality_gap.json")
+    gaps = sorted(str(p) for p in (tmp_path / "data/results").rglob("modality_gap.json"))
+    m, p = tmp_path / "data/metrics", tmp_path / "data/plots"
+    aggregate = {"input": {"results": results, "gaps": gaps}, "log": [str(tmp_path / "logs/aggregate.log")],
+                 "output": {"summary": f"{m}/summary.json", "table_csv": f"{m}/table.csv", "table_md": f"{m}/table.md",
+                            "plot_data": f"{p}/comparison.csv", "steps": f"{p}/steps.csv",
+                            "paper_md": f"{m}/paper_tables.md", "paper_csv": f"{m}/paper_tables.csv",
+                            "verdicts": f"{m}/verdicts.csv", "paper_summary": f"{m}/paper_summary.json"},
+                 "params": {"bootstrap": {"resamples": 200, "seed": 0, "confidence": 0.95},
+                            "final_steps": {"oti": 150, "ovi": 1000}, "seed": 0, "paper_methods": {}}}
+    plots = {"input": {"table": f"{m}/table.csv", "table_md": f"{m}/table.md", "steps": f"{p}/steps.csv",
+                       "paper_md": f"{m}/paper_tables.md", "paper_csv": f"{m}/paper_tables.csv",
+                       "verdicts": f"{m}/verdicts.csv", "losses": [], "pretrain": []},
+             "output": {"comparison": f"{p}/comparison.png", "losses": f"{p}/inversion_losses.png",
+                        "steps": f"{p}/steps.png", "paper_image": f"{p}/paper_image_retrieval.png",
+                        "paper_text": f"{p}/paper_text_retrieval.png", "paper_zero_shot": f"{p}/paper_zero_shot.png",
+                        "losses_table": f"{p}/inversion_losses.csv", "pretrain_table": f"{p}/pretrain_losses.csv",
+                        "html": f"{p}/report.html"},
+             "params": {"curves": []}, "log": [str(tmp_path / "logs/plots.log")]}
+    for script, spec in (("aggregate", aggregate), ("plots", plots)):
+        proc = subprocess.run([sys.executable, "-c", _DRIVER, str(root / f"workflow/scripts/{script}.py"), json.dumps(spec)],
+                              capture_output=True, text=True, cwd=tmp_path, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    for out in (*aggregate["output"].values(), *plots["output"].values()):
+        assert Path(out).exists(), out
+    page = Path(plots["output"]["html"]).read_text()
+    assert page.count('<table class="paper">') == 16 and page.count("data:image/png;base64,") == 6
