@@ -354,7 +354,8 @@ def test_the_aggregate_and_plots_rule_scripts_write_the_paper_outputs(tmp_path):
                             "paper_md": f"{m}/paper_tables.md", "paper_csv": f"{m}/paper_tables.csv",
                             "verdicts": f"{m}/verdicts.csv", "paper_summary": f"{m}/paper_summary.json"},
                  "params": {"bootstrap": {"resamples": 200, "seed": 0, "confidence": 0.95},
-                            "final_steps": {"oti": 150, "ovi": 1000}, "seed": 0, "paper_methods": {}}}
+                            "final_steps": {"oti": 150, "ovi": 1000}, "seed": 0, "paper_methods": None}}
+    aggregate["params"]["settings"] = dict(aggregate["params"])  # the same, as one dict (crossgap.plan.report_params)
     plots = {"input": {"table": f"{m}/table.csv", "table_md": f"{m}/table.md", "steps": f"{p}/steps.csv",
                        "paper_md": f"{m}/paper_tables.md", "paper_csv": f"{m}/paper_tables.csv",
                        "verdicts": f"{m}/verdicts.csv", "losses": [], "pretrain": []},
