@@ -17,6 +17,7 @@ import yaml
 
 from crossgap.metrics.results import write_result
 from crossgap.metrics.scores import SUMMARY_KEYS, write_scores
+from crossgap.utils import write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -71,7 +72,7 @@ def default_results(results: Path, *, queries: int = 24, seed: int = 0) -> dict[
 
 def planned_results(config: Mapping, results: Path, *, queries: int, seed: int) -> dict[str, int]:
     """Every result file ``config`` plans (main seed) with random per-query scores (inverted methods
-    record ``steps`` and the config's ``inversion.seed``)."""
+    record ``steps`` and the config's ``inversion.seed``), and its modality-gap files."""
     from crossgap import plan
     from crossgap.methods import get_method
 
@@ -94,6 +95,11 @@ def planned_results(config: Mapping, results: Path, *, queries: int, seed: int) 
         params = ({"steps": config["inversion"][get_method(task, method).inversion]["steps"],
                    "seed": config["inversion"]["seed"]} if kind in ("inverted", "snapshot") else {})
         write_block(results, dataset, model, task, {method: cols}, params={method: params}, stems={method: stem})
+    for file in plan.all_gap_files(config):  # data/results/{dataset}/{model}/modality_gap.json
+        _, _, dataset, model, _ = file.split("/")
+        write_json(results / dataset / model / "modality_gap.json",
+                   {"dataset": dataset, "model": model, "num_pairs": queries, "pairing": "first caption",
+                    "metrics": {"gap_distance": float(rng.uniform(0.5, 1.2)), "cosine": float(rng.uniform(0, 0.4))}})
     datasets = {f.split("/")[2] for f in files}
     models = {f.split("/")[3] for f in files}
     return {"results": len(files), "datasets": len(datasets), "models": len(models)}

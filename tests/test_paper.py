@@ -113,6 +113,9 @@ def test_published_columns_by_hand(report):
     assert ("| stanford_cars | mAP | 55.00 · pub 24.9 (+30.1) | 59.00 (+4.00*) · pub 28.0 (+31.0) | "
             "55.00 · pub 43.8 (+11.2) | 56.00 (+1.00*) · pub 50.5 (+5.5) |") in md
     assert "| roxford5k | mAP_medium | 55.00 · pub 42.4‡ (+12.6) | 61.00 (+6.00*) · pub 43.0‡ (+18.0) |" in md
+    # a paper group the run has any dataset of lists all of them: the missing ones with empty cells
+    assert "| cub2011 |  |  |  |  |  |" in md and "| imagenet |  |  |  |  |  |" in md
+    assert "imagenet_v2" not in md  # no dataset of the zero-shot groups: no rows
     # the pca_text table: clip_b32 pets 56 (Δ +1 on every query), clip_l14 unavailable
     assert "| oxford_pets | mAP | 55.00 · pub 31.2 (+23.8) | 56.00 (+1.00*) | 55.00 · pub 47.2 (+7.8) | unavailable |" in md
 
@@ -280,3 +283,93 @@ def test_paper_grid_html_in_a_headless_browser(grid_report):
     dom = _dom(page, "#filter=dataset:cub2011,model:CLIP_B32,method:oti")
     assert re.search(r'data-visible="(\d+)"', dom).group(1) == "2"
     assert "2 of " in dom
+
+
+def test_a_blocks_intervals_are_the_paired_bootstrap_of_the_summary(tmp_path):
+    """The shared query draws of a block give, per method, exactly the paired interval of summary.json
+    (crossgap.metrics.bootstrap.paired_bootstrap, same seed), NaN queries left out as there."""
+    import numpy as np
+
+    from crossgap.metrics.bootstrap import paired_bootstrap
+    from crossgap.paper.verdicts import interval, load_block
+
+    rng = np.random.default_rng(3)
+    native = rng.random(37) * 100
+    native[[4, 9]] = np.nan  # queries without a relevant item
+    oti, pca = native + rng.normal(1, 5, 37), native + rng.normal(-1, 5, 37)
+    paths = write_block(tmp_path, "d", "m", "image_retrieval",
+                        {"image": {"AP": native}, "oti": {"AP": oti}, "pca_text": {"AP": pca}})
+    per_query = {m: p[: -len(".json")] + ".queries.parquet" for m, p in zip(("image", "oti", "pca_text"), paths)}
+    block = load_block("d", "m", "image_retrieval", "mAP", per_query, resamples=500, seed=7)
+    for method, values in (("oti", oti), ("pca_text", pca)):
+        expected = paired_bootstrap(native, values, resamples=500, seed=7)
+        delta, samples = block.delta(method, "image")
+        assert delta == pytest.approx(expected["delta"], abs=1e-9)
+        assert interval(samples, 0.95) == pytest.approx((expected["ci95_low"], expected["ci95_high"]), abs=1e-9)
+    # the pair: the paired bootstrap of OTI against pca_text on the same draws
+    expected = paired_bootstrap(pca, oti, resamples=500, seed=7)
+    delta, samples = block.delta("oti", "pca_text")
+    assert (delta, *interval(samples, 0.95)) == pytest.approx(
+        (expected["delta"], expected["ci95_low"], expected["ci95_high"]), abs=1e-9)
+    bad = dict(per_query)
+    bad["oti"] = write_block(tmp_path / "bad", "d", "m", "image_retrieval", {"oti": {"AP": np.r_[oti[:4], 1.0, oti[5:]]}})[0][:-5] + ".queries.parquet"
+    with pytest.raises(ValueError, match="AP is NaN on different queries"):
+        load_block("d", "m", "image_retrieval", "mAP", bad, resamples=10, seed=0)
+
+
+def test_report_of_several_inversion_seeds_asks_for_the_main_one(tmp_path, caplog):
+    results = tmp_path / "results"
+    for seed, oti in ((0, [0.0, 100.0]), (1, [100.0, 100.0])):
+        write_block(results, "d", "m", "zero_shot", {"standard": {"top1": [100.0, 0.0]}, "oti": {"top1": oti}},
+                    params={"oti": {"seed": seed, "steps": 150}}, stems={"standard": "standard", "oti": f"oti-s{seed}"})
+    assert cli_main(["report", str(results), "--out", str(tmp_path / "out")]) == 1
+    assert "the results hold inversions of seeds [0, 1]: say which is the main one (--inversion-seed" in caplog.text
+    assert cli_main(["report", str(results), "--out", str(tmp_path / "out"), "--inversion-seed", "1"]) == 0
+    summary = json.loads((tmp_path / "out/summary.json").read_text())
+    # seed 1's OTI (top-1 100) is the result, seed 0's (50) its replicate: mean 75 over the two
+    oti = summary["d"]["m"]["zero_shot"]["oti"]
+    assert oti["top1"] == 100.0 and oti["seeds"]["n"] == 2 and oti["seeds"]["mean"]["top1"] == 75.0
+
+
+_DRIVER = """
+import json, runpy, sys
+from types import SimpleNamespace as NS
+spec = json.loads(sys.argv[2])
+snakemake = NS(input=NS(**spec["input"]), output=NS(**spec["output"]), params=NS(**spec["params"]),
+               log=spec["log"], threads=1)
+runpy.run_path(sys.argv[1], init_globals={"snakemake": snakemake})
+"""
+
+
+def test_the_aggregate_and_plots_rule_scripts_write_the_paper_outputs(tmp_path):
+    """workflow/scripts/{aggregate,plots}.py with the names workflow/rules/report.smk gives them."""
+    root = Path(__file__).resolve().parents[1]
+    default_results(tmp_path / "data/results")
+    results = sorted(str(p) for p in (tmp_path / "data/results").rglob("*.json") if p.name != "modality_gap.json")
+    gaps = sorted(str(p) for p in (tmp_path / "data/results").rglob("modality_gap.json"))
+    m, p = tmp_path / "data/metrics", tmp_path / "data/plots"
+    aggregate = {"input": {"results": results, "gaps": gaps}, "log": [str(tmp_path / "logs/aggregate.log")],
+                 "output": {"summary": f"{m}/summary.json", "table_csv": f"{m}/table.csv", "table_md": f"{m}/table.md",
+                            "plot_data": f"{p}/comparison.csv", "steps": f"{p}/steps.csv",
+                            "paper_md": f"{m}/paper_tables.md", "paper_csv": f"{m}/paper_tables.csv",
+                            "verdicts": f"{m}/verdicts.csv", "paper_summary": f"{m}/paper_summary.json"},
+                 "params": {"bootstrap": {"resamples": 200, "seed": 0, "confidence": 0.95},
+                            "final_steps": {"oti": 150, "ovi": 1000}, "seed": 0, "paper_methods": None}}
+    aggregate["params"]["settings"] = dict(aggregate["params"])  # the same, as one dict (crossgap.plan.report_params)
+    plots = {"input": {"table": f"{m}/table.csv", "table_md": f"{m}/table.md", "steps": f"{p}/steps.csv",
+                       "paper_md": f"{m}/paper_tables.md", "paper_csv": f"{m}/paper_tables.csv",
+                       "verdicts": f"{m}/verdicts.csv", "losses": [], "pretrain": []},
+             "output": {"comparison": f"{p}/comparison.png", "losses": f"{p}/inversion_losses.png",
+                        "steps": f"{p}/steps.png", "paper_image": f"{p}/paper_image_retrieval.png",
+                        "paper_text": f"{p}/paper_text_retrieval.png", "paper_zero_shot": f"{p}/paper_zero_shot.png",
+                        "losses_table": f"{p}/inversion_losses.csv", "pretrain_table": f"{p}/pretrain_losses.csv",
+                        "html": f"{p}/report.html"},
+             "params": {"curves": []}, "log": [str(tmp_path / "logs/plots.log")]}
+    for script, spec in (("aggregate", aggregate), ("plots", plots)):
+        proc = subprocess.run([sys.executable, "-c", _DRIVER, str(root / f"workflow/scripts/{script}.py"), json.dumps(spec)],
+                              capture_output=True, text=True, cwd=tmp_path, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    for out in (*aggregate["output"].values(), *plots["output"].values()):
+        assert Path(out).exists(), out
+    page = Path(plots["output"]["html"]).read_text()
+    assert page.count('<table class="paper">') == 16 and page.count("data:image/png;base64,") == 6

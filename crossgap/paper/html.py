@@ -23,6 +23,8 @@ table.paper td, table.verdicts td { white-space: nowrap; }
 table.paper tr.group td { background: #e8eef7; font-style: italic; }
 table.paper tr.average td { font-weight: bold; border-top: 2px solid #999; }
 nav ul { columns: 2; }
+body { max-width: 100em; padding: 0 1em; }
+div.scroll { overflow-x: auto; max-width: 100%; }
 .filters input { margin-right: 1em; }
 section#all-results th { cursor: pointer; }
 """
@@ -90,7 +92,7 @@ def _table(header: list[str], rows: list[tuple[str, list[str]]], cls: str) -> st
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
     body = "".join(f'<tr class="{kind}"><th scope="row">{html.escape(cells[0])}</th>'
                    + "".join(f"<td>{html.escape(c)}</td>" for c in cells[1:]) + "</tr>" for kind, cells in rows)
-    return f'<table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+    return f'<div class="scroll"><table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
 
 
 def _verdicts(verdicts: pd.DataFrame, task: str, titles: Mapping[str, str]) -> str:

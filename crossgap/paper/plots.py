@@ -46,7 +46,8 @@ def plot_task(frame: pd.DataFrame, task: str, titles: dict[str, str], out_png: s
         methods = list(dict.fromkeys(part["method"]))
         sizes = [part.loc[part["group"] == g, "name"].nunique() for g in groups]
         fig, axes = plt.subplots(len(groups), len(models), squeeze=False, sharex="col",
-                                 figsize=(2.3 * len(models) + 1.5, sum(0.28 * s + 0.9 for s in sizes)),
+                                 figsize=(max(7.0, 2.3 * len(models) + 1.5),
+                                          max(3.0, sum(0.28 * s + 0.9 for s in sizes) + 0.6)),
                                  gridspec_kw={"height_ratios": [s + 2 for s in sizes]})
         step = 0.7 / max(len(methods), 1)
         for gi, group in enumerate(groups):
@@ -74,12 +75,12 @@ def plot_task(frame: pd.DataFrame, task: str, titles: dict[str, str], out_png: s
                     ax.set_title(model, fontsize=8)
                 if mi == 0:
                     ax.set_ylabel(titles.get(f"group:{group}", group), fontsize=7)
-        fig.legend(loc="upper right", fontsize=6, ncol=min(len(methods), 6), frameon=False)
+        fig.legend(loc="lower center", fontsize=7, ncol=min(len(methods), 8), frameon=False)
         fig.suptitle(f"{TASK_TITLES[task]}: Δ vs native per dataset (bars: 95% paired interval; filled: excludes 0)",
-                     fontsize=9, x=0.02, ha="left")
+                     fontsize=9, x=0.02, y=0.995, ha="left", va="top")
         # fixed margins (tight_layout costs seconds on a 2 × 7 grid): room for the dataset names and titles
         height = fig.get_figheight()
-        fig.subplots_adjust(left=1.3 / fig.get_figwidth(), right=0.99, bottom=0.35 / height, top=1 - 0.75 / height,
+        fig.subplots_adjust(left=1.3 / fig.get_figwidth(), right=0.99, bottom=0.65 / height, top=1 - 0.6 / height,
                             wspace=0.15, hspace=0.25)
     with atomic_path(out_png) as tmp:
         fig.savefig(tmp, format="png", dpi=100)

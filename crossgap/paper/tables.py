@@ -145,7 +145,7 @@ def paper_frame(summary: Mapping[str, Any], verdicts: pd.DataFrame, published: M
                     comparable = (f"{n} of {of} datasets" if n < of else None) or (
                         f"protocol differs on some datasets ({'; '.join(notes)})" if notes else None)
                     row = {"task": task, "group": "average", "row": "average", "name": average.key, "model": model,
-                           "metric": "/".join(sorted({c["metric"] for c in entered})), "method": method,
+                           "metric": "each row's", "method": method,
                            "native": native, "score": score,
                            "delta": None if not pairs else sum(c["score"] - c["native"] for c in pairs) / len(pairs),
                            "ci95_low": None if v is None else v.ci95_low, "ci95_high": None if v is None else v.ci95_high,
@@ -195,7 +195,7 @@ def task_grid(frame: pd.DataFrame, task: str, titles: Mapping[str, str]) -> list
         rows: list[tuple[str, list[str]]] = []
         sel = part[part["method"] == method]
         current = None
-        for group, kind, name in dict.fromkeys(zip(sel["group"], sel["row"], sel["name"])):
+        for group, kind, name in _row_keys(task, sel):
             if group != current and kind == "dataset":
                 rows.append(("group", [titles.get(f"group:{group}", group)] + [""] * (1 + 2 * len(models))))
                 current = group
@@ -206,6 +206,17 @@ def task_grid(frame: pd.DataFrame, task: str, titles: Mapping[str, str]) -> list
             rows.append((kind, [label, metric] + [x for c in cells for x in (_cell(c, "native"), _cell(c, method))]))
         tables.append((method, header, rows))
     return tables
+
+
+def _row_keys(task: str, rows: pd.DataFrame) -> list[tuple[str, str, str]]:
+    """``(group, kind, name)`` of a table: every dataset of each paper group the run has any dataset of
+    (a missing one gets a row of empty cells), in the paper's order, then the average rows."""
+    present = set(rows.loc[rows["row"] == "dataset", "name"])
+    keys = []
+    for group in groups_for(task, present):
+        if present & set(group.datasets):
+            keys += [(group.key, "dataset", d) for d in group.datasets]
+    return keys + [k for k in dict.fromkeys(zip(rows["group"], rows["row"], rows["name"])) if k[1] == "average"]
 
 
 def task_markdown(frame: pd.DataFrame, task: str, titles: Mapping[str, str]) -> list[str]:
