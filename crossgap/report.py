@@ -59,22 +59,6 @@ def _summary(usable: Sequence[str], replicates: Sequence[tuple[str, dict]], gap_
     return summary
 
 
-def unavailable_notes(result_paths: Sequence[str]) -> list[str]:
-    """One note per result that could not run (``extra.unavailable``): where, which method, and why.
-
-    E.g. OVI on a ResNet model (its vision tower has no patch tokens) or IsoCLIP on a tower without a
-    linear projection: left out of the table's rows, never silently missing from ``table.md``.
-    """
-    notes = []
-    for path in result_paths:
-        record = read_result(path)
-        reason = record["extra"].get("unavailable")
-        if reason:
-            notes.append(f"{record['dataset']}/{record['model']} {record['task']} {record['method']}: unavailable "
-                         f"({reason})")
-    return sorted(notes)
-
-
 def text_preparation_notes(result_paths: Sequence[str]) -> list[str]:
     """One note per dataset whose long texts reached the encoders truncated rather than summarised.
 
@@ -123,8 +107,7 @@ def aggregate_step(
     with atomic_path(table_csv) as tmp:
         table.to_csv(tmp, index=False)
     with atomic_path(table_md) as tmp:
-        tmp.write_text(markdown(table, best_steps(curves),
-                                [*notes, *unavailable_notes(results), *text_preparation_notes(results)]))
+        tmp.write_text(markdown(table, best_steps(curves), [*notes, *text_preparation_notes(results)]))
     plot = table.assign(label=table["dataset"] + "/" + table["model"] + "/" + table["task"] + "/" + table["method"])
     with atomic_path(plot_csv) as tmp:
         plot[["label", "delta", "ci95_low", "ci95_high", "significant"]].to_csv(tmp, index=False)

@@ -317,19 +317,3 @@ def test_table_lists_each_inversion_with_its_snapshots_then_the_transforms():
     node = {m: {"top1": 50.0} for m in ("standard", "gap_shift", "ovi", "oti@50", "ovi@5", "oti", "oti@10", "centered")}
     table = comparison_table({"d": {"m": {"zero_shot": node}}})
     assert table["method"].tolist() == ["oti@10", "oti@50", "oti", "ovi@5", "ovi", "centered", "gap_shift"]
-
-
-def test_unavailable_results_are_listed_with_their_reason_in_the_table_notes(tmp_path):
-    """OVI on a model whose vision tower has no patch tokens: no row, but a note that says why."""
-    std, ovi = tmp_path / "r" / "text.json", tmp_path / "r" / "ovi.json"
-    write_result(std, task="text_retrieval", method="text", dataset="d", model="rn", metrics={"mAP": 10.0}, params={})
-    write_result(ovi, task="text_retrieval", method="ovi", dataset="d", model="rn", metrics={}, params={},
-                 extra={"unavailable": "OVI unavailable for rn: the vision tower ModifiedResNet cannot take visual "
-                                       "pseudo tokens"})
-    md = tmp_path / "t.md"
-    summary = aggregate_step(results=[str(std), str(ovi)], gaps=[], summary_out=str(tmp_path / "s.json"),
-                             table_csv=str(tmp_path / "t.csv"), table_md=str(md), plot_csv=str(tmp_path / "p.csv"))
-    assert "ovi" not in summary["d"]["rn"]["text_retrieval"]
-    lines = md.read_text().splitlines()
-    assert lines[lines.index("## Notes") + 2] == ("- d/rn text_retrieval ovi: unavailable (OVI unavailable for rn: the "
-                                                  "vision tower ModifiedResNet cannot take visual pseudo tokens)")
