@@ -17,6 +17,8 @@ Currently::
     crossgap datasets init {imagefolder,captions,wds} PATH [--name NAME] [--set KEY=VALUE] [--append params.yaml]
     crossgap datasets prepare-text MANIFEST --out OUT [--strategy truncate|summaries|llm] [...]
     crossgap import-reference RUN_DIR --dataset D --model M (--tag TAG | --out FILE) [--set S] [...]
+    crossgap report RESULTS_DIR --out DIR [--methods TASK=M1,M2 ...] [--resamples N] [--bootstrap-seed S]
+                    [--inversion-seed S]
 """
 
 from __future__ import annotations
@@ -104,9 +106,61 @@ def _configure_import_reference(p: argparse.ArgumentParser) -> None:
     p.add_argument("--architecture", default=None, help="load this architecture instead of the params entry")
     p.add_argument("--pretrained", default=None, help="with --architecture: tag or checkpoint path")
     p.add_argument("--backend", default=None, help="with --architecture: openai | open_clip | slip")
-    p.add_argument("--naming", default="auto", help="how reference names map to manifest rows (crossgap.interop)")
+    p.add_argument("--naming", default="auto", help="how reference names map to manifest rows (crossgap.interop; "
+                   "auto tries each: reference ids of COCO/Flickr30k/nocaps, DASSL names, stems, keys, texts)")
     p.add_argument("--names-map", default=None, help="JSON file {reference name: crossgap id} instead of --naming")
     p.set_defaults(func=_import_reference)
+
+
+# --------------------------------------------------------------------------- report
+
+
+def _parse_methods(items: Sequence[str]) -> dict[str, list[str]] | None:
+    """``["image_retrieval=oti,pca_text", ...]`` → ``{task: [methods]}`` (``ValueError`` naming a bad item)."""
+    from crossgap.methods import TASK_METHODS
+
+    out: dict[str, list[str]] = {}
+    for item in items:
+        task, sep, names = item.partition("=")
+        if not sep or task not in TASK_METHODS:
+            raise ValueError(f"--methods {item!r}: expected TASK=M1,M2 with TASK one of {sorted(TASK_METHODS)}")
+        unknown = [m for m in names.split(",") if m and m not in TASK_METHODS[task]]
+        if unknown:
+            raise ValueError(f"--methods {item!r}: {unknown} not methods of {task} ({list(TASK_METHODS[task])})")
+        out[task] = [m for m in names.split(",") if m]
+    return out or None
+
+
+def _report(args: argparse.Namespace) -> int:
+    import time
+
+    from crossgap.paper.folder import report_from_results
+
+    start = time.perf_counter()
+    try:
+        paths = report_from_results(args.results_dir, args.out, seed=args.inversion_seed,
+                                    methods=_parse_methods(args.methods),
+                                    bootstrap={"resamples": args.resamples, "seed": args.bootstrap_seed,
+                                               "confidence": 0.95})
+    except (ValueError, OSError) as exc:
+        log.error("%s", exc)
+        return 1
+    print(f"wrote {len(paths)} files under {args.out} in {time.perf_counter() - start:.1f} s "
+          f"(open {paths['report.html']})")
+    return 0
+
+
+def _configure_report(p: argparse.ArgumentParser) -> None:
+    p.add_argument("results_dir", help="a results folder (data/results of a run, or a copy of it)")
+    p.add_argument("--out", required=True, help="folder for summary, tables, paper tables, verdicts, plots, HTML")
+    p.add_argument("--methods", nargs="*", default=[], metavar="TASK=M1,M2",
+                   help="methods the paper tables show per task (default: the inversions and training-free methods)")
+    p.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples (evaluation.bootstrap.resamples)")
+    p.add_argument("--bootstrap-seed", type=int, default=0, help="evaluation.bootstrap.seed")
+    p.add_argument("--inversion-seed", type=int, default=None,
+                   help="inversion.seed of the run (results of its other seeds are replicates; default: the one "
+                        "seed the inverted results record)")
+    p.set_defaults(func=_report)
 
 
 #: Top-level subcommands; add an entry to add a command.
@@ -114,6 +168,8 @@ COMMANDS: dict[str, Command] = {
     "datasets": Command("list, check and prepare datasets", cli_datasets.configure),
     "import-reference": Command("turn a reference-implementation OTI/OVI run into a crossgap inversion file",
                                 _configure_import_reference),
+    "report": Command("rebuild table, paper tables, verdicts, plots and the HTML report from a results folder",
+                      _configure_report),
 }
 
 

@@ -24,9 +24,9 @@ from typing import Any, Mapping, Sequence
 import pandas as pd
 
 from crossgap.methods import get_method, native_method
-from crossgap.metrics.bootstrap import bootstrap_tables
+from crossgap.metrics.bootstrap import DEFAULT_CONFIDENCE, DEFAULT_RESAMPLES, DEFAULT_SEED, bootstrap_tables
 from crossgap.metrics.results import read_result
-from crossgap.metrics.scores import SUMMARY_KEYS, read_scores
+from crossgap.metrics.scores import SUMMARY_KEYS, read_scores_cached
 
 log = logging.getLogger(__name__)
 
@@ -86,8 +86,8 @@ def _per_query_path(result: str) -> Path:
     return Path(result[: -len(".json")] + ".queries.parquet")
 
 
-def add_intervals(summary: dict[str, Any], results: Sequence[str], *, resamples: int = 1000, seed: int = 0,
-                  confidence: float = 0.95) -> dict[str, Any]:
+def add_intervals(summary: dict[str, Any], results: Sequence[str], *, resamples: int = DEFAULT_RESAMPLES,
+                  seed: int = DEFAULT_SEED, confidence: float = DEFAULT_CONFIDENCE) -> dict[str, Any]:
     """Add ``delta`` / ``ci95_low`` / ``ci95_high`` per metric to every non-native method of ``summary``.
 
     ``results``: the result JSON files; their per-query Parquet files sit next to them.
@@ -102,7 +102,8 @@ def add_intervals(summary: dict[str, Any], results: Sequence[str], *, resamples:
         node = summary.get(r["dataset"], {}).get(r["model"], {}).get(r["task"], {}).get(r["method"])
         if node is None:
             continue
-        intervals = bootstrap_tables(read_scores(_per_query_path(native[key])), read_scores(_per_query_path(path)),
+        intervals = bootstrap_tables(read_scores_cached(_per_query_path(native[key])),
+                                     read_scores_cached(_per_query_path(path)),
                                      resamples=resamples, seed=seed, confidence=confidence)
         for column, result in intervals.items():
             metric = SUMMARY_KEYS.get(column, column)
@@ -116,7 +117,7 @@ def _order(task: str, name: str) -> tuple[int, str, int]:
     transforms by name."""
     method = get_method(task, name)
     rank = {"inverted": 0, "snapshot": 0, "transform": 1}.get(method.kind, 2)
-    step = int(name.split("@")[1]) if method.kind == "snapshot" else 10**9
+    step = method.step if method.kind == "snapshot" else 10**9
     return rank, method.inversion or name, step
 
 
@@ -125,27 +126,52 @@ def _scores(node: Mapping[str, Any]) -> dict[str, float]:
     return {k: v for k, v in node.items() if k not in INTERVAL_KEYS and isinstance(v, (int, float))}
 
 
-def comparison_table(summary: Mapping[str, Any]) -> pd.DataFrame:
+TABLE_COLUMNS = ["dataset", "model", "task", "metric", "native_method", "native", "method", "kind", "score", "delta",
+                 "ci95_low", "ci95_high", "significant", "gap", "seeds", "seeds_delta_mean", "seeds_delta_sd",
+                 "unavailable"]
+
+
+def comparison_table(summary: Mapping[str, Any],
+                     unavailable: Mapping[tuple[str, str, str, str], str] | None = None) -> pd.DataFrame:
     """One row per dataset × model × task × non-native method, on the task's headline metric.
 
     Columns ``dataset, model, task, metric, native_method, native, method, kind, score, delta,
-    ci95_low, ci95_high, significant, gap, seeds, seeds_delta_mean, seeds_delta_sd``
+    ci95_low, ci95_high, significant, gap, seeds, seeds_delta_mean, seeds_delta_sd, unavailable``
     (``significant``: the interval excludes 0; ``gap``: the model's modality-gap distance on the
     dataset; ``seeds``: how many inversion seeds, with the mean and sd of Δ over them; 1 and empty
-    without replicates).
+    without replicates).  ``unavailable``: ``{(dataset, model, task, method): reason}`` of the
+    methods that could not run (result files with ``extra.unavailable``): each gets its row, in its
+    place, with no score and the reason in column ``unavailable`` (empty for every other row).
     """
+    missing: dict[str, dict[str, dict[str, dict[str, str]]]] = {}
+    for (dataset, model, task, method), reason in (unavailable or {}).items():
+        missing.setdefault(dataset, {}).setdefault(model, {}).setdefault(task, {})[method] = reason
     rows = []
-    for dataset, models in sorted(summary.items()):
-        for model, tasks in sorted(models.items()):
+    for dataset in sorted(set(summary) | set(missing)):
+        models = summary.get(dataset, {})
+        for model in sorted(set(models) | set(missing.get(dataset, {}))):
+            tasks = models.get(model, {})
             gap = tasks.get("modality_gap", {}).get("native", {}).get("gap_distance")
             for task in HEADLINES:
                 methods = tasks.get(task, {})
+                reasons = missing.get(dataset, {}).get(model, {}).get(task, {})
                 base = native_method(task).name
-                if base not in methods:
+                if base not in methods and not reasons:
                     continue
-                metric = next((h for h in HEADLINES[task] if h in methods[base]), HEADLINES[task][0])
-                native = methods[base].get(metric)
-                for name, node in sorted(methods.items(), key=lambda kv: _order(task, kv[0])):
+                metric = next((h for h in HEADLINES[task] if h in methods.get(base, {})), HEADLINES[task][0])
+                native = methods.get(base, {}).get(metric)
+                names = set(methods) | set(reasons)
+                for name in sorted(names, key=lambda n: _order(task, n)):
+                    if name in reasons and name not in methods:
+                        rows.append({
+                            "dataset": dataset, "model": model, "task": task, "metric": metric,
+                            "native_method": base, "native": native, "method": name,
+                            "kind": get_method(task, name).kind, "score": None, "delta": None, "ci95_low": None,
+                            "ci95_high": None, "significant": None, "gap": gap, "seeds": 1,
+                            "seeds_delta_mean": None, "seeds_delta_sd": None, "unavailable": reasons[name],
+                        })
+                        continue
+                    node = methods[name]
                     if name == base or metric not in _scores(node):
                         continue
                     low, high = node.get("ci95_low", {}).get(metric), node.get("ci95_high", {}).get(metric)
@@ -157,11 +183,9 @@ def comparison_table(summary: Mapping[str, Any]) -> pd.DataFrame:
                         "ci95_low": low, "ci95_high": high,
                         "significant": None if low is None else bool(low > 0 or high < 0), "gap": gap,
                         "seeds": seeds.get("n", 1), "seeds_delta_mean": seeds.get("delta_mean", {}).get(metric),
-                        "seeds_delta_sd": seeds.get("delta_sd", {}).get(metric),
+                        "seeds_delta_sd": seeds.get("delta_sd", {}).get(metric), "unavailable": None,
                     })
-    return pd.DataFrame(rows, columns=["dataset", "model", "task", "metric", "native_method", "native", "method",
-                                       "kind", "score", "delta", "ci95_low", "ci95_high", "significant", "gap",
-                                       "seeds", "seeds_delta_mean", "seeds_delta_sd"])
+    return pd.DataFrame(rows, columns=TABLE_COLUMNS)
 
 
 def step_curves(summary: Mapping[str, Any], final_steps: Mapping[str, int]) -> pd.DataFrame:
@@ -181,7 +205,7 @@ def step_curves(summary: Mapping[str, Any], final_steps: Mapping[str, int]) -> p
                     method = get_method(task, name)
                     if method.inversion is None or metric not in node:
                         continue
-                    step = int(name.split("@")[1]) if method.kind == "snapshot" else final_steps.get(method.inversion)
+                    step = method.step if method.kind == "snapshot" else final_steps.get(method.inversion)
                     if step is not None:
                         rows.append({"dataset": dataset, "model": model, "task": task, "inversion": method.inversion,
                                      "step": step, "metric": metric, "score": node[metric]})
@@ -197,6 +221,11 @@ def best_steps(curves: pd.DataFrame) -> pd.DataFrame:
     return curves.loc[idx].rename(columns={"step": "best_step"}).reset_index(drop=True)
 
 
+def _cell(text: str) -> str:
+    """``text`` safe inside a Markdown table cell (pipes escaped, line breaks flattened)."""
+    return " ".join(str(text).split()).replace("|", "\\|")
+
+
 def markdown(table: pd.DataFrame, best: pd.DataFrame, notes: Sequence[str] = ()) -> str:
     """``table.md``: all methods with Δ and interval (``*`` = interval excludes 0), gap, best steps."""
     fmt = lambda x: "—" if x is None or pd.isna(x) else f"{x:.2f}"  # noqa: E731
@@ -207,6 +236,11 @@ def markdown(table: pd.DataFrame, best: pd.DataFrame, notes: Sequence[str] = ())
              "| dataset | model | task | metric | native | method | score | Δ | 95% CI | gap |",
              "|---|---|---|---|---:|---|---:|---:|---|---:|"]
     for r in table.itertuples():
+        reason = getattr(r, "unavailable", None)
+        if isinstance(reason, str) and reason:
+            lines.append(f"| {r.dataset} | {r.model} | {r.task} | {r.metric} | {fmt(r.native)} ({r.native_method}) "
+                         f"| {r.method} | unavailable: {_cell(reason)} | — | — | {fmt(r.gap)} |")
+            continue
         ci = "—" if r.ci95_low is None or pd.isna(r.ci95_low) else f"[{r.ci95_low:+.2f}, {r.ci95_high:+.2f}]"
         star = "*" if r.significant is True else ""
         delta = "—" if r.delta is None or pd.isna(r.delta) else f"{r.delta:+.2f}{star}"

@@ -7,11 +7,11 @@ addressable:
   They are hashed into the inversion's tag (``oti-<tag>``/``ovi-<tag>`` folders) and passed to
   the inversion rules as ``params:``, so a change re-addresses and reruns exactly that inversion.
 * **runtime fields** change only memory, speed or bookkeeping (``batch_size``, ``shard_size``,
-  ``checkpoint_every``, ``deterministic``): never hashed, never Snakemake ``params:``, so changing
+  ``resume_every``, ``deterministic``): never hashed, never Snakemake ``params:``, so changing
   them reruns nothing that is finished.
 
 Tags have a *canonical form* that stays stable as crossgap grows: the fields that existed when
-tags were introduced (:data:`V1_FIELDS`) are always hashed, together with the batch size those
+tags were introduced (:data:`ALWAYS_HASHED`) are always hashed, together with the batch size those
 tags recorded (frozen at :data:`V1_BATCH_SIZE`: results do not depend on it); every field added
 later is hashed only when its value differs from its default.  So adding a result field whose
 default reproduces today's behaviour leaves every existing tag valid.
@@ -38,7 +38,7 @@ SCHEMA_PATH = Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "pa
 METHODS = ("oti", "ovi")
 
 #: result fields hashed since tags were introduced, per inversion method (always in the hash)
-V1_FIELDS: dict[str, tuple[str, ...]] = {
+ALWAYS_HASHED: dict[str, tuple[str, ...]] = {
     "oti": ("steps", "num_pseudo_tokens", "template", "learning_rate", "weight_decay", "seed"),
     "ovi": ("steps", "num_pseudo_tokens", "learning_rate", "weight_decay", "seed"),
 }
@@ -53,7 +53,7 @@ V1_BATCH_SIZE = 64
 #: ``underscores_as_spaces`` (OVI): the inverted texts (queries, inverted galleries) re-encoded with ``_``
 #: read as a space, as the reference's ``src/ovi.py`` does (``text.replace("_", " ")``) while its native
 #: baseline keeps the text as is; v1 inverted the stored native features.
-LATER_FIELDS: dict[str, dict[str, Any]] = {
+HASHED_WHEN_NOT_DEFAULT: dict[str, dict[str, Any]] = {
     "oti": {"precision": "fp16"},
     "ovi": {"template": "a photo of {}", "precision": "fp16", "underscores_as_spaces": False},
 }
@@ -61,7 +61,7 @@ LATER_FIELDS: dict[str, dict[str, Any]] = {
 SHARED_FIELDS = ("seed", "precision")
 
 #: inversion keys that never change results (not hashed, not rule params)
-RUNTIME_FIELDS = ("batch_size", "shard_size", "checkpoint_every", "deterministic")
+RUNTIME_FIELDS = ("batch_size", "shard_size", "resume_every", "checkpoint_every", "deterministic")
 
 #: feature-extraction keys that change results (rule params when non-default; the rest is runtime)
 FEATURE_RESULT_FIELDS = ("precision",)
@@ -75,7 +75,28 @@ class ConfigError(ValueError):
 def _schema() -> dict[str, Any]:
     if not SCHEMA_PATH.is_file():
         raise ConfigError(f"{SCHEMA_PATH}: configuration schema not found (crossgap runs from a repository checkout)")
-    return yaml.safe_load(SCHEMA_PATH.read_text())
+    return yaml.load(SCHEMA_PATH.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+
+
+@functools.lru_cache(maxsize=None)
+def schema_default(key: str) -> Any:
+    """The schema's default of the dotted ``key`` (e.g. ``"features.batch_size"``).
+
+    The schema is the one place each configured default lives: a library signature that needs a
+    default for a configured value takes it from here (``batch_size: int = schema_default(...)``),
+    never from a literal of its own.  ``*`` stands for any entry of a mapping (``"models.*.ovi_tokens"``).
+    ``KeyError`` names a key the schema does not have or gives no default.
+    """
+    node: Mapping[str, Any] = _schema()
+    for part in key.split("."):
+        nxt = node.get("additionalProperties") if part == "*" else node.get("properties", {}).get(part)
+        if not isinstance(nxt, Mapping):
+            raise KeyError(f"{SCHEMA_PATH.name}: no key {key!r} (at {part!r})")
+        node = nxt
+    if "default" not in node:
+        raise KeyError(f"{SCHEMA_PATH.name}: {key!r} has no default")
+    value = node["default"]
+    return tuple(value) if isinstance(value, list) else value
 
 
 def load_params(params: Mapping[str, Any] | str | Path) -> dict[str, Any]:
@@ -115,9 +136,9 @@ class InversionParams:
     def canonical(self) -> dict[str, Any]:
         """The hashed form: v1 fields (+ the v1 batch size), later fields only when non-default."""
         values = self.as_dict()
-        out = {name: values[name] for name in V1_FIELDS[self.method]}
+        out = {name: values[name] for name in ALWAYS_HASHED[self.method]}
         out["batch_size"] = V1_BATCH_SIZE
-        for name, default in LATER_FIELDS[self.method].items():
+        for name, default in HASHED_WHEN_NOT_DEFAULT[self.method].items():
             if values.get(name, default) != default:
                 out[name] = values[name]
         return out
@@ -134,8 +155,8 @@ class InversionParams:
         jobs fill it in again with :func:`complete_params`.
         """
         values = self.as_dict()
-        out = {name: values[name] for name in V1_FIELDS[self.method]}
-        out.update({name: values[name] for name, default in LATER_FIELDS[self.method].items()
+        out = {name: values[name] for name in ALWAYS_HASHED[self.method]}
+        out.update({name: values[name] for name, default in HASHED_WHEN_NOT_DEFAULT[self.method].items()
                     if values.get(name, default) != default})
         return out
 
@@ -164,8 +185,8 @@ def inversion_params(config: Mapping[str, Any], method: str, model: str, seed: i
         values["seed"] = int(seed)
     if method == "ovi":
         values["num_pseudo_tokens"] = config["models"][model].get("ovi_tokens", 1)
-    wanted = (*V1_FIELDS[method], *LATER_FIELDS[method])
-    missing = [name for name in V1_FIELDS[method] if name not in values]
+    wanted = (*ALWAYS_HASHED[method], *HASHED_WHEN_NOT_DEFAULT[method])
+    missing = [name for name in ALWAYS_HASHED[method] if name not in values]
     if missing:
         raise ConfigError(f"params: inversion.{method}: missing {missing} (validate the config first)")
     return InversionParams(method, tuple((name, values[name]) for name in wanted if name in values))
@@ -184,7 +205,7 @@ def complete_params(method: str, params: Mapping[str, Any]) -> dict[str, Any]:
     """Rule params (:meth:`InversionParams.rule_params`) with the later fields' defaults filled in."""
     if method not in METHODS:
         raise ConfigError(f"unknown inversion method {method!r}; expected one of {METHODS}")
-    return {**LATER_FIELDS[method], **dict(params)}
+    return {**HASHED_WHEN_NOT_DEFAULT[method], **dict(params)}
 
 
 @dataclass(frozen=True)
@@ -193,22 +214,30 @@ class InversionRuntime:
 
     ``batch_size``: targets optimised together, or ``"auto"`` (the largest that fits; results do not
     depend on it: the loss is a sum of per-sample losses and AdamW is element-wise).  ``shard_size``: targets per job.
-    ``checkpoint_every``: finished batches between two saves of a shard's resume file.
+    ``resume_every``: finished batches between two saves of a shard's resume file (the former key
+    ``checkpoint_every`` is still read; both given with different values is an error).
     ``deterministic``: ``torch.use_deterministic_algorithms(True)`` and
     ``CUBLAS_WORKSPACE_CONFIG=:4096:8``, set by :func:`crossgap.runtime.job_setup` before CUDA starts.
     """
 
     batch_size: int | str
     shard_size: int
-    checkpoint_every: int
+    resume_every: int
     deterministic: bool = False
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> "InversionRuntime":
         inv = config["inversion"]
         batch = inv["batch_size"] if inv["batch_size"] == "auto" else int(inv["batch_size"])
-        return cls(batch_size=batch, shard_size=int(inv["shard_size"]),
-                   checkpoint_every=int(inv["checkpoint_every"]), deterministic=bool(inv.get("deterministic", False)))
+        every = int(inv.get("resume_every", schema_default("inversion.resume_every")))
+        if "checkpoint_every" in inv:  # the former name
+            old = int(inv["checkpoint_every"])
+            if every not in (old, schema_default("inversion.resume_every")):
+                raise ConfigError(f"params: inversion.checkpoint_every ({old}) and inversion.resume_every ({every}) "
+                                  "disagree: give resume_every only (checkpoint_every is its former name)")
+            every = old
+        return cls(batch_size=batch, shard_size=int(inv["shard_size"]), resume_every=every,
+                   deterministic=bool(inv.get("deterministic", False)))
 
 
 @dataclass(frozen=True)

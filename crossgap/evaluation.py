@@ -42,6 +42,7 @@ from crossgap.metrics.scores import retrieval_scores, revisited_scores, write_sc
 from crossgap.metrics.zeroshot import summarize_zero_shot, zero_shot_ranks
 from crossgap.datasets.textprep import texts_summary
 from crossgap.storage import load_feature_set, read_meta
+from crossgap.config import schema_default
 
 log = logging.getLogger(__name__)
 
@@ -105,9 +106,9 @@ def retrieval_step(
     gallery: str,
     out: str,
     model_slug: str,
-    chunk_size: int = 1024,
+    chunk_size: int = schema_default("evaluation.chunk_size"),
     params: Mapping[str, Any] | None = None,
-    reference_compat: bool = False,
+    reference_compat: bool = schema_default("evaluation.reference_compat"),
     references: Mapping[str, str] | None = None,
     per_query_out: str | None = None,
 ) -> dict[str, Any]:
@@ -164,7 +165,7 @@ def zero_shot_step(
     out: str,
     model_slug: str,
     params: Mapping[str, Any] | None = None,
-    reference_compat: bool = False,
+    reference_compat: bool = schema_default("evaluation.reference_compat"),
     references: Mapping[str, str] | None = None,
     per_query_out: str | None = None,
 ) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_in
 from tqdm.auto import tqdm
 
 from crossgap.datasets.images import DEFAULT_TRUNCATED_IMAGES, open_rgb, truncated_policy
+from crossgap.config import schema_default
 from crossgap.datasets.tarshards import NamedBytes, iter_members, parse_member_ref
 from crossgap.utils import autocast_context
 
@@ -106,13 +107,13 @@ def encode_images(
     preprocess: Callable,
     paths: Sequence[str | Path],
     *,
-    batch_size: int = 128,
-    num_workers: int = 0,
+    batch_size: int = schema_default("features.batch_size"),
+    num_workers: int = schema_default("features.num_workers"),
     progress: bool = True,
     boxes: Sequence[Box | None] | None = None,
     truncated_images: str = DEFAULT_TRUNCATED_IMAGES,
     with_preprojection: bool = False,
-    precision: str = "fp32",
+    precision: str = schema_default("features.precision"),
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Image features ``[N, D]`` of the images at ``paths``, each cropped to ``boxes[i]`` when given.
 
@@ -162,8 +163,8 @@ def _encode(model: "CLIPWrapper", batch: torch.Tensor, modality: str, with_prepr
 
 @torch.no_grad()
 def encode_texts(
-    model: "CLIPWrapper", texts: Sequence[str], *, batch_size: int = 256, progress: bool = True,
-    with_preprojection: bool = False, precision: str = "fp32",
+    model: "CLIPWrapper", texts: Sequence[str], *, batch_size: int = schema_default("features.batch_size"),
+    progress: bool = True, with_preprojection: bool = False, precision: str = schema_default("features.precision"),
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Text features ``[N, D]`` of ``texts`` (tokenised with the model's tokenizer, truncated to its context).
 

@@ -21,8 +21,10 @@ tokens with ``torch.load(weights_only=True)``: a tampered file cannot run code.
 
 Names are matched to manifest rows by a naming scheme (:data:`NAMING_SCHEMES`, ``auto`` tries each):
 the reference names an image ``<parent folder>__<file name>`` in its DASSL datasets (CoOp sets,
-FGVC-Aircraft, ImageNet), by the file name's stem in CUB, SOP and ROxford/RParis, a text by its
-dataset key, and a class prompt by its class name; or give an explicit ``{name: crossgap id}``.
+FGVC-Aircraft, ImageNet), by the file name's stem in CUB, SOP and ROxford/RParis, a caption of COCO,
+Flickr30k or nocaps by its annotation id (``reference``: read back from the dataset's annotation file,
+:mod:`crossgap.interop_names`), an IMDB query by its sentence (``text``), other texts by their dataset
+key, and a class prompt by its class name; or give an explicit ``{name: crossgap id}``.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ import torch
 
 from crossgap.datasets.manifest import query_gallery, read_manifest, select
 from crossgap.datasets.rows import strip_split
+from crossgap.interop_names import ReferenceNamesError, reference_names
 from crossgap.safe_pickle import restricted_load
 from crossgap.storage import FeatureSet, save_feature_set
 
@@ -122,16 +125,24 @@ def read_reference_run(folder: str | Path) -> ReferenceRun:
 # --------------------------------------------------------------------------------------------
 @dataclass
 class Targets:
-    """What crossgap inverts for one set, in its order: ids, image paths (absolute) or class names."""
+    """What crossgap inverts for one set, in its order: ids, image paths (absolute) or class names, texts.
+
+    ``reference``: the reference's own name of each target where crossgap reads it back from the
+    dataset's source file (:mod:`crossgap.interop_names`); ``reference_problem``: why it could not.
+    """
 
     ids: list[str]
     paths: list[Path | None]
     classnames: list[str | None]
+    texts: list[str | None] | None = None
+    reference: list[str | None] | None = None
+    reference_problem: str | None = None
 
 
 def _rows_targets(rows: pd.DataFrame, root: Path) -> Targets:
     paths = [root / p if isinstance(p, str) else None for p in rows["path"]]
-    return Targets(rows["id"].tolist(), paths, [None] * len(rows))
+    texts = [t if isinstance(t, str) else None for t in rows["text"]] if "text" in rows else None
+    return Targets(rows["id"].tolist(), paths, [None] * len(rows), texts)
 
 
 def _oti_split(df: pd.DataFrame, meta: Mapping[str, Any], inverted: str) -> Targets:
@@ -171,7 +182,13 @@ def targets_for(method: str, inverted: str, df: pd.DataFrame, meta: Mapping[str,
     if key not in TARGET_SETS:
         raise ReferenceImportError(f"unknown inverted set {inverted!r} for {method}; expected a split for oti, "
                                    "'queries', 'classnames' or 'prompts' for ovi")
-    return TARGET_SETS[key](df, meta, inverted)
+    targets = TARGET_SETS[key](df, meta, inverted)
+    try:  # the caption datasets: the reference's annotation ids, read back from the source file
+        targets.reference = reference_names(str(meta.get("dataset")), Path(meta.get("root") or "."),
+                                            [strip_split(i) for i in targets.ids])
+    except ReferenceNamesError as exc:
+        targets.reference_problem = str(exc)
+    return targets
 
 
 def _parent_name(targets: Targets, i: int) -> str | None:
@@ -181,11 +198,14 @@ def _parent_name(targets: Targets, i: int) -> str | None:
 
 #: How the reference names a target (``None``: the scheme does not apply to it).
 NAMING_SCHEMES: dict[str, Callable[[Targets, int], str | None]] = {
+    # COCO sentid, Flickr30k <image>_<comment_number>, nocaps caption id (crossgap.interop_names)
+    "reference": lambda t, i: t.reference[i] if t.reference is not None else None,
     "id": lambda t, i: t.ids[i],
     "parent__name": _parent_name,  # DASSL datasets: f"{Path(impath).parent.name}__{Path(impath).name}"
     "stem": lambda t, i: PurePosixPath(t.paths[i]).name.split(".")[0] if t.paths[i] else None,  # CUB, SOP, R*
     "key": lambda t, i: strip_split(t.ids[i]),  # texts: the dataset's own key
     "classname": lambda t, i: t.classnames[i].replace("_", " ") if t.classnames[i] is not None else None,
+    "text": lambda t, i: t.texts[i] if t.texts is not None else None,  # IMDB queries: named by their sentence
 }
 
 
@@ -234,6 +254,7 @@ def match_names(
         f"the reference names do not cover the {len(targets.ids)} crossgap targets under any naming "
         f"(targets named per scheme: {coverage}; first reference names: {list(names[:3])}, first target ids: "
         f"{targets.ids[:3]}); pass names_map (CLI --names-map JSON of reference name -> crossgap id)"
+        + (f". {targets.reference_problem}" if targets.reference_problem else "")
     )
 
 

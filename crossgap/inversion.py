@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from crossgap.config import schema_default
 from crossgap.models.base import CLIPWrapper
 from crossgap.runtime.batch_size import auto_batch_size
 from crossgap.resume import ShardResume
@@ -87,7 +88,7 @@ def _optimise(
     steps: int,
     learning_rate: float,
     weight_decay: float,
-    precision: str = "fp16",
+    precision: str,
     desc: str,
     progress: bool,
     snapshots: Sequence[int] = (),
@@ -150,7 +151,7 @@ def _batched_inversion(
     steps: int,
     learning_rate: float,
     weight_decay: float,
-    precision: str = "fp16",
+    precision: str,
     seed: int | None,
     batch_size: int | None,
     desc: str,
@@ -221,13 +222,13 @@ def oti(
     image_features: torch.Tensor,
     clip_model: CLIPWrapper,
     *,
-    template_sentence: str = "a photo of {}",
-    num_pseudo_tokens: int = 1,
-    steps: int = 150,
-    learning_rate: float = 2e-2,
-    weight_decay: float = 0.01,
+    template_sentence: str = schema_default("inversion.oti.template"),
+    num_pseudo_tokens: int = schema_default("inversion.oti.num_pseudo_tokens"),
+    steps: int = schema_default("inversion.oti.steps"),
+    learning_rate: float = schema_default("inversion.oti.learning_rate"),
+    weight_decay: float = schema_default("inversion.oti.weight_decay"),
     seed: int | None = None,
-    precision: str = "fp16",
+    precision: str = schema_default("inversion.precision"),
     batch_size: int | str | None = None,
     progress: bool = True,
     init: torch.Tensor | None = None,
@@ -303,12 +304,12 @@ def ovi(
     text_features: torch.Tensor,
     clip_model: CLIPWrapper,
     *,
-    num_pseudo_tokens: int = 1,
-    steps: int = 1000,
-    learning_rate: float = 2e-2,
-    weight_decay: float = 0.01,
+    num_pseudo_tokens: int = schema_default("models.*.ovi_tokens"),
+    steps: int = schema_default("inversion.ovi.steps"),
+    learning_rate: float = schema_default("inversion.ovi.learning_rate"),
+    weight_decay: float = schema_default("inversion.ovi.weight_decay"),
     seed: int | None = None,
-    precision: str = "fp16",
+    precision: str = schema_default("inversion.precision"),
     batch_size: int | str | None = None,
     progress: bool = True,
     init: torch.Tensor | None = None,
@@ -364,8 +365,8 @@ def oti_features(
     pseudo_tokens: torch.Tensor,
     clip_model: CLIPWrapper,
     *,
-    template_sentence: str = "a photo of {}",
-    batch_size: int = 256,
+    template_sentence: str = schema_default("inversion.oti.template"),
+    batch_size: int = schema_default("features.batch_size"),
 ) -> torch.Tensor:
     """Re-encode OTI tokens ``[B, R, W_text]`` through the text tower: features ``[B, D]`` (fp32, CPU)."""
     num_tokens = pseudo_tokens.shape[1]
@@ -375,7 +376,8 @@ def oti_features(
 
 
 @torch.no_grad()
-def ovi_features(pseudo_tokens: torch.Tensor, clip_model: CLIPWrapper, *, batch_size: int = 256) -> torch.Tensor:
+def ovi_features(pseudo_tokens: torch.Tensor, clip_model: CLIPWrapper, *,
+                 batch_size: int = schema_default("features.batch_size")) -> torch.Tensor:
     """Re-encode OVI tokens ``[B, P, W_vis]`` through the vision tower: features ``[B, D]`` (fp32, CPU)."""
     chunks = [
         clip_model.encode_image_with_pseudo_tokens(part.to(clip_model.device)).float().cpu()

@@ -36,7 +36,7 @@ def rows(path: str, ids: Sequence[str], method: Method, *, pre: bool = False) ->
         raise MethodUnavailable(f"{path}: {fs.meta['unavailable']}")
     if method.kind == "snapshot":
         steps = list(fs.meta.get("snapshot_steps") or [])
-        step = int(method.name.split("@")[1])
+        step = method.step
         if step not in steps:
             raise ValueError(f"{path}: holds snapshots at steps {steps}, not {step}")
         fs = FeatureSet(fs.features[:, steps.index(step)], fs.ids)

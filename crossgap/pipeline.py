@@ -20,7 +20,7 @@ import torch
 
 from crossgap.datasets.images import manifest_truncated_mode
 from crossgap.datasets.manifest import query_boxes, query_gallery, read_manifest, select
-from crossgap.config import complete_params
+from crossgap.config import complete_params, schema_default
 from crossgap.plan import protocol_split
 from crossgap.storage import FeatureSet, load_feature_set, save_feature_set, take
 from crossgap.utils import atomic_path
@@ -78,12 +78,12 @@ def extract_step(
     split: str,
     modality: str,
     out: str,
-    batch_size: int = 128,
-    num_workers: int = 0,
+    batch_size: int = schema_default("features.batch_size"),
+    num_workers: int = schema_default("features.num_workers"),
     progress: bool = True,
     preprojection: bool = False,
-    precision: str = "fp32",
-    underscores_as_spaces: bool = False,
+    precision: str = schema_default("features.precision"),
+    underscores_as_spaces: bool = schema_default("inversion.ovi.underscores_as_spaces"),
 ) -> None:
     """Features of every ``modality`` row of ``split`` (manifest order) → ``out``.
 
@@ -137,7 +137,7 @@ def extract_step(
 
 
 def classnames_step(*, manifest: str, model_slug: str, model_spec: Mapping[str, Any], out: str,
-                    precision: str = "fp32") -> None:
+                    precision: str = schema_default("features.precision")) -> None:
     """Text features ``[C, D]`` of the bare class names (no template; ``_`` read as a space) → ``out``.
 
     The span of Herzog & Wang's projection (``crossgap.methods.pca_text``).
@@ -155,7 +155,7 @@ def classnames_step(*, manifest: str, model_slug: str, model_spec: Mapping[str, 
 
 
 def vocabulary_step(*, vocabulary: str, model_slug: str, model_spec: Mapping[str, Any], out: str,
-                    precision: str = "fp32") -> None:
+                    precision: str = schema_default("features.precision")) -> None:
     """Text features ``[C, D]`` (unnormalised) of a fixed vocabulary's bare class names → ``out``.
 
     ``imagenet``: the span of Herzog & Wang's ``pca_text`` (:mod:`crossgap.methods.vocabularies`).
@@ -194,7 +194,7 @@ def projections_step(*, model_slug: str, model_spec: Mapping[str, Any], out: str
 
 
 def prompts_step(*, manifest: str, model_slug: str, model_spec: Mapping[str, Any], out: str,
-                 precision: str = "fp32") -> None:
+                 precision: str = schema_default("features.precision")) -> None:
     """Text features of the zero-shot prompts, class-major (``[C*T, D]``) → ``out``."""
     from crossgap.features import class_prompts, encode_texts
 
@@ -218,7 +218,7 @@ def class_sentences(classnames: Sequence[str], template: str) -> list[str]:
 
 
 def class_sentences_step(*, manifest: str, model_slug: str, model_spec: Mapping[str, Any], template: str,
-                         out: str, precision: str = "fp32") -> None:
+                         out: str, precision: str = schema_default("features.precision")) -> None:
     """Text features ``[C, D]`` of :func:`class_sentences` (one per class, ids ``class{c}``) → ``out``.
 
     The OVI zero-shot targets: OVI inverts each into pseudo patches, and zero-shot classification
@@ -278,7 +278,7 @@ def invert_shard_step(
     shard_size: int,
     params: Mapping[str, Any],
     batch_size: int | None = None,
-    checkpoint_every: int = 1,
+    resume_every: int = schema_default("inversion.resume_every"),
     snapshots: Sequence[int] = (),
     manifest: str | None = None,
     task: str | None = None,
@@ -292,11 +292,11 @@ def invert_shard_step(
 
     ``params``: the result fields (``steps``, ``learning_rate``, ``weight_decay``,
     ``num_pseudo_tokens``, ``seed``, for OTI ``template``; the later fields ``precision`` and, for
-    OVI, ``template`` default as in :data:`crossgap.config.LATER_FIELDS`).  ``batch_size`` and
-    ``checkpoint_every`` are runtime settings.  The metadata records ``precision`` (what ran: fp32
+    OVI, ``template`` default as in :data:`crossgap.config.HASHED_WHEN_NOT_DEFAULT`).  ``batch_size`` and
+    ``resume_every`` are runtime settings.  The metadata records ``precision`` (what ran: fp32
     on the CPU), ``precision_requested`` and ``deterministic`` (``inversion.deterministic``).  Initial tokens are drawn for the whole target set
     from ``seed`` and sliced, so results do not depend on the shard size.  Finished batches are
-    saved to ``<out>.resume.safetensors`` (:mod:`crossgap.resume`) every ``checkpoint_every``
+    saved to ``<out>.resume.safetensors`` (:mod:`crossgap.resume`) every ``resume_every``
     batches; a rerun after a kill continues from there, bit-identically on the CPU.
     """
     from crossgap.inversion import initial_tokens, oti, oti_features, ovi, ovi_features
@@ -325,7 +325,7 @@ def invert_shard_step(
             "unavailable": reason}))
         return
     init = initial_tokens(len(ids), params["num_pseudo_tokens"], width, params["seed"])[start:stop]
-    resume = ShardResume(resume_path(out), fingerprint(params, ids[start:stop], init), checkpoint_every)
+    resume = ShardResume(resume_path(out), fingerprint(params, ids[start:stop], init), resume_every)
     stats: dict[str, torch.Tensor] = {}  # skipped_steps [n]: the fp16 loss scaler's skips per target
     common = dict(num_pseudo_tokens=params["num_pseudo_tokens"], steps=params["steps"],
                   learning_rate=params["learning_rate"], weight_decay=params["weight_decay"],

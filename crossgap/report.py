@@ -29,10 +29,17 @@ from crossgap.comparison import (
 )
 from crossgap.metrics.results import aggregate_results, read_result
 from crossgap.utils import atomic_path, write_json
+from crossgap.config import schema_default
 
 log = logging.getLogger(__name__)
 
-def usable_results(result_paths: Sequence[str], seed: int = 0) -> tuple[list[str], list[tuple[str, dict]]]:
+#: rows :func:`plot_comparison` draws one by one (beyond: a pointer to the per-task facets)
+MAX_PLOT_ROWS = 300
+#: curves :func:`plot_steps` names in a legend
+MAX_LEGEND = 24
+
+def usable_results(result_paths: Sequence[str],
+                   seed: int = schema_default("inversion.seed")) -> tuple[list[str], list[tuple[str, dict]]]:
     """``(main result files, replicate (path, result) pairs)`` of ``result_paths``, without the
     results of a method that could not run (``extra.unavailable``, e.g. IsoCLIP on a tower without
     a linear projection).  ``seed``: ``inversion.seed`` (other seeds' results are replicates)."""
@@ -41,7 +48,17 @@ def usable_results(result_paths: Sequence[str], seed: int = 0) -> tuple[list[str
     return [p for p, _ in main], replicates
 
 
-def build_summary(result_paths: Sequence[str], gap_paths: Sequence[str] = (), seed: int = 0) -> dict[str, Any]:
+def unavailable_results(result_paths: Sequence[str],
+                        seed: int = schema_default("inversion.seed")) -> dict[tuple[str, str, str, str], str]:
+    """``{(dataset, model, task, method): reason}`` of the main seed's results of a method that could
+    not run (``extra.unavailable``): the table shows each with its reason instead of dropping it."""
+    records = [(str(p), read_result(p)) for p in result_paths]
+    main, _ = split_replicates([(p, r) for p, r in records if r["extra"].get("unavailable")], seed)
+    return {(r["dataset"], r["model"], r["task"], r["method"]): str(r["extra"]["unavailable"]) for _, r in main}
+
+
+def build_summary(result_paths: Sequence[str], gap_paths: Sequence[str] = (),
+                  seed: int = schema_default("inversion.seed")) -> dict[str, Any]:
     """Nested summary of result files, with the modality-gap files merged in as task ``modality_gap``.
 
     Unavailable results are left out; results of replicate seeds (not ``seed``) add their methods'
@@ -87,34 +104,46 @@ def aggregate_step(
     steps_csv: str | None = None,
     bootstrap: Mapping[str, Any] | None = None,
     final_steps: Mapping[str, int] | None = None,
-    seed: int = 0,
+    seed: int = schema_default("inversion.seed"),
     notes: Sequence[str] = (),
+    paper_outputs: Mapping[str, str] | None = None,
+    paper_methods: Mapping[str, Sequence[str]] | None = None,
 ) -> dict[str, Any]:
     """Write ``summary.json`` (with paired-bootstrap intervals), the table (CSV, Markdown) and plot data.
 
     ``bootstrap``: ``resamples``, ``seed``, ``confidence`` (``evaluation.bootstrap``); ``None``
     skips the intervals.  ``final_steps``: ``{"oti": steps, "ovi": steps}`` for the step curves.
     ``seed``: ``inversion.seed``; results of the other ``inversion.seeds`` become each method's
-    ``seeds`` spread.
+    ``seeds`` spread.  ``paper_outputs``: ``tables_md``, ``tables_csv``, ``verdicts_csv``,
+    ``summary_json`` of :func:`crossgap.paper.build.paper_step` (the paper tables, the verdicts and
+    their DVC metrics), with ``paper_methods`` (task → methods shown; default: inversions and
+    training-free methods); ``None`` writes none of them.
     """
     usable, replicates = usable_results(results, seed)
     summary = _summary(usable, replicates, gaps)
     if bootstrap is not None:
         add_intervals(summary, usable, **dict(bootstrap))
     write_json(summary_out, summary)
-    table = comparison_table(summary)
+    unavailable = unavailable_results(results, seed)
+    table = comparison_table(summary, unavailable)
     curves = step_curves(summary, final_steps or {})
     with atomic_path(table_csv) as tmp:
         table.to_csv(tmp, index=False)
     with atomic_path(table_md) as tmp:
         tmp.write_text(markdown(table, best_steps(curves), [*notes, *text_preparation_notes(results)]))
-    plot = table.assign(label=table["dataset"] + "/" + table["model"] + "/" + table["task"] + "/" + table["method"])
+    plot = table[table["unavailable"].isna()]
+    plot = plot.assign(label=plot["dataset"] + "/" + plot["model"] + "/" + plot["task"] + "/" + plot["method"])
     with atomic_path(plot_csv) as tmp:
         plot[["label", "delta", "ci95_low", "ci95_high", "significant"]].to_csv(tmp, index=False)
     if steps_csv is not None:
         with atomic_path(steps_csv) as tmp:
             curves.assign(curve=curves["dataset"] + "/" + curves["model"] + "/" + curves["task"] + "/"
                           + curves["inversion"]).to_csv(tmp, index=False)
+    if paper_outputs is not None:
+        from crossgap.paper.build import paper_step
+
+        paper_step(usable=usable, summary=summary, unavailable=unavailable, bootstrap=bootstrap,
+                   methods=paper_methods, notes=[*notes, *text_preparation_notes(results)], **dict(paper_outputs))
     log.info("aggregated %d results into %s", len(results), summary_out)
     return summary
 
@@ -141,6 +170,16 @@ def plot_comparison(table_csv: str, out_png: str) -> None:
     plt = _pyplot()
 
     table = pd.read_csv(table_csv)
+    if "unavailable" in table.columns:  # rows without a score (the table shows their reason)
+        table = table[table["unavailable"].isna()]
+    if len(table) > MAX_PLOT_ROWS:  # one axis per dataset stops reading well: the per-task facets do
+        fig, ax = plt.subplots(figsize=(8, 1.6))
+        ax.axis("off")
+        ax.text(0.5, 0.5, f"{len(table):,} comparisons over {table['dataset'].nunique()} datasets: too many for one "
+                f"figure (limit {MAX_PLOT_ROWS});\nsee the per-task plots faceted by dataset group and model "
+                "(data/plots/paper_<task>.png)", ha="center", va="center", fontsize=9)
+        _save_png(fig, out_png)
+        return
     datasets = sorted(table["dataset"].unique()) or ["(none)"]
     height = [max(1.5, 0.28 * (table["dataset"] == d).sum() + 1) for d in datasets]
     fig, axes = plt.subplots(len(datasets), 1, figsize=(8, sum(height)), squeeze=False,
@@ -170,14 +209,17 @@ def plot_steps(steps_csv: str, out_png: str) -> None:
 
     frame = pd.read_csv(steps_csv)
     fig, ax = plt.subplots(figsize=(7, 4))
-    for curve, part in frame.groupby("curve") if not frame.empty else []:
+    curves = list(frame.groupby("curve")) if not frame.empty else []
+    for curve, part in curves:
         ax.plot(part["step"], part["score"], marker="o", label=curve)
     ax.set_xscale("log")
     ax.set_xlabel("optimisation step (log)")
     ax.set_ylabel("mAP / top-1 (%)")
     ax.set_title("Inversion quality vs steps (one optimisation, snapshots)")
-    if not frame.empty:
+    if 0 < len(curves) <= MAX_LEGEND:
         ax.legend(fontsize=6)
+    elif curves:  # a legend of hundreds of curves would hide the plot (and take seconds to draw)
+        ax.set_title(f"Inversion quality vs steps: {len(curves)} curves (legend left out; steps.csv names them)")
     fig.tight_layout()
     _save_png(fig, out_png)
 

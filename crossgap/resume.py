@@ -3,7 +3,7 @@
 A shard of a few thousand targets is hours of GPU time; a kill (``scancel``, a wall-time limit,
 Ctrl-C, a lost node) must not cost more than the batch in progress.  While a shard runs,
 :class:`ShardResume` saves the pseudo tokens and losses of its finished batches every
-``checkpoint_every`` batches to ``<shard>.resume.safetensors`` (atomically: temporary name, then
+``resume_every`` batches to ``<shard>.resume.safetensors`` (atomically: temporary name, then
 rename).  The next run of the same shard reads it back and continues at the first unfinished
 batch; the file is removed once the shard's output is written.
 
@@ -55,12 +55,12 @@ class ShardResume:
     Args:
         path: the resume file (see :func:`resume_path`).
         fingerprint: what the shard is (:func:`fingerprint`); a file with another one is ignored.
-        every: save after every ``every`` finished batches (``inversion.checkpoint_every``).
+        every: save after every ``every`` finished batches (``inversion.resume_every``).
     """
 
     def __init__(self, path: str | os.PathLike, fingerprint: str, every: int = 1):
         if every < 1:
-            raise ValueError(f"checkpoint_every must be >= 1, got {every}")
+            raise ValueError(f"resume_every must be >= 1, got {every}")
         self.path = Path(path)
         self.fingerprint = fingerprint
         self.every = int(every)

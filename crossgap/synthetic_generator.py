@@ -47,7 +47,11 @@ from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw
+
+from crossgap.config import schema_default
 from tqdm import tqdm
+
+from crossgap.writes import write_failures
 
 log = logging.getLogger(__name__)
 
@@ -213,15 +217,16 @@ def generate_synthetic(
     *,
     num_train: int,
     num_test: int,
-    image_size: int = 32,
-    captions_per_image: int = 3,
-    seed: int = 0,
+    image_size: int = schema_default("synthetic.image_size"),
+    captions_per_image: int = schema_default("synthetic.captions_per_image"),
+    seed: int = schema_default("synthetic.seed"),
     overwrite: bool = True,
 ) -> Path:
     """Generate the Synthetic dataset under ``<out_root>/synthetic`` and return that directory.
 
     The tree is built in a temporary sibling directory and renamed into place, so a
-    crash never leaves a partial dataset under the final name.  With ``overwrite``
+    crash never leaves a partial dataset under the final name; a failed write (a full disk)
+    raises :class:`crossgap.writes.WriteError` naming the dataset folder.  With ``overwrite``
     an existing ``synthetic`` directory is replaced; otherwise it raises
     :class:`FileExistsError`.
     """
@@ -232,9 +237,10 @@ def generate_synthetic(
     if final.exists() and not overwrite:
         raise FileExistsError(final)
     out_root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{DATASET_DIRNAME}.", suffix=".tmp", dir=out_root))
-    os.chmod(tmp, 0o755)  # mkdtemp makes it private
-    try:
+    with write_failures(final):
+        tmp = Path(tempfile.mkdtemp(prefix=f".{DATASET_DIRNAME}.", suffix=".tmp", dir=out_root))
+        os.chmod(tmp, 0o755)  # mkdtemp makes it private
+    with write_failures(final, tmp, cleanup=lambda: shutil.rmtree(tmp, ignore_errors=True)):
         names = class_names()
         split: dict[str, list[list[Any]]] = {"train": [], "val": [], "test": []}
         captions: dict[str, list[str]] = {}
@@ -263,8 +269,5 @@ def generate_synthetic(
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     log.info("wrote %d train / %d test images (%d classes) to %s", num_train, num_test, len(names), final)
     return final

@@ -34,6 +34,7 @@ from PIL import Image
 from torch import nn
 from tqdm import tqdm
 
+from crossgap.config import schema_default
 from crossgap.metrics.zeroshot import build_classifier, evaluate_zero_shot
 from crossgap.synthetic_generator import DATASET_DIRNAME, SPLIT_FILENAME
 from crossgap.utils import atomic_path, autocast_dtype, resolve_device
@@ -279,14 +280,14 @@ def train_tiny_clip(
     out_checkpoint: str | os.PathLike,
     *,
     model_name: str = DEFAULT_MODEL,
-    epochs: int = 10,
-    batch_size: int = 128,
-    lr: float = 1e-3,
-    weight_decay: float = 0.1,
+    epochs: int = schema_default("pretrain.epochs"),
+    batch_size: int = schema_default("pretrain.batch_size"),
+    lr: float = schema_default("pretrain.learning_rate"),
+    weight_decay: float = schema_default("pretrain.weight_decay"),
     warmup_fraction: float = 0.05,
-    temperature: float | None = None,
-    intramodal_weight: float = 0.0,
-    seed: int = 0,
+    temperature: float | None = schema_default("pretrain.temperature"),
+    intramodal_weight: float = schema_default("pretrain.intramodal_weight"),
+    seed: int = schema_default("pretrain.seed"),
     device: str | torch.device | None = None,
     loss_csv: str | os.PathLike | None = None,
     epoch_csv: str | os.PathLike | None = None,

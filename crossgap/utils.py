@@ -14,6 +14,8 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
+from crossgap.writes import write_failures
+
 if TYPE_CHECKING:  # torch is imported lazily: dry runs and the CLI must not pay for it
     import torch
 
@@ -25,20 +27,24 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` only on success.
 
     The temporary file lives in the same directory (same file system) so the final
-    ``os.replace`` is atomic.  On any exception the temporary file is removed.
+    ``os.replace`` is atomic.  On any exception the temporary file is removed; a failed
+    write (a full disk included, whatever the writer: ``open``, ``torch.save``, safetensors,
+    pyarrow) is raised as :class:`crossgap.writes.WriteError` naming ``path``.
     """
     final = Path(path)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
-    os.close(fd)
+    with write_failures(final):
+        final.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
+        os.close(fd)
     tmp = Path(tmp_name)
-    try:
-        yield tmp
-        os.replace(tmp, final)
-    except BaseException:
+
+    def remove() -> None:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
-        raise
+
+    with write_failures(final, tmp, cleanup=remove):
+        yield tmp
+        os.replace(tmp, final)
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:

@@ -71,7 +71,8 @@ def test_prepare(tmp_path, capsys):
     assert f"CORRUPT {info.path_of(1)}" in capsys.readouterr().out and not bad.exists()
     args = ["datasets", "prepare", "synthetic", "--dataroot", str(tmp_path), "--out", str(bad), "--skip-corrupt"]
     assert main(args) == 0
-    assert "skipped 3 row(s)" in capsys.readouterr().out
+    assert ("skipped 1 image(s) (1 missing/corrupt/truncated file(s)) and 2 caption row(s) of skipped images"
+            in capsys.readouterr().out)
     assert len(json.loads(skipped_sidecar_path(bad).read_text())["skipped"]) == 3
     assert main(["datasets", "prepare", "ucf101", "--dataroot", str(tmp_path), "--out", str(bad)]) == 1
 

@@ -4,6 +4,7 @@ extraction streaming images from the shards (and from files) with a tiny random-
 from __future__ import annotations
 
 import io
+import json
 import tarfile
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from crossgap.datasets import (
     read_manifest,
     zero_shot_rows,
 )
+from crossgap.datasets.errors import skipped_summary
 from crossgap.datasets.tarshards import TarReadError, iter_samples, member_ref, parse_member_ref
 from crossgap.pipeline import extract_step, prompts_step
 from crossgap.storage import load_feature_set
@@ -245,3 +247,57 @@ def test_caption_table_texts_are_extracted(tmp_path, tiny_spec, tiny_model_and_p
                  out=str(out), batch_size=4, progress=False)
     fs = load_feature_set(out)
     assert fs.ids[:3] == ["test/img/a.png#0", "test/img/a.png#1", "test/img/b.png#0"] and len(fs.ids) == 10
+
+
+# --------------------------------------------------------------------------------- issue 21: bad input
+def test_caption_not_utf8_names_shard_and_member(tmp_path):
+    make_wds(tmp_path, "retrieval", sizes={"test": 4}, max_count=3)
+    rewrite_member(tmp_path / "test/1.tar", "s0000003.txt", b"caf\xe9 au lait\nsecond caption")
+    member = f"{tmp_path}/test/1.tar#s0000003.txt"
+    report = check_dataset(configured_adapter("wds", {"dataset_type": "retrieval"}), tmp_path)
+    assert not report.ok and report.found
+    assert report.error == f"{member}: the caption text is not UTF-8 text (byte 3: b'\\xe9 au'); expected UTF-8 text"
+    with pytest.raises(DatasetLayoutError, match=f"^{member}: the caption text is not UTF-8"):
+        prepare_manifest("wds", tmp_path, tmp_path / "m.parquet", options={"dataset_type": "retrieval"})
+    assert not (tmp_path / "m.parquet").exists()
+
+
+def _cut_inside(shard: Path, member: str) -> None:
+    shard.write_bytes(shard.read_bytes()[: member_offsets(shard)[member][1] + 10])
+
+
+def test_truncated_shard_reports_the_samples_lost_against_the_entry_sizes(tmp_path):
+    make_wds(tmp_path, sizes={"test": 18}, max_count=18)  # one shard of 18 samples
+    _cut_inside(tmp_path / "test/0.tar", "s0000005.webp")  # s0000000..s0000004 survive
+    out = tmp_path / "m.parquet"
+    df, meta = prepare_manifest("wds", tmp_path, out, skip_corrupt=True, sizes={"test": 18})
+    assert df["id"].tolist() == [f"test/s000000{i}" for i in range(5)]
+    [entry] = json.loads((tmp_path / "m.skipped.json").read_text())["skipped"]
+    assert (entry["id"], entry["unread"], entry["lost"], entry["expected"]) == ("test/s0000005", True, 13, 18)
+    assert entry["reason"].endswith(": 13 of the 18 samples of split 'test' lost (5 read; expected from the "
+                                    "entry's sizes.test)")
+    assert skipped_summary(meta["skipped"]) == (
+        "skipped 13 image(s) (0 missing/corrupt/truncated file(s), 13 sample(s) never read from 1 truncated "
+        "shard(s)) and 0 caption row(s) of skipped images")
+    # without sizes: unknown (a single shard has no full shard to compare with), said so
+    _, meta = prepare_manifest("wds", tmp_path, out, skip_corrupt=True)
+    assert meta["skipped"][0]["lost"] is None and "an unknown number of samples lost" in meta["skipped"][0]["reason"]
+    assert skipped_summary(meta["skipped"]).startswith("skipped at least 1 image(s)")
+
+
+def test_truncated_shard_loss_from_sizes_json_and_from_the_full_shards(tmp_path):
+    make_wds(tmp_path, sizes={"test": 18}, max_count=5)  # shards 0-2 hold 5 samples, shard 3 holds 3
+    _cut_inside(tmp_path / "test/1.tar", "s0000006.webp")  # s0000005 survives; s0000006..s0000009 lost
+    report = check_dataset(configured_adapter("wds"), tmp_path)
+    assert report.counts == {"test": 14}
+    [p] = report.problems
+    assert (p.id, p.lost, p.expected) == ("test/s0000006", 4, 5)
+    assert p.reason.endswith("4 of the 5 samples of the shard lost (1 read; expected from test/nshards.txt: "
+                             "4 shards, the full ones hold 5 each)")
+    # open_clip's sizes.json wins (here it says the shard held 6)
+    (tmp_path / "test/sizes.json").write_text('{"0.tar": 5, "1.tar": 6, "2.tar": 5, "3.tar": 3}')
+    [p] = check_dataset(configured_adapter("wds"), tmp_path).problems
+    assert (p.lost, p.expected) == (5, 6) and "expected from test/sizes.json" in p.reason
+    (tmp_path / "test/sizes.json").write_text('{"1.tar": "six"}')
+    report = check_dataset(configured_adapter("wds"), tmp_path)
+    assert report.error.startswith(f"{tmp_path}/test/sizes.json: expected {{shard file name: number of samples}}")

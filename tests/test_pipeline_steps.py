@@ -446,7 +446,7 @@ def test_a_killed_shard_resumes_from_its_last_saved_batch_bit_identically(
     assert torch.equal(resumed.features, whole.features)
 
 
-def test_checkpoint_every_bounds_what_a_kill_loses(tiny_spec, cached_model, tmp_path, monkeypatch):
+def test_resume_every_bounds_what_a_kill_loses(tiny_spec, cached_model, tmp_path, monkeypatch):
     feats = tmp_path / "targets.safetensors"
     _targets(feats, 10)
     params = dict(OTI_PARAMS, steps=1)
@@ -455,7 +455,7 @@ def test_checkpoint_every_bounds_what_a_kill_loses(tiny_spec, cached_model, tmp_
         _kill_at_batch(patch, 5)  # batches 1-4 finished; saved after batches 3 (every 3), not 4
         with pytest.raises(Killed):
             _invert("oti", feats, tmp_path / "shard.safetensors", tiny_spec, 0, 1, params, batch_size=2,
-                    checkpoint_every=3)
+                    resume_every=3)
     from safetensors.torch import load_file
 
     assert load_file(side)["tokens"].shape[0] == 6

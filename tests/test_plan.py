@@ -47,7 +47,7 @@ def test_todays_tags_are_unchanged(default):
 
 
 @pytest.mark.parametrize("key, value", [("inversion.batch_size", 16), ("inversion.shard_size", 7),
-                                        ("inversion.checkpoint_every", 5)])
+                                        ("inversion.resume_every", 5)])
 def test_runtime_settings_do_not_change_tags(default, key, value):
     assert plan.tags(_edit(default, key, value), "tiny") == {"oti": "dcb93fcef5", "ovi": "fd57292494"}
 
@@ -75,7 +75,7 @@ def test_seed_changes_both_tags(default):
 def test_a_later_field_at_its_default_keeps_the_tag_and_another_value_changes_it(default, monkeypatch):
     import crossgap.config as config
 
-    monkeypatch.setitem(config.LATER_FIELDS, "oti", {**config.LATER_FIELDS["oti"], "future_knob": 3})
+    monkeypatch.setitem(config.HASHED_WHEN_NOT_DEFAULT, "oti", {**config.HASHED_WHEN_NOT_DEFAULT["oti"], "future_knob": 3})
     with_default = dict(default, inversion=dict(default["inversion"], oti=dict(default["inversion"]["oti"],
                                                                               future_knob=3)))
     assert plan.tags(with_default, "tiny")["oti"] == "dcb93fcef5"
@@ -103,7 +103,8 @@ def test_jobs_fill_in_later_fields_at_their_defaults():
     from crossgap.config import complete_params
 
     v1 = {"steps": 8, "num_pseudo_tokens": 1, "learning_rate": 0.02, "weight_decay": 0.01, "seed": 0}
-    assert complete_params("ovi", v1) == {**v1, "template": "a photo of {}", "precision": "fp16"}
+    assert complete_params("ovi", v1) == {**v1, "template": "a photo of {}", "precision": "fp16",
+                                          "underscores_as_spaces": False}
     assert complete_params("oti", {**v1, "template": "x {}", "precision": "fp32"})["precision"] == "fp32"
     with pytest.raises(ConfigError, match="unknown inversion method 'xyz'"):
         complete_params("xyz", v1)
@@ -195,22 +196,31 @@ def test_sizes_in_the_entry_override_published_ones(default):
 
 
 def test_runtime_settings_come_from_the_config(default):
-    assert InversionRuntime.from_config(default) == InversionRuntime(batch_size=64, shard_size=128, checkpoint_every=1,
+    assert InversionRuntime.from_config(default) == InversionRuntime(batch_size=64, shard_size=128, resume_every=1,
                                                                      deterministic=False)
     paper = load_params(REPO / "params/paper.yaml")
     assert InversionRuntime.from_config(paper).deterministic is True and paper["inversion"]["seed"] == 42
+
+
+def test_checkpoint_every_is_read_as_the_former_name_of_resume_every(default):
+    old = _edit(default, "inversion.checkpoint_every", 4)
+    del old["inversion"]["resume_every"]
+    assert InversionRuntime.from_config(load_params(old)).resume_every == 4
+    both = _edit(_edit(default, "inversion.checkpoint_every", 4), "inversion.resume_every", 2)
+    with pytest.raises(ConfigError, match=r"inversion.checkpoint_every \(4\) and inversion.resume_every \(2\) disagree"):
+        InversionRuntime.from_config(both)
 
 
 @pytest.mark.parametrize("key, value", [("inversion.deterministic", True), ("features.precision", "fp32")])
 def test_determinism_and_default_precision_change_no_tag_nor_param(default, key, value):
     cfg = _edit(default, key, value)
     assert plan.tags(cfg, "tiny") == {"oti": "dcb93fcef5", "ovi": "fd57292494"}
-    assert plan.text_feature_options(cfg) == {}
+    assert plan.feature_options(cfg) == {}
 
 
 def test_feature_precision_reaches_the_feature_rules_only_when_not_fp32(default):
     cfg = _edit(default, "features.precision", "bf16")
-    assert plan.text_feature_options(cfg) == {"precision": "bf16"}
+    assert plan.feature_options(cfg) == {"precision": "bf16"}
     assert plan.feature_options(cfg)["precision"] == "bf16"
     assert plan.tags(cfg, "tiny") == {"oti": "dcb93fcef5", "ovi": "fd57292494"}
 
@@ -300,7 +310,7 @@ def test_gap_pairs_zero_shot_images_with_query_texts(default):
 # --------------------------------------------------------------------------- config validation
 @pytest.mark.parametrize("key, value, named", [
     ("inversion.shard_size", 0, "inversion.shard_size"),
-    ("inversion.checkpoint_every", -1, "inversion.checkpoint_every"),
+    ("inversion.resume_every", -1, "inversion.resume_every"),
     ("inversion.shards", 2, "'shards' was unexpected"),
     ("inversion.oti.stepz", 3, "'stepz' was unexpected"),
 ])
@@ -318,7 +328,7 @@ def test_bad_values_are_refused_naming_the_key(key, value, named):
 def test_defaults_are_filled_from_the_schema():
     cfg = load_params({"models": {"m": {"architecture": "ViT-B-32"}}, "datasets": {"d": {"adapter": "synthetic",
                                                                                       "dataroot": "x"}}})
-    assert cfg["inversion"]["shard_size"] == 4096 and cfg["inversion"]["checkpoint_every"] == 1
+    assert cfg["inversion"]["shard_size"] == 4096 and cfg["inversion"]["resume_every"] == 1
     assert cfg["inversion"]["oti"]["steps"] == 150 and cfg["inversion"]["ovi"]["steps"] == 1000
     assert cfg["pretrain"]["epochs"] == 10 and cfg["evaluation"]["chunk_size"] == 1024
 

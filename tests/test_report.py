@@ -46,7 +46,8 @@ SUMMARY = {
 
 
 COLUMNS = ["dataset", "model", "task", "metric", "native_method", "native", "method", "kind", "score", "delta",
-           "ci95_low", "ci95_high", "significant", "gap", "seeds", "seeds_delta_mean", "seeds_delta_sd"]
+           "ci95_low", "ci95_high", "significant", "gap", "seeds", "seeds_delta_mean", "seeds_delta_sd",
+           "unavailable"]
 
 
 def _rows(table: pd.DataFrame) -> list[tuple]:
@@ -317,3 +318,36 @@ def test_table_lists_each_inversion_with_its_snapshots_then_the_transforms():
     node = {m: {"top1": 50.0} for m in ("standard", "gap_shift", "ovi", "oti@50", "ovi@5", "oti", "oti@10", "centered")}
     table = comparison_table({"d": {"m": {"zero_shot": node}}})
     assert table["method"].tolist() == ["oti@10", "oti@50", "oti", "ovi@5", "ovi", "centered", "gap_shift"]
+
+
+def test_an_unavailable_result_appears_with_its_reason_in_table_md_csv_and_html(tmp_path):
+    """A method that could not run (``extra.unavailable``, no metrics) keeps its row, with the reason."""
+    from crossgap.html_report import write_html_report
+
+    reason = "image tower: the timm vision tower ends in head layer(s) ['attn_pool'] | no linear projection"
+    specs = [("image", {"mAP": 40.0}, {}), ("oti", {"mAP": 44.0}, {}), ("isoclip", {}, {"unavailable": reason})]
+    paths = []
+    for method, metrics, extra in specs:
+        path = tmp_path / "results" / "cub2011" / "siglip_b16" / "image_retrieval" / f"{method}.json"
+        write_result(path, task="image_retrieval", method=method, dataset="cub2011", model="siglip_b16",
+                     metrics=metrics, params={}, extra=extra)
+        paths.append(str(path))
+    out = {k: str(tmp_path / n) for k, n in (("summary_out", "s.json"), ("table_csv", "t.csv"),
+                                              ("table_md", "t.md"), ("plot_csv", "p.csv"))}
+    summary = aggregate_step(results=paths, gaps=[], **out)
+    assert set(summary["cub2011"]["siglip_b16"]["image_retrieval"]) == {"image", "oti"}  # summary keys unchanged
+    md = (tmp_path / "t.md").read_text().splitlines()
+    assert ("| cub2011 | siglip_b16 | image_retrieval | mAP | 40.00 (image) | isoclip | unavailable: image tower: the "
+            "timm vision tower ends in head layer(s) ['attn_pool'] \\| no linear projection | — | — | — |") in md
+    assert "| cub2011 | siglip_b16 | image_retrieval | mAP | 40.00 (image) | oti | 44.00 | +4.00 | — | — |" in md
+    csv = pd.read_csv(tmp_path / "t.csv")
+    assert csv["method"].tolist() == ["oti", "isoclip"]
+    row = csv.iloc[1]
+    assert row["unavailable"] == reason and pd.isna(row["score"]) and pd.isna(row["delta"]) and row["native"] == 40.0
+    assert pd.isna(csv.iloc[0]["unavailable"])
+    assert pd.read_csv(tmp_path / "p.csv")["label"].tolist() == ["cub2011/siglip_b16/image_retrieval/oti"]
+    write_html_report(tmp_path / "t.md", {}, tmp_path / "report.html")
+    page = (tmp_path / "report.html").read_text()
+    assert "<td>isoclip</td>" in page
+    assert ("<td style=\"text-align:right\">unavailable: image tower: the timm vision tower ends in head layer(s) "
+            "['attn_pool'] | no linear projection</td>") in page

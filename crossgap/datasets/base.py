@@ -32,7 +32,7 @@ from typing import Any, Mapping
 
 import pandas as pd
 
-from crossgap.datasets.errors import DatasetIntegrityError, DatasetNotFoundError, FileProblem
+from crossgap.datasets.errors import DatasetIntegrityError, DatasetNotFoundError, FileProblem, skipped_summary
 from crossgap.datasets.files import scan_files
 from crossgap.datasets.images import DEFAULT_TRUNCATED_IMAGES, split_truncated, truncated_meta, truncated_policy
 from crossgap.datasets.manifest import crossgap_version, validate_frame, validate_meta
@@ -237,8 +237,7 @@ class DatasetAdapter(ABC):
             ]
             drop = bad | set(orphans["id"])
             df = df[~df["id"].isin(drop)].reset_index(drop=True)
-            log.warning("%s: skipped %d row(s) (missing/corrupt/truncated files and their captions)",
-                        self.slug, len(drop))
+            log.warning("%s: %s", self.slug, skipped_summary(skipped))
         meta = {
             "dataset": self.slug,
             "adapter": f"{type(self).__module__}.{type(self).__qualname__}",

@@ -31,16 +31,44 @@ class FileProblem:
 
     ``kind`` is ``"missing"`` or ``"corrupt"``; ``path`` is the absolute path;
     ``id`` is the manifest id of the row that needs it; ``reason`` is human readable.
+    ``unread``: the problem stops a shard, so the samples from ``path`` to the end of the shard
+    were never read (their ids are unknown); ``lost`` is how many that is (``None``: unknown)
+    and ``expected`` how many the shard (or split) should hold, from the dataset's metadata.
     """
 
     id: str
     path: str
     kind: str
     reason: str
+    unread: bool = False
+    lost: int | None = None
+    expected: int | None = None
 
-    def to_json(self) -> dict[str, str]:
+    def to_json(self) -> dict[str, object]:
         """The JSON form stored under ``skipped`` in manifest metadata and the sidecar."""
-        return {"id": self.id, "path": self.path, "kind": self.kind, "reason": self.reason}
+        out: dict[str, object] = {"id": self.id, "path": self.path, "kind": self.kind, "reason": self.reason}
+        if self.unread:
+            out.update(unread=True, lost=self.lost, expected=self.expected)
+        return out
+
+
+def skipped_summary(skipped: list[dict]) -> str:
+    """What ``skipped`` (the JSON entries of a manifest's metadata) cost, in words.
+
+    Files skipped count one image each; an ``unread`` entry (a truncated shard) counts its
+    ``lost`` samples, or "at least 1" when the count is unknown; orphans are caption rows.
+    """
+    unread = [s for s in skipped if s.get("unread")]
+    files = sum(1 for s in skipped if not s.get("unread") and s.get("kind") != "orphan")
+    orphans = sum(1 for s in skipped if s.get("kind") == "orphan")
+    known = sum(int(s["lost"]) for s in unread if s.get("lost") is not None)
+    unknown = sum(1 for s in unread if s.get("lost") is None)
+    images = f"{files + known}" if not unknown else f"at least {files + known + unknown}"
+    parts = [f"{files} missing/corrupt/truncated file(s)"]
+    if unread:
+        never = f"{known}" if not unknown else f"at least {known + unknown}"
+        parts.append(f"{never} sample(s) never read from {len(unread)} truncated shard(s)")
+    return f"skipped {images} image(s) ({', '.join(parts)}) and {orphans} caption row(s) of skipped images"
 
 
 class DatasetIntegrityError(DatasetError):

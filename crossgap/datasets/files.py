@@ -32,12 +32,6 @@ def default_workers() -> int:
     return max(1, min(8, os.cpu_count() or 1))
 
 
-def verify_image(path: Path) -> str | None:
-    """``None`` if ``path`` decodes completely with PIL (no truncated loading), else the reason it does not."""
-    with truncated_loading(False):
-        return decode_error(path)
-
-
 def _probe(path: Path, check_images: bool) -> tuple[str, str] | None:
     if not path.is_file():
         return "missing", "file does not exist"

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any, Mapping, Protocol, Sequence
 
 from crossgap.datasets.errors import DatasetError
+from crossgap.writes import write_failures
 
 log = logging.getLogger(__name__)
 
@@ -161,12 +162,14 @@ class SummaryCache:
         """Store ``{key: (row id, summary)}`` in memory and append them to the file (flushed, fsync'ed)."""
         self.items.update({key: summary for key, (_, summary) in entries.items()})
         if self.path and entries:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            with open(self.path, "a", encoding="utf-8") as f:
-                for key, (row_id, summary) in entries.items():
-                    f.write(json.dumps({"key": key, "id": row_id, "summary": summary}, ensure_ascii=False) + "\n")
-                f.flush()
-                os.fsync(f.fileno())
+            # a failed append (a full disk) names the cache; a cut last line is ignored when it is read back
+            with write_failures(self.path):
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                with open(self.path, "a", encoding="utf-8") as f:
+                    for key, (row_id, summary) in entries.items():
+                        f.write(json.dumps({"key": key, "id": row_id, "summary": summary}, ensure_ascii=False) + "\n")
+                    f.flush()
+                    os.fsync(f.fileno())
 
 
 def import_transformers(what: str) -> Any:

@@ -20,6 +20,8 @@ meaning "pair each image of split ``S`` with its first caption" (image and text 
 
 from __future__ import annotations
 
+import copy
+
 import dataclasses
 import os
 import re
@@ -232,12 +234,28 @@ def configurable_adapters() -> dict[str, ConfigurableAdapter]:
     return {s: a for s in list_datasets() if isinstance(a := get_adapter(s), ConfigurableAdapter)}
 
 
+def with_sizes(adapter: DatasetAdapter, sizes: Mapping[str, int] | None, where: str = "sizes") -> DatasetAdapter:
+    """``adapter`` expecting ``sizes`` (a ``datasets:`` entry's items per split) instead of its own, if given.
+
+    A copy is returned (registered adapters are shared); counts are then checked against them
+    and a truncated shard's loss is counted from them.
+    """
+    if not sizes:
+        return adapter
+    if not isinstance(sizes, Mapping) or not all(isinstance(v, int) and v >= 0 for v in sizes.values()):
+        raise DatasetOptionsError(f"{where}: expected a mapping split -> number of items, got {sizes!r}")
+    out = copy.copy(adapter)
+    out.expected_sizes = {str(k): int(v) for k, v in sizes.items()}
+    return out
+
+
 def adapter_for(dataset_cfg: Mapping[str, Any], name: str = "<dataset>") -> DatasetAdapter:
-    """The adapter of a ``datasets:`` entry of params.yaml (``adapter`` + optional ``options``)."""
+    """The adapter of a ``datasets:`` entry of params.yaml (``adapter`` + optional ``options`` and ``sizes``)."""
     if not isinstance(dataset_cfg, Mapping) or not isinstance(dataset_cfg.get("adapter"), str):
         raise DatasetOptionsError(f"datasets.{name}: expected a mapping with a string 'adapter', got {dataset_cfg!r}")
-    return configured_adapter(dataset_cfg["adapter"], dataset_cfg.get("options"), f"datasets.{name}.options",
-                              None if name == "<dataset>" else name)
+    adapter = configured_adapter(dataset_cfg["adapter"], dataset_cfg.get("options"), f"datasets.{name}.options",
+                                 None if name == "<dataset>" else name)
+    return with_sizes(adapter, dataset_cfg.get("sizes"), f"datasets.{name}.sizes")
 
 
 def dataset_protocol(dataset_cfg: Mapping[str, Any], name: str = "<dataset>") -> dict[str, Any]:

@@ -29,9 +29,10 @@ Manifest image paths point into the shards (``"test/0.tar#s0000000.webp"``, see
 
 from __future__ import annotations
 
+import json
 import logging
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +64,8 @@ IMAGE_EXTENSIONS: tuple[str, ...] = ("webp", "png", "jpg", "jpeg")
 DATASET_TYPES: tuple[str, ...] = ("classification", "retrieval")
 CLASSNAMES, TEMPLATES, TYPE_FILE, NSHARDS = (
     "classnames.txt", "zeroshot_classification_templates.txt", "dataset_type.txt", "nshards.txt")
+#: open_clip's per-split shard sizes (``{"0.tar": samples, ...}``), optional: exact losses of truncated shards
+SIZES = "sizes.json"
 LAYOUT = (
     "<dataroot>/<split>/nshards.txt   number of shards N\n"
     "<dataroot>/<split>/0.tar ... {N-1}.tar   samples <key>.webp|png|jpg|jpeg + <key>.cls (or <key>.txt)\n"
@@ -99,9 +102,25 @@ class WdsOptions:
         return (g, self.split) if g and g != self.split else (self.split,)
 
 
+def decode_text(data: bytes, where: str, what: str) -> str:
+    """``data`` decoded as UTF-8, else :class:`DatasetLayoutError` naming ``where`` (a file or ``shard#member``)."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DatasetLayoutError(
+            f"{where}: {what} is not UTF-8 text (byte {exc.start}: {data[exc.start:exc.start + 4]!r}); "
+            "expected UTF-8 text"
+        ) from None
+
+
+def read_text(path: Path, what: str) -> str:
+    """The UTF-8 text of the metadata file ``path`` (a clear error naming it when it is not UTF-8)."""
+    return decode_text(path.read_bytes(), str(path), what)
+
+
 def read_lines(path: Path) -> list[str]:
     """Stripped lines (as the builder reads them) without trailing blank lines."""
-    lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+    lines = [line.strip() for line in read_text(path, "the file").splitlines()]
     while lines and not lines[-1]:
         lines.pop()
     return lines
@@ -110,7 +129,17 @@ def read_lines(path: Path) -> list[str]:
 def read_dataset_type(folder: Path) -> str:
     """``dataset_type.txt`` stripped and lower-cased; ``classification`` when absent (as the builder)."""
     path = folder / TYPE_FILE
-    return path.read_text(encoding="utf-8").strip().lower() if path.is_file() else "classification"
+    return read_text(path, "the dataset type").strip().lower() if path.is_file() else "classification"
+
+
+def check_dataset_type(folder: Path) -> str:
+    """:func:`read_dataset_type`, which must be one of :data:`DATASET_TYPES` (else an error naming the file)."""
+    found = read_dataset_type(folder)
+    if found not in DATASET_TYPES:
+        raise DatasetLayoutError(
+            f"{folder / TYPE_FILE}: dataset type {found!r} is not supported; expected one of {list(DATASET_TYPES)}"
+        )
+    return found
 
 
 def verify_bytes(data: bytes, ref: str = "<member>") -> str | None:
@@ -130,7 +159,7 @@ def reclassify_truncated_members(problems: list[FileProblem]) -> list[FileProble
     with truncated_loading(True):
         for p in problems:
             ref = parse_member_ref(p.path)
-            if p.kind == "corrupt" and ref is not None:
+            if p.kind == "corrupt" and ref is not None and not p.unread:
                 try:
                     ok = verify_bytes(read_member(*ref), p.path) is None
                 except TarReadError:
@@ -164,11 +193,7 @@ class WdsAdapter(ConfigurableAdapter):
     # ------------------------------------------------------------------ metadata files
     def check_type(self, folder: Path) -> str:
         """``dataset_type.txt`` must agree with ``options.dataset_type`` (the DAG was planned from it)."""
-        found = read_dataset_type(folder)
-        if found not in DATASET_TYPES:
-            raise DatasetLayoutError(
-                f"{folder / TYPE_FILE}: dataset type {found!r} is not supported; expected one of {list(DATASET_TYPES)}"
-            )
+        found = check_dataset_type(folder)
         if found != self.options.dataset_type:
             raise DatasetOptionsError(
                 f"{folder / TYPE_FILE}: the shards are {found!r} but options.dataset_type is "
@@ -221,7 +246,7 @@ class WdsAdapter(ConfigurableAdapter):
     def shards(self, folder: Path, split: str) -> list[Path]:
         """``<split>/0.tar ... <split>/{N-1}.tar`` with N from ``<split>/nshards.txt``."""
         path = folder / split / NSHARDS
-        text = path.read_text(encoding="utf-8").strip()
+        text = read_text(path, "the shard count").strip()
         if not text.isdigit() or int(text) < 1:
             raise DatasetLayoutError(f"{path}: expected the number of shards (a positive integer), got {text!r}")
         tars = [folder / split / f"{i}.tar" for i in range(int(text))]
@@ -257,7 +282,8 @@ class WdsAdapter(ConfigurableAdapter):
                 row = image_row(split, member_ref(rel, name), -1, None, key=sample.key)
                 where = f"{tar}#{sample.members[label_ext][0]}"
                 if retrieval:
-                    captions = [c.strip() for c in value.decode("utf-8").splitlines() if c.strip()]
+                    text = decode_text(value, where, "the caption text")
+                    captions = [c.strip() for c in text.splitlines() if c.strip()]
                     texts += text_rows(row, captions)
                 else:
                     row["label"] = self._label(value, where, n_classes)
@@ -268,8 +294,58 @@ class WdsAdapter(ConfigurableAdapter):
             parts = key_and_ext(exc.member) if exc.member else None
             problems.append(FileProblem(f"{split}/{parts[0]}" if parts else rel,
                                         f"{tar}#{exc.member}" if exc.member else str(tar), "corrupt",
-                                        f"{exc}; the samples from there to the end of the shard are missing"))
+                                        f"{exc}; the samples from there to the end of the shard are missing",
+                                        unread=True))
         return images, texts, problems
+
+    def shard_sizes(self, folder: Path, split: str) -> dict[str, int]:
+        """``<split>/sizes.json`` (open_clip's ``{shard file name: samples}``), or ``{}`` when absent."""
+        path = folder / split / SIZES
+        if not path.is_file():
+            return {}
+        try:
+            data = json.loads(read_text(path, "the shard sizes"))
+        except json.JSONDecodeError as exc:
+            raise DatasetLayoutError(f"{path}: not valid JSON ({exc}); expected {{shard file name: samples}}") from None
+        if not isinstance(data, dict) or not all(isinstance(v, int) and v >= 0 for v in data.values()):
+            raise DatasetLayoutError(f"{path}: expected {{shard file name: number of samples}}, got {data!r}")
+        return {str(k): int(v) for k, v in data.items()}
+
+    def count_losses(self, folder: Path, split: str, shards: list[tuple[Path, list[Row], list[FileProblem]]]
+                     ) -> list[FileProblem]:
+        """The problems of one split's shards, each truncated shard's with the samples it lost.
+
+        What was read is compared with, in this order: ``<split>/sizes.json`` (samples per
+        shard); the entry's ``sizes`` (:attr:`expected_sizes`, images per split, written by
+        ``crossgap datasets init``), when one shard of the split is truncated; the other shards
+        (a shard writer fills every shard but the last, ``nshards.txt``'s N-1, with the same count).
+        """
+        per_shard = self.shard_sizes(folder, split)
+        broken = [i for i, (_, _, problems) in enumerate(shards) if any(p.unread for p in problems)]
+        full = {len(images) for i, (_, images, _) in enumerate(shards[:-1]) if i not in broken}
+        read_split = sum(len(images) for _, images, _ in shards)
+        out = []
+        for i, (tar, images, problems) in enumerate(shards):
+            for p in problems:
+                if p.unread:
+                    want, have, scope, source = None, len(images), "the shard", ""
+                    if tar.name in per_shard:
+                        want, source = per_shard[tar.name], f"{split}/{SIZES}"
+                    elif split in self.expected_sizes and len(broken) == 1:
+                        want, have, scope = self.expected_sizes[split], read_split, f"split {split!r}"
+                        source = f"the entry's sizes.{split}"
+                    elif i < len(shards) - 1 and len(full) == 1:
+                        want = next(iter(full))
+                        source = f"{split}/{NSHARDS}: {len(shards)} shards, the full ones hold {want} each"
+                    if want is None:
+                        p = replace(p, reason=f"{p.reason}; an unknown number of samples lost (no {split}/{SIZES}, "
+                                    "no sizes in the entry, no full shard to compare with)")
+                    else:
+                        lost = max(want - have, 1)
+                        p = replace(p, reason=f"{p.reason}: {lost} of the {want} samples of {scope} lost "
+                                    f"({have} read; expected from {source})", lost=lost, expected=want)
+                out.append(p)
+        return out
 
     @staticmethod
     def _label(value: bytes, where: str, n_classes: int) -> int:
@@ -291,7 +367,8 @@ class WdsAdapter(ConfigurableAdapter):
         for row in images:
             if (other := seen.setdefault(row["id"], row["path"])) != row["path"]:
                 raise DatasetLayoutError(f"{folder}: sample key {row['id']!r} is in both {other} and {row['path']}")
-        problems = [f for p in parts for f in p[2]]
+        problems = [f for split in self.options.splits for f in self.count_losses(
+            folder, split, [(tar, p[0], p[2]) for (s, tar), p in zip(jobs, parts) if s == split])]
         return images + [r for p in parts for r in p[1]], reclassify_truncated_members(problems)
 
     def rows(self, folder: Path, classnames: list[str]) -> list[Row]:
@@ -321,7 +398,7 @@ class WdsAdapter(ConfigurableAdapter):
         splits = sorted(p.parent.name for p in path.glob(f"*/{NSHARDS}"))
         if not splits:
             raise DatasetNotFoundError(f"{path}: no <split>/{NSHARDS}; expected the layout of {cls.__module__}")
-        kind = read_dataset_type(path)
+        kind = check_dataset_type(path)
         split = "test" if "test" in splits else splits[-1]
         gallery = "train" if kind == "classification" and "train" in splits and split != "train" else None
         return path, {"dataset_type": kind, "split": split, "gallery_split": gallery}

@@ -37,6 +37,34 @@ from crossgap.methods.contract import (  # noqa: F401  (re-exported: the contrac
 KINDS = ("native", "inverted", "snapshot", "transform")
 SNAPSHOT = re.compile(r"^(oti|ovi)@(\d+)$")
 
+
+@dataclass(frozen=True)
+class ResultName:
+    """The one parser of a result file's stem: ``<method>`` or ``<method>-<tag>``.
+
+    ``oti-3f2a...`` is OTI with its parameters' tag, ``oti@50-3f2a...`` OTI's snapshot after 50 steps
+    (``base`` ``oti``, ``step`` 50), ``oti_gallery-...`` OTI with an inverted gallery, ``pca_text`` a transform.
+    """
+
+    method: str
+    tag: str | None = None
+
+    @classmethod
+    def parse(cls, stem: str) -> "ResultName":
+        method, _, tag = stem.partition("-")
+        return cls(method, tag or None)
+
+    @property
+    def base(self) -> str:
+        """The method without its snapshot step (``oti`` for ``oti@50``)."""
+        return self.method.partition("@")[0]
+
+    @property
+    def step(self) -> int | None:
+        """The snapshot's step (``50`` for ``oti@50``), ``None`` for the final tokens or a native method."""
+        _, _, step = self.method.partition("@")
+        return int(step) if step else None
+
 #: the paper's methods (native and inverted queries): miccunifi/Cross-the-Gap
 _PAPER = "Mistretta et al., Cross the Gap (ICLR 2025)"
 _REFERENCE = "miccunifi/Cross-the-Gap"
@@ -56,6 +84,8 @@ class Method:
     gallery: str = "native"
     #: transform: the module with ``fit``/``apply``
     module: str | None = None
+    #: snapshot: the optimisation step whose tokens it reads
+    step: int | None = None
     #: transform: reference features it is fitted on, for this task (keys of the DAG's references)
     references: tuple[str, ...] = ()
     #: transform: reference key -> the key used when the first is not available
@@ -111,9 +141,9 @@ def task_methods(task: str) -> tuple[Method, ...]:
 
 def get_method(task: str, name: str) -> Method:
     """The method ``name`` of ``task``; ``oti@<step>`` / ``ovi@<step>`` are snapshots of the inversion."""
-    snap = SNAPSHOT.match(name)
-    if snap and snap.group(1) in _REGISTRY.get(task, {}):
-        return snapshot_method(task, snap.group(1), int(snap.group(2)))
+    parsed = ResultName(name)
+    if SNAPSHOT.match(name) and parsed.base in _REGISTRY.get(task, {}):
+        return snapshot_method(task, parsed.base, parsed.step)
     methods = _REGISTRY.get(task, {})
     if name not in methods:
         raise KeyError(f"method {name!r} is not registered for task {task!r}; known: {sorted(methods)}")
@@ -122,7 +152,7 @@ def get_method(task: str, name: str) -> Method:
 
 def snapshot_method(task: str, inversion: str, step: int) -> Method:
     parent = _REGISTRY[task][inversion]
-    return Method(f"{inversion}@{step}", task, "snapshot", inversion=inversion,
+    return Method(f"{inversion}@{step}", task, "snapshot", inversion=inversion, step=step,
                   fixed_recipe=Recipe(parent.fixed_recipe.source, f"{parent.fixed_recipe.variant}, tokens after "
                                       f"{step} steps of the same optimisation (crossgap's snapshots)",
                                       parent.fixed_recipe.repository, parent.fixed_recipe.file))

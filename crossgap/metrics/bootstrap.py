@@ -20,14 +20,16 @@ import logging
 from typing import TYPE_CHECKING, Any, Iterable
 
 import numpy as np
+from crossgap.config import schema_default
 
 if TYPE_CHECKING:
     import pandas as pd
 
 log = logging.getLogger(__name__)
 
-DEFAULT_RESAMPLES = 1000
-DEFAULT_CONFIDENCE = 0.95
+DEFAULT_RESAMPLES: int = schema_default("evaluation.bootstrap.resamples")
+DEFAULT_SEED: int = schema_default("evaluation.bootstrap.seed")
+DEFAULT_CONFIDENCE: float = schema_default("evaluation.bootstrap.confidence")
 MAX_ELEMENTS = 1 << 22  # indices gathered per chunk (32 MiB of int64 + 32 MiB of float64)
 
 
@@ -51,13 +53,39 @@ def _pairs(native: Any, method: Any) -> tuple[np.ndarray, np.ndarray]:
     return a, b
 
 
+#: the last few index matrices drawn whole (``(n, resamples, seed) → [resamples, n]``): every metric and
+#: method of a dataset resamples the same queries, so a report draws each matrix once, not per comparison
+_INDEX_CACHE: dict[tuple[int, int, int], np.ndarray] = {}
+_INDEX_CACHE_ENTRIES = 4
+
+
+def resample_indices(n: int, resamples: int, seed: int, max_elements: int = MAX_ELEMENTS) -> np.ndarray | None:
+    """The ``[resamples, n]`` query indices of the module docstring's protocol, when they fit in one
+    chunk (``resamples · n ≤ max_elements``; cached, read-only), else ``None`` (draw them chunk by chunk)."""
+    if resamples * n > max_elements:
+        return None
+    key = (int(n), int(resamples), int(seed))
+    idx = _INDEX_CACHE.get(key)
+    if idx is None:
+        rng = np.random.default_rng(seed)
+        idx = np.stack([rng.integers(0, n, size=n) for _ in range(resamples)])
+        idx.setflags(write=False)
+        while len(_INDEX_CACHE) >= _INDEX_CACHE_ENTRIES:
+            _INDEX_CACHE.pop(next(iter(_INDEX_CACHE)))
+        _INDEX_CACHE[key] = idx
+    return idx
+
+
 def bootstrap_deltas(
-    diff: np.ndarray, *, resamples: int = DEFAULT_RESAMPLES, seed: int = 0, max_elements: int = MAX_ELEMENTS
+    diff: np.ndarray, *, resamples: int = DEFAULT_RESAMPLES, seed: int = DEFAULT_SEED, max_elements: int = MAX_ELEMENTS
 ) -> np.ndarray:
     """``[resamples]`` bootstrap means of the per-query differences ``diff`` ``[N]`` (module docstring)."""
     n = diff.shape[0]
     if resamples < 1:
         raise ValueError(f"resamples must be >= 1, got {resamples}")
+    whole = resample_indices(n, resamples, seed, max_elements)
+    if whole is not None:
+        return diff[whole].mean(axis=1)
     rng = np.random.default_rng(seed)
     rows = max(1, int(max_elements) // n)
     out = np.empty(resamples, dtype=np.float64)
@@ -73,7 +101,7 @@ def paired_bootstrap(
     method: Any,
     *,
     resamples: int = DEFAULT_RESAMPLES,
-    seed: int = 0,
+    seed: int = DEFAULT_SEED,
     confidence: float = DEFAULT_CONFIDENCE,
     max_elements: int = MAX_ELEMENTS,
 ) -> dict[str, Any]:
@@ -115,7 +143,7 @@ def bootstrap_tables(
     *,
     metrics: Iterable[str] | None = None,
     resamples: int = DEFAULT_RESAMPLES,
-    seed: int = 0,
+    seed: int = DEFAULT_SEED,
     confidence: float = DEFAULT_CONFIDENCE,
 ) -> dict[str, dict[str, Any]]:
     """:func:`paired_bootstrap` per score column of two score tables (:func:`crossgap.metrics.scores.read_scores`).

@@ -47,6 +47,7 @@ from crossgap.metrics.ranking import (
     prepare_features,
 )
 from crossgap.utils import resolve_device
+from crossgap.config import schema_default
 
 #: Adapter slugs whose similarities the reference ranks in float16 (``calculate_similarities``:
 #: ``if dataset_name == 'imagenet'``).
@@ -67,7 +68,7 @@ def reference_per_query(
     gallery_labels: ArrayLike | None = None,
     *,
     exclude_self: bool = False,
-    chunk_size: int = 1024,
+    chunk_size: int = schema_default("evaluation.chunk_size"),
     device: str | torch.device | None = None,
     relevance: ArrayLike | None = None,
     query_groups: ArrayLike | None = None,

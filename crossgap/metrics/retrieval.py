@@ -76,6 +76,7 @@ from crossgap.metrics.ranking import (  # noqa: F401  (re-exported: the metrics'
 from crossgap.metrics.reference_compat import reference_per_query
 from crossgap.metrics.relevance import ArrayLike, Relevance, lists_to_dense
 from crossgap.utils import resolve_device
+from crossgap.config import schema_default
 
 log = logging.getLogger(__name__)
 
@@ -159,7 +160,7 @@ def retrieval_per_query(
     gallery_labels: ArrayLike | None = None,
     *,
     exclude_self: bool = False,
-    chunk_size: int = 1024,
+    chunk_size: int = schema_default("evaluation.chunk_size"),
     device: str | torch.device | None = None,
     relevance: ArrayLike | None = None,
     query_groups: ArrayLike | None = None,
@@ -255,7 +256,7 @@ def evaluate_retrieval(
     gallery_labels: ArrayLike | None = None,
     *,
     exclude_self: bool = False,
-    chunk_size: int = 1024,
+    chunk_size: int = schema_default("evaluation.chunk_size"),
     device: str | torch.device | None = None,
     relevance: ArrayLike | None = None,
     query_groups: ArrayLike | None = None,
@@ -299,7 +300,7 @@ def evaluation_per_query(
     gallery_labels: ArrayLike | None = None,
     *,
     exclude_self: bool = False,
-    chunk_size: int = 1024,
+    chunk_size: int = schema_default("evaluation.chunk_size"),
     device: str | torch.device | None = None,
     relevance: ArrayLike | None = None,
     query_groups: ArrayLike | None = None,

@@ -44,6 +44,7 @@ import torch
 
 from crossgap.metrics.ranking import iter_ranked_chunks, prepare_features
 from crossgap.metrics.relevance import ArrayLike
+from crossgap.config import schema_default
 from crossgap.utils import resolve_device
 
 log = logging.getLogger(__name__)
@@ -138,7 +139,7 @@ def revisited_per_query(
     gnd: Mapping[str, Any] | Sequence[Mapping[str, Any]],
     *,
     kappas: Sequence[int] = DEFAULT_KAPPAS,
-    chunk_size: int = 256,
+    chunk_size: int = schema_default("evaluation.chunk_size"),
     device: str | torch.device | None = None,
 ) -> dict[str, dict[str, torch.Tensor]]:
     """Per-query official AP and mP@k (fractions, NaN without positives) for each setup.
@@ -180,7 +181,7 @@ def evaluate_revisited(
     gnd: Mapping[str, Any] | Sequence[Mapping[str, Any]],
     *,
     kappas: Sequence[int] = DEFAULT_KAPPAS,
-    chunk_size: int = 256,
+    chunk_size: int = schema_default("evaluation.chunk_size"),
     device: str | torch.device | None = None,
 ) -> dict[str, float | int]:
     """Revisited Oxford/Paris mAP and mP@k per setup, ×100 (see the module docstring).

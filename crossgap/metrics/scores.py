@@ -181,12 +181,46 @@ def write_scores(
     log.debug("wrote %d x %d scores to %s", n, len(columns), path)
 
 
-def read_scores(path: str | os.PathLike) -> "pd.DataFrame":
-    """The table of :func:`write_scores`: ``query_id`` then the score columns (float64)."""
+#: tables :func:`read_scores_cached` keeps: ``(path, columns) → (mtime_ns, size, bytes, table)``, up to a budget
+_CACHE: dict[tuple[str, tuple[str, ...] | None], tuple[int, int, int, "pd.DataFrame"]] = {}
+_CACHED_BYTES = [0]
+CACHE_BYTES = 256 << 20
+
+
+def read_scores_cached(path: str | os.PathLike, columns: Sequence[str] | None = None) -> "pd.DataFrame":
+    """:func:`read_scores`, kept in memory (up to :data:`CACHE_BYTES`, oldest dropped first) while the file's
+    size and modification time stay the same: the report reads each per-query file for the intervals
+    and again for the verdicts.  The caller must not modify the table."""
+    stat = os.stat(path)
+    key = (os.fspath(path), None if columns is None else tuple(columns))
+    hit = _CACHE.pop(key, None)
+    if hit is not None:
+        _CACHED_BYTES[0] -= hit[2]
+        if hit[:2] == (stat.st_mtime_ns, stat.st_size):
+            _CACHE[key] = hit  # most recent last
+            _CACHED_BYTES[0] += hit[2]
+            return hit[3]
+    table = read_scores(path, columns)
+    size = int(table.memory_usage(index=True, deep=True).sum())
+    _CACHE[key] = (stat.st_mtime_ns, stat.st_size, size, table)
+    _CACHED_BYTES[0] += size
+    while len(_CACHE) > 1 and _CACHED_BYTES[0] > CACHE_BYTES:
+        _CACHED_BYTES[0] -= _CACHE.pop(next(iter(_CACHE)))[2]
+    return table
+
+
+def read_scores(path: str | os.PathLike, columns: Sequence[str] | None = None) -> "pd.DataFrame":
+    """The table of :func:`write_scores`: ``query_id`` then the score columns (float64); ``columns``:
+    only these score columns (``ValueError`` naming the file when one is missing)."""
     import pyarrow.parquet as pq
 
     try:
-        table = pq.read_table(path)
+        if columns is not None:
+            names = pq.read_schema(path).names
+            missing = [c for c in columns if c not in names]
+            if missing:
+                raise ValueError(f"{os.fspath(path)}: no score column(s) {missing}; has {names}")
+        table = pq.read_table(path, columns=None if columns is None else [QUERY_ID, *columns])
     except FileNotFoundError:
         raise FileNotFoundError(f"score table {os.fspath(path)!r} does not exist") from None
     if QUERY_ID not in table.column_names:

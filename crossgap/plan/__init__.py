@@ -49,7 +49,9 @@ from crossgap.plan.data import (  # noqa: F401
     model_spec,
     dataset_spec,
     feature_options,
-    text_feature_options,
+    architecture,
+    dataroot,
+    ovi_template,
 )
 from crossgap.plan.inversions import (  # noqa: F401
     tags,
@@ -86,6 +88,7 @@ from crossgap.plan.evaluation import (  # noqa: F401
     resolve_references,
     vocabulary_path,
     check_method_params,
+    reference_compat,
 )
 from crossgap.plan.targets import (  # noqa: F401
     all_manifests,
@@ -96,4 +99,5 @@ from crossgap.plan.targets import (  # noqa: F401
     all_per_query_files,
     pretrain_curves,
     all_gap_files,
+    report_params,
 )

@@ -245,13 +245,24 @@ def dataset_spec(config: Config, dataset: str) -> dict[str, Any]:
 
 
 def feature_options(config: Config) -> dict[str, Any]:
-    """Result options of feature extraction that differ from their defaults (the rule's ``options`` param).
+    """Result options of every feature step (images, texts, prompts, class sentences) that differ from
+    their defaults: the rules' ``options`` param.
 
     ``precision``: ``features.precision`` when not ``fp32`` (:func:`crossgap.config.feature_result_options`).
     """
     return feature_result_options(config)
 
 
-def text_feature_options(config: Config) -> dict[str, Any]:
-    """The ``options`` param of the prompt and class-sentence rules: ``features.precision`` when not fp32."""
-    return feature_result_options(config)
+def architecture(config: Config, model: str) -> str:
+    """``models.<model>.architecture`` (the pretraining rule's param)."""
+    return config["models"][model]["architecture"]
+
+
+def dataroot(config: Config, dataset: str) -> str:
+    """``datasets.<dataset>.dataroot`` (where the text-preparation step reads its source)."""
+    return dataset_entry(config, dataset)["dataroot"]
+
+
+def ovi_template(config: Config) -> str:
+    """``inversion.ovi.template``: the sentence each class name fills for OVI's zero-shot targets."""
+    return config["inversion"]["ovi"]["template"]

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from crossgap.config import ConfigError
-from crossgap.methods import TASKS, Method, get_method, snapshot_method, task_methods, transform_names
+from crossgap.methods import TASKS, Method, ResultName, get_method, snapshot_method, task_methods, transform_names
 from crossgap.methods.contract import NESTING_KEYS
 from crossgap.plan.data import (
     dataset_entry,
@@ -39,17 +39,16 @@ from crossgap.plan.data import Config
 def result_params(config: Config, dataset: str, model: str, task: str, method_file: str) -> dict[str, Any]:
     """Parameters recorded with a result: the inversion's for ``{method}-{tag}`` (``{}`` for native
     methods), a transform's own for this model and task (:func:`method_params`)."""
-    name, _, tag = method_file.partition("-")
-    if tag:
-        inversion = get_method(task, name).inversion
-        return current_params(config, inversion, dataset, model, tag)
-    method = get_method(task, name)
-    return method_params(config, name, task, model) if method.kind == "transform" else {}
+    parsed = ResultName.parse(method_file)
+    method = get_method(task, parsed.method)
+    if parsed.tag:
+        return current_params(config, method.inversion, dataset, model, parsed.tag)
+    return method_params(config, parsed.method, task, model) if method.kind == "transform" else {}
 
 
 def method_name(method_file: str) -> str:
     """``oti`` for the result stem ``oti-{tag}``, ``oti@50`` for ``oti@50-{tag}`` (the method without its tag)."""
-    return method_file.split("-")[0]
+    return ResultName.parse(method_file).method
 
 
 def retrieval_inputs(config: Config, task: str, dataset: str, model: str, method_file_: str) -> dict[str, str]:
@@ -83,14 +82,14 @@ def _reference_inputs(config: Config, dataset: str, model: str, task: str, metho
 
 def _inverted_file(config: Config, dataset: str, model: str, method_file_: str, inverted: str) -> str:
     """The inverted features a method reads: the final ones, or for ``oti@<step>`` the snapshot file."""
-    name, _, tag = method_file_.partition("-")
-    inversion, _, step = name.partition("@")
+    parsed = ResultName.parse(method_file_)
+    inversion, step, tag = parsed.base, parsed.step, parsed.tag
     inversion = {"oti_gallery": "oti", "ovi_gallery": "ovi"}.get(inversion, inversion)
-    if not step:
+    if step is None:
         return f"{inversion_dir(dataset, model, inversion, tag)}/{inverted}.safetensors"
     slug = snapshot_slug(config, inversion)
-    if slug is None or int(step) not in snapshot_steps(config, inversion):
-        raise ValueError(f"{name} ({dataset}/{model}): step {step} is not among inversion.{inversion}.snapshots "
+    if slug is None or step not in snapshot_steps(config, inversion):
+        raise ValueError(f"{parsed.method} ({dataset}/{model}): step {step} is not among inversion.{inversion}.snapshots "
                          f"{snapshot_steps(config, inversion)}")
     return snapshot_file(dataset, model, inversion, tag, inverted, slug)
 
@@ -305,3 +304,8 @@ def resolve_references(config: Config, dataset: str, task: str, method: Method,
     return out
 
 
+
+
+def reference_compat(config: Config) -> bool:
+    """``evaluation.reference_compat``: score as the reference's code does (every evaluation rule's param)."""
+    return bool(config["evaluation"]["reference_compat"])

@@ -33,6 +33,8 @@ from crossgap.plan.evaluation import (
     retrieval_inputs,
     zero_shot_inputs,
 )
+from typing import Any
+
 from crossgap.plan.data import Config
 
 
@@ -108,3 +110,12 @@ def pretrain_curves(config: Config) -> list[str]:
 def all_gap_files(config: Config) -> list[str]:
     return [f"data/results/{d}/{m}/modality_gap.json" for d, m in _grid(config)
             if has_modality_gap(dataset_entry(config, d), config.get("evaluation", {}))]
+
+
+def report_params(config: Config) -> dict[str, Any]:
+    """What the aggregate step reads from the config: the bootstrap settings, each inversion's final
+    step count (its row in the steps table), the main seed (the other ``inversion.seeds`` are its
+    replicates) and the methods of the paper-style tables (``evaluation.paper_methods``; ``None``: the default set)."""
+    inv, evaluation = config["inversion"], config["evaluation"]
+    return {"bootstrap": dict(evaluation["bootstrap"]), "final_steps": {m: inv[m]["steps"] for m in ("oti", "ovi")},
+            "seed": inv["seed"], "paper_methods": evaluation.get("paper_methods") or None}

@@ -4,7 +4,7 @@ through sbatch and gives the same metrics as the local run.
 The run starts from the local run's data, tiny model and image/text features (the slow part of
 the DAG on this CPU machine, already shared by the other workflow tests) with every inversion,
 result and report removed, and two feature files (the prompts and the class sentences) removed
-too: SLURM then runs two feature jobs, every OTI/OVI shard, the 24 evaluations in group jobs and,
+too: SLURM then runs two feature jobs, every OTI/OVI shard, the 26 evaluations in group jobs and,
 on the submit host, the gathers and the report; the summary must equal the local run's.
 
 The cluster (tests/workflow/slurm_cluster.py) is CPU-only, so a small overlay profile, written
@@ -147,8 +147,8 @@ def test_slurm_profile_runs_workflow_on_cluster(slurm_cluster, local_run, tmp_pa
     assert set(by_dir) == set(completed)
     by_rule = {job: d.removeprefix("rule_") for job, d in by_dir.items() if d.startswith("rule_")}
     groups = [job for job, d in by_dir.items() if d.startswith("group_evaluation")]
-    # 24 evaluation jobs (8 image retrieval, 6 text retrieval, 9 zero-shot, the gap) in bundles of 8
-    assert len(groups) == 3 and len(by_rule) == len(by_dir) - 3, by_dir
+    # 26 evaluation jobs (9 image retrieval, 6 text retrieval, 10 zero-shot, the gap) in bundles of 8: 8+8+8+2
+    assert len(groups) == 4 and len(by_rule) == len(by_dir) - 4, by_dir
     # Top-level 'rule X:' lines are the single submitted jobs, indented ones the group's members; a
     # rule with a message: (the class sentences) prints its message instead of its rule block.
     assert "OVI zero-shot targets of synthetic/tiny" in output

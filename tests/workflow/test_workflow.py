@@ -166,8 +166,8 @@ def test_default_run_end_to_end(local_run):
                 "top1" if task == "zero_shot" else "mAP"] <= scores["ci95_high"]["top1" if task == "zero_shot" else "mAP"]
     assert 0 < node["modality_gap"]["native"]["gap_distance"] < 2
     table = (local_run / "data/metrics/table.md").read_text()
-    # 7 + 5 + 8 method rows, then the best step of OTI/OVI per task (4)
-    assert table.count("| synthetic | tiny |") == 20 + 4
+    # 8 + 5 + 9 method rows (every method but the native one), then the best step of OTI/OVI per task (4)
+    assert table.count("| synthetic | tiny |") == 22 + 4
     for png in ("data/plots/comparison.png", "data/plots/inversion_losses.png", "data/plots/steps.png"):
         assert (local_run / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # every job logged and benchmarked; the GPU jobs say where they ran
@@ -224,7 +224,13 @@ def test_html_report_renders_every_plot_and_table_in_a_headless_browser(local_ru
     dom = proc.stdout
     assert 'data-ready="1"' in dom, (proc.returncode, proc.stderr[-2000:])
     rendered = re.findall(r'data-rendered="(\d+)x(\d+)"', dom)
-    assert len(rendered) == 3 and all(int(w) > 100 and int(h) > 100 for w, h in rendered), rendered
+    # the 3 plots of the plots rule and the per-task faceted plots of the paper sections (3 tasks)
+    assert len(rendered) == 6 and all(int(w) > 100 and int(h) > 100 for w, h in rendered), rendered
+    # one section per task (paper-style tables of the single synthetic dataset: image retrieval 6 methods,
+    # text retrieval 4, zero-shot 6), then the long table
+    for section in ("task-image_retrieval", "task-text_retrieval", "task-zero_shot", "all-results"):
+        assert f'<section id="{section}"' in dom, section
+    assert dom.count('<table class="paper">') == 16 and dom.count('<th scope="row">synthetic</th>') == 16
     # the all-methods table (22 method rows: 8 image retrieval, 5 text retrieval, 9 zero-shot) and the best
     # steps (4), as table.md has them
     assert dom.count("<table>") == 2 and dom.count("<td>synthetic</td>") == 22 + 4
@@ -292,7 +298,8 @@ RERUNS = [
     # runtime settings: memory, speed, bookkeeping -> nothing
     ("inversion.batch_size", 5, {}),
     ("inversion.shard_size", 5, {}),
-    ("inversion.checkpoint_every", 3, {}),
+    ("inversion.resume_every", 3, {}),
+    ("inversion.checkpoint_every", 3, {}),  # its former name, still read
     ("inversion.deterministic", True, {}),
     # a result field written out at its default: nothing
     ("inversion.precision", "fp16", {}),

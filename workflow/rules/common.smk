@@ -3,7 +3,7 @@
 # never from files, so dry runs need no data (and import no torch).
 #
 # Every rule receives exactly the fields it uses as params, so a change reruns only what it
-# affects. Runtime settings (inversion.batch_size / checkpoint_every, features.batch_size /
+# affects. Runtime settings (inversion.batch_size / resume_every, features.batch_size /
 # num_workers: memory, speed, bookkeeping) are not params: scripts read them from the config
 # through crossgap.config, so changing them reruns nothing.
 from snakemake.utils import validate
@@ -50,15 +50,11 @@ def get_model_spec(wildcards):
 
 
 def get_architecture(wildcards):
-    return config["models"][wildcards.model]["architecture"]
+    return plan.architecture(config, wildcards.model)
 
 
 def get_feature_options(wildcards):
     return plan.feature_options(config)
-
-
-def get_text_feature_options(wildcards):
-    return plan.text_feature_options(config)
 
 
 def get_model_checkpoint(wildcards):
@@ -78,7 +74,11 @@ def get_text_gpus(wildcards):
 
 
 def get_dataroot(wildcards):
-    return config["datasets"][wildcards.dataset]["dataroot"]
+    return plan.dataroot(config, wildcards.dataset)
+
+
+def get_ovi_template(wildcards):
+    return plan.ovi_template(config)
 
 
 # ---- inversion --------------------------------------------------------------------------------
@@ -180,3 +180,11 @@ def get_gap_inputs(wildcards):
 def get_gap_sources(wildcards):
     """The gap's input paths as a param: which features it pairs is part of its result."""
     return sorted(plan.gap_inputs(config, wildcards.dataset, wildcards.model).items())
+
+
+def get_reference_compat(wildcards):
+    return plan.reference_compat(config)
+
+
+def get_report_params(wildcards):
+    return plan.report_params(config)

@@ -24,7 +24,7 @@ rule evaluate_image_retrieval:
         task="image_retrieval",
         method=get_method_name,
         settings=get_image_retrieval_params,
-        reference_compat=config["evaluation"]["reference_compat"],
+        reference_compat=get_reference_compat,
     script:
         "../scripts/evaluate_retrieval.py"
 
@@ -51,7 +51,7 @@ rule evaluate_text_retrieval:
         task="text_retrieval",
         method=get_method_name,
         settings=get_text_retrieval_params,
-        reference_compat=config["evaluation"]["reference_compat"],
+        reference_compat=get_reference_compat,
     script:
         "../scripts/evaluate_retrieval.py"
 
@@ -77,7 +77,7 @@ rule evaluate_zero_shot:
     params:
         method=get_method_name,
         settings=get_zero_shot_params,
-        reference_compat=config["evaluation"]["reference_compat"],
+        reference_compat=get_reference_compat,
     script:
         "../scripts/evaluate_zero_shot.py"
 

@@ -44,7 +44,7 @@ rule prompt_features:
         runtime=30,
     params:
         model=get_model_spec,
-        options=get_text_feature_options,
+        options=get_feature_options,
     script:
         "../scripts/prompt_features.py"
 
@@ -70,8 +70,8 @@ rule class_sentence_features:
         runtime=30,
     params:
         model=get_model_spec,
-        template=config["inversion"]["ovi"]["template"],
-        options=get_text_feature_options,
+        template=get_ovi_template,
+        options=get_feature_options,
     message:
         "OVI zero-shot targets of {wildcards.dataset}/{wildcards.model}: each class name in {params.template!r}"
     script:
@@ -97,7 +97,7 @@ rule classname_features:
         runtime=30,
     params:
         model=get_model_spec,
-        options=get_text_feature_options,
+        options=get_feature_options,
     script:
         "../scripts/classname_features.py"
 
@@ -195,6 +195,6 @@ rule vocabulary_features:
         runtime=30,
     params:
         model=get_model_spec,
-        options=get_text_feature_options,
+        options=get_feature_options,
     script:
         "../scripts/vocabulary_features.py"

@@ -4,7 +4,7 @@
 # resume file <shard>.resume.safetensors beside it is not an output, so it survives a failed job.
 # The shard geometry is in the path ({num_shards}x{shard_size}/), not in params: a finished gather
 # never reruns because shard_size changed, and shards cut another way are never mixed.
-# Outputs are addressed by the parameters' tag ({oti,ovi}-{tag}, common.smk: inversion_tags), so
+# Outputs are addressed by the parameters' tag ({oti,ovi}-{tag}, crossgap.plan.tags), so
 # each parameter set keeps its own finished inversions.
 
 

@@ -23,6 +23,11 @@ rule aggregate:
         table_md="data/metrics/table.md",
         plot_data="data/plots/comparison.csv",
         steps="data/plots/steps.csv",
+        # the paper's layout (crossgap.paper): tables with published figures, verdicts, their DVC metrics
+        paper_md="data/metrics/paper_tables.md",
+        paper_csv="data/metrics/paper_tables.csv",
+        verdicts="data/metrics/verdicts.csv",
+        paper_summary="data/metrics/paper_summary.json",
     log:
         "logs/aggregate.log",
     benchmark:
@@ -36,10 +41,9 @@ rule aggregate:
     params:
         # the set of results is part of the summary (the input trigger is off: profiles/default)
         results=plan.all_result_files(config),
-        bootstrap=config["evaluation"]["bootstrap"],
-        final_steps={m: config["inversion"][m]["steps"] for m in ("oti", "ovi")},
-        # the main seed: the results of the other inversion.seeds are its replicates
-        seed=config["inversion"]["seed"],
+        # bootstrap settings, final step counts, the main seed (other inversion.seeds: its replicates),
+        # the methods of the paper-style tables
+        settings=get_report_params,
     script:
         "../scripts/aggregate.py"
 
@@ -49,6 +53,9 @@ rule plots:
         table="data/metrics/table.csv",
         table_md="data/metrics/table.md",
         steps="data/plots/steps.csv",
+        paper_md="data/metrics/paper_tables.md",
+        paper_csv="data/metrics/paper_tables.csv",
+        verdicts="data/metrics/verdicts.csv",
         losses=plan.all_loss_curves(config),
         pretrain=plan.pretrain_curves(config),
     output:
@@ -66,6 +73,22 @@ rule plots:
             "data/plots/steps.png",
             category="Inversion",
             caption="../report/steps.rst",
+        ),
+        # one faceted plot per task: a panel per dataset group × model (crossgap.paper.plots)
+        paper_image=report(
+            "data/plots/paper_image_retrieval.png",
+            category="Results",
+            caption="../report/paper.rst",
+        ),
+        paper_text=report(
+            "data/plots/paper_text_retrieval.png",
+            category="Results",
+            caption="../report/paper.rst",
+        ),
+        paper_zero_shot=report(
+            "data/plots/paper_zero_shot.png",
+            category="Results",
+            caption="../report/paper.rst",
         ),
         losses_table="data/plots/inversion_losses.csv",
         pretrain_table="data/plots/pretrain_losses.csv",

@@ -1,4 +1,5 @@
-"""Rule aggregate: summary.json (DVC metrics, with paired-bootstrap intervals), the table, plot data."""
+"""Rule aggregate: summary.json (DVC metrics, with paired-bootstrap intervals), the table, plot data, and the
+paper tables, verdicts and paper_summary.json (crossgap.paper)."""
 
 from crossgap.report import aggregate_step
 from crossgap.runtime import job_setup
@@ -12,7 +13,7 @@ aggregate_step(
     table_md=snakemake.output.table_md,
     plot_csv=snakemake.output.plot_data,
     steps_csv=snakemake.output.steps,
-    bootstrap=snakemake.params.bootstrap,
-    final_steps=snakemake.params.final_steps,
-    seed=snakemake.params.seed,
+    paper_outputs={"tables_md": snakemake.output.paper_md, "tables_csv": snakemake.output.paper_csv,
+                   "verdicts_csv": snakemake.output.verdicts, "summary_json": snakemake.output.paper_summary},
+    **snakemake.params.settings,  # bootstrap, final_steps, seed, paper_methods (crossgap.plan.report_params)
 )

@@ -22,6 +22,6 @@ invert_shard_step(
     shard_size=int(snakemake.wildcards.shard_size),
     params=snakemake.params[method],
     batch_size=runtime.batch_size,
-    checkpoint_every=runtime.checkpoint_every,
+    resume_every=runtime.resume_every,
     snapshots=snakemake.params.snapshots,
 )
