@@ -612,6 +612,17 @@ def test_ovi_on_a_resnet_is_recorded_unavailable_with_its_reason_and_oti_runs(sy
     record = retrieval_step(task="text_retrieval", method="ovi", manifest=str(synthetic_manifest), query=str(out),
                             gallery=str(gallery), out=str(tmp_path / "ovi.json"), model_slug="tiny/test")
     assert record["metrics"] == {} and record["extra"]["unavailable"] == f"{out}: {reason}"
+    # ... and the table shows its row with the reason, beside the native result
+    from crossgap.report import aggregate_step
+
+    retrieval_step(task="text_retrieval", method="text", manifest=str(synthetic_manifest), query=str(gallery),
+                   gallery=str(gallery), out=str(tmp_path / "text.json"), model_slug="tiny/test")
+    md = tmp_path / "table.md"
+    aggregate_step(results=[str(tmp_path / "text.json"), str(tmp_path / "ovi.json")], gaps=[],
+                   summary_out=str(tmp_path / "s.json"), table_csv=str(tmp_path / "t.csv"), table_md=str(md),
+                   plot_csv=str(tmp_path / "p.csv"))
+    row = [line for line in md.read_text().splitlines() if "| ovi |" in line]
+    assert len(row) == 1 and f"| ovi | unavailable: {out}: {reason}" in row[0]
     # OTI on the same model runs
     _invert("oti", feats, tmp_path / "oti.safetensors", resnet_spec, 0, 1, OTI_PARAMS, shard_size=4)
     oti_part = load_feature_set(tmp_path / "oti.safetensors")
