@@ -24,7 +24,7 @@ the left operand of the one matmul whose right operand *is* that parameter.  Exa
 per forward is required, and the result is checked against ``pre @ matrix``.
 
 **Where the projection is.**  Part of each tower family: its module registers a function
-``module -> LinearProjection`` with :func:`crossgap.models.towers.register_projection` under the
+``module -> LinearProjection`` with :func:`register_projection` under the
 class of the module it wraps (the vision module, or the text module of
 :func:`crossgap.models.towers.text_module`), beside its tower: OpenAI CLIP ViT and text; open_clip
 ``VisionTransformer`` (CoCa's included) with ``proj``, ``TextTransformer`` with a parameter or
@@ -45,6 +45,8 @@ from typing import Callable
 import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
+
+from crossgap.models.towers import _factory, _name as _class_name, _register, text_module
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +110,36 @@ def from_parameter(holder: nn.Module, attr: str, where: str) -> LinearProjection
     return LinearProjection(proj, None, proj, where)
 
 
+ProjectionFn = Callable[[nn.Module], LinearProjection]
+_PROJECTIONS: dict[str, dict[type, ProjectionFn]] = {"image": {}, "text": {}}
+
+
+def register_projection(modality: str, module_cls: type) -> Callable[[ProjectionFn], ProjectionFn]:
+    """Decorator: ``fn(module) -> LinearProjection`` is the final linear projection of ``modality``
+    ("image" or "text") towers whose module is a ``module_cls`` (the module a tower of that family wraps).
+
+    ``fn`` raises :class:`~crossgap.models.projection.NoLinearProjectionError` when the module does
+    not end in one linear map (see this module).
+    """
+    return _register(_PROJECTIONS[modality], module_cls, f"{modality} projection")
+
+
+def projection_of(module: nn.Module, modality: str) -> LinearProjection:
+    """The registered final :class:`LinearProjection` of ``module`` (most specific class first).
+
+    Raises:
+        NoLinearProjectionError: no function is registered for the module's class, or it found none.
+    """
+    fn = _factory(_PROJECTIONS[modality], module)
+    if fn is None:
+        hint = " (ResNet towers project inside their attention pool)" if modality == "image" else ""
+        kind = "vision" if modality == "image" else "text"
+        raise NoLinearProjectionError(
+            f"the {kind} tower {_class_name(type(module))} has no separable linear projection{hint}"
+        )
+    return fn(module)
+
+
 def linear_projection(model: nn.Module, modality: str) -> LinearProjection:
     """The final :class:`LinearProjection` of ``model``'s ``modality`` tower ("image" or "text").
 
@@ -120,8 +152,6 @@ def linear_projection(model: nn.Module, modality: str) -> LinearProjection:
     """
     if modality not in MODALITIES:
         raise ValueError(f"modality must be one of {MODALITIES}, got {modality!r}")
-    from crossgap.models.towers import projection_of, text_module
-
     m = _inner(model)
     if modality == "text":
         return projection_of(text_module(m), "text")
