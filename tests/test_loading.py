@@ -170,8 +170,8 @@ def test_most_specific_registered_class_wins(monkeypatch, kind, subclass_first):
 
 
 def test_unregistered_modules_name_their_class(monkeypatch):
-    with pytest.raises(TextTokensUnsupported, match="text tower .*_Base cannot take textual pseudo tokens: no pseudo-token "
-                       "text tower is registered"):
+    message = "text tower .*_Base cannot take textual pseudo tokens: no pseudo-token text tower is registered"
+    with pytest.raises(TextTokensUnsupported, match=message):
         towers.build_text_tower(_Base())
     with pytest.raises(PatchesUnsupported, match="_Base cannot take visual pseudo tokens: OVI needs a ViT"):
         towers.build_vision_tower(_Base())

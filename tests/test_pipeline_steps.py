@@ -612,7 +612,34 @@ def test_ovi_on_a_resnet_is_recorded_unavailable_with_its_reason_and_oti_runs(sy
     record = retrieval_step(task="text_retrieval", method="ovi", manifest=str(synthetic_manifest), query=str(out),
                             gallery=str(gallery), out=str(tmp_path / "ovi.json"), model_slug="tiny/test")
     assert record["metrics"] == {} and record["extra"]["unavailable"] == f"{out}: {reason}"
+    # ... and the table shows its row with the reason, beside the native result
+    from crossgap.report import aggregate_step
+
+    retrieval_step(task="text_retrieval", method="text", manifest=str(synthetic_manifest), query=str(gallery),
+                   gallery=str(gallery), out=str(tmp_path / "text.json"), model_slug="tiny/test")
+    md = tmp_path / "table.md"
+    aggregate_step(results=[str(tmp_path / "text.json"), str(tmp_path / "ovi.json")], gaps=[],
+                   summary_out=str(tmp_path / "s.json"), table_csv=str(tmp_path / "t.csv"), table_md=str(md),
+                   plot_csv=str(tmp_path / "p.csv"))
+    row = [line for line in md.read_text().splitlines() if "| ovi |" in line]
+    assert len(row) == 1 and f"| ovi | unavailable: {out}: {reason}" in row[0]
     # OTI on the same model runs
     _invert("oti", feats, tmp_path / "oti.safetensors", resnet_spec, 0, 1, OTI_PARAMS, shard_size=4)
     oti_part = load_feature_set(tmp_path / "oti.safetensors")
     assert "unavailable" not in oti_part.meta and oti_part.features.shape == (3, EMBED_DIM)
+
+
+def test_oti_on_a_text_tower_without_a_factory_is_recorded_unavailable(tiny_spec, monkeypatch, tmp_path):
+    import crossgap.models.towers as towers
+
+    monkeypatch.setattr(towers, "_TEXT_TOWERS", {})
+    feats = tmp_path / "targets.safetensors"
+    _targets(feats, 2)
+    _invert("oti", feats, tmp_path / "oti0.safetensors", tiny_spec, 0, 1, OTI_PARAMS, shard_size=4)
+    part = load_feature_set(tmp_path / "oti0.safetensors")
+    assert part.meta["unavailable"] == (
+        "OTI unavailable for tiny/test: the text tower open_clip.model.CLIP cannot take textual pseudo tokens: no "
+        "pseudo-token text tower is registered for it (OTI needs its token embeddings and a way to run the tower "
+        "from them)")
+    _invert("ovi", feats, tmp_path / "ovi0.safetensors", tiny_spec, 0, 1, OVI_PARAMS, shard_size=4)
+    assert load_feature_set(tmp_path / "ovi0.safetensors").features.shape == (2, EMBED_DIM)

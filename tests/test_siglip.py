@@ -204,10 +204,10 @@ def test_non_vit_timm_trunk_has_no_vision_tower():
     from open_clip.timm_model import TimmModel
 
     visual = TimmModel("test_resnet", embed_dim=16, image_size=32, pool="avg", proj="linear")
-    with pytest.raises(PatchesUnsupported, match=r"timm trunk timm.models.resnet.ResNet cannot take visual pseudo tokens: "
-                                                 r"it is not one of the timm families with patch tokens \(Eva, "
-                                                 r"SwinTransformer, VisionTransformer, VisionTransformerRelPos\); "
-                                                 r"OVI needs a ViT"):
+    message = (r"timm trunk timm.models.resnet.ResNet cannot take visual pseudo tokens: it is not one of the timm "
+               r"families with patch tokens \(Eva, SwinTransformer, VisionTransformer, VisionTransformerRelPos\); "
+               r"OVI needs a ViT")
+    with pytest.raises(PatchesUnsupported, match=message):
         build_vision_tower(visual)
 
 

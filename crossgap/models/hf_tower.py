@@ -22,8 +22,8 @@ from open_clip.hf_model import HFTextEncoder
 from torch import nn
 
 from crossgap.models.base import TextTower
-from crossgap.models.linear import LinearProjection, NoLinearProjectionError, from_linear
-from crossgap.models.towers import register_projection, register_text_tower
+from crossgap.models.projection import LinearProjection, NoLinearProjectionError, from_linear, register_projection
+from crossgap.models.towers import register_text_tower
 
 
 @register_text_tower(HFTextEncoder)

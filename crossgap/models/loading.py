@@ -276,5 +276,7 @@ def _load_open_clip(model_name: str, pretrained: str | None) -> tuple[nn.Module,
         try:
             open_clip.load_checkpoint(model, pretrained, strict=True)
         except Exception as exc:
-            raise ValueError(f"{pretrained}: cannot load as a {model_name} checkpoint ({type(exc).__name__}: {exc})") from exc
+            raise ValueError(
+                f"{pretrained}: cannot load as a {model_name} checkpoint ({type(exc).__name__}: {exc})"
+            ) from exc
     return model, preprocess, open_clip_tokenizer(model_name, pretrained_dir)

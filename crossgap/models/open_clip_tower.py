@@ -16,12 +16,11 @@ from torch import nn
 from crossgap.models.base import TextTower
 from crossgap.models.blocks import is_mha_block, run_blocks
 from crossgap.models.prefix import CausalStack
-from crossgap.models.linear import LinearProjection, from_parameter
+from crossgap.models.projection import LinearProjection, from_parameter, register_projection
 from crossgap.models.towers import (
     ConvViTTower,
     eot_length,
     pool_text,
-    register_projection,
     register_text_tower,
     register_vision_tower,
 )

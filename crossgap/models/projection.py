@@ -24,7 +24,7 @@ the left operand of the one matmul whose right operand *is* that parameter.  Exa
 per forward is required, and the result is checked against ``pre @ matrix``.
 
 **Where the projection is.**  Part of each tower family: its module registers a function
-``module -> LinearProjection`` with :func:`crossgap.models.towers.register_projection` under the
+``module -> LinearProjection`` with :func:`register_projection` under the
 class of the module it wraps (the vision module, or the text module of
 :func:`crossgap.models.towers.text_module`), beside its tower: OpenAI CLIP ViT and text; open_clip
 ``VisionTransformer`` (CoCa's included) with ``proj``, ``TextTransformer`` with a parameter or
@@ -39,24 +39,47 @@ map (MLP heads, SigLIP's attention-pool head without projection, ``proj`` set to
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from crossgap.models.linear import (  # noqa: F401  (re-exported: the projection's public names)
-    LinearProjection,
-    NoLinearProjectionError,
-    _name,
-    from_linear,
-    from_parameter,
-)
-from crossgap.models.towers import projection_of, text_module
+from crossgap.models.towers import _factory, _name as _class_name, _register, text_module
 
 log = logging.getLogger(__name__)
 
 MODALITIES: tuple[str, ...] = ("image", "text")
+
+
+class NoLinearProjectionError(TypeError):
+    """The tower does not end in one linear projection that crossgap can separate."""
+
+
+@dataclass(frozen=True)
+class LinearProjection:
+    """The last linear map of one tower: ``features = pre @ weight (+ bias)``.
+
+    Attributes:
+        weight: ``[W, D]``.
+        bias: ``[D]`` or None.
+        site: where ``pre`` is observed: a module whose forward input is ``pre``, or the
+            parameter ``weight`` itself as the right operand of ``pre @ weight``.
+        where: a readable name of the site (for error messages).
+    """
+
+    weight: torch.Tensor
+    bias: torch.Tensor | None
+    site: nn.Module | torch.Tensor
+    where: str
+
+    def matrix(self) -> torch.Tensor:
+        """``[W, D]``, or ``[W + 1, D]`` with the bias as the last row (module docstring)."""
+        w = self.weight.detach()
+        if self.bias is None:
+            return w
+        return torch.cat([w, self.bias.detach().reshape(1, -1).to(w.dtype)], dim=0)
 
 
 def _inner(model: nn.Module) -> nn.Module:
@@ -64,6 +87,57 @@ def _inner(model: nn.Module) -> nn.Module:
     from crossgap.models.base import CLIPWrapper
 
     return model.model if isinstance(model, CLIPWrapper) else model
+
+
+def _name(obj: object) -> str:
+    return f"{type(obj).__module__}.{type(obj).__name__}"
+
+
+def from_linear(layer: nn.Linear, where: str) -> LinearProjection:
+    """The projection ``pre @ layer.weight.T + layer.bias`` of an ``nn.Linear`` (observed at the layer)."""
+    return LinearProjection(layer.weight.T, layer.bias, layer, where)
+
+
+def from_parameter(holder: nn.Module, attr: str, where: str) -> LinearProjection:
+    """``holder.<attr>``: a ``[W, D]`` matrix applied as ``pre @ proj`` or an ``nn.Linear``; None is an error."""
+    proj = getattr(holder, attr, None)
+    if proj is None:
+        raise NoLinearProjectionError(f"{where} is None: the {_name(holder)} tower has no final projection")
+    if isinstance(proj, nn.Linear):
+        return from_linear(proj, where)
+    if not isinstance(proj, torch.Tensor) or proj.ndim != 2:
+        raise NoLinearProjectionError(f"{where} is a {_name(proj)}, expected a [W, D] matrix or an nn.Linear")
+    return LinearProjection(proj, None, proj, where)
+
+
+ProjectionFn = Callable[[nn.Module], LinearProjection]
+_PROJECTIONS: dict[str, dict[type, ProjectionFn]] = {"image": {}, "text": {}}
+
+
+def register_projection(modality: str, module_cls: type) -> Callable[[ProjectionFn], ProjectionFn]:
+    """Decorator: ``fn(module) -> LinearProjection`` is the final linear projection of ``modality``
+    ("image" or "text") towers whose module is a ``module_cls`` (the module a tower of that family wraps).
+
+    ``fn`` raises :class:`~crossgap.models.projection.NoLinearProjectionError` when the module does
+    not end in one linear map (see this module).
+    """
+    return _register(_PROJECTIONS[modality], module_cls, f"{modality} projection")
+
+
+def projection_of(module: nn.Module, modality: str) -> LinearProjection:
+    """The registered final :class:`LinearProjection` of ``module`` (most specific class first).
+
+    Raises:
+        NoLinearProjectionError: no function is registered for the module's class, or it found none.
+    """
+    fn = _factory(_PROJECTIONS[modality], module)
+    if fn is None:
+        hint = " (ResNet towers project inside their attention pool)" if modality == "image" else ""
+        kind = "vision" if modality == "image" else "text"
+        raise NoLinearProjectionError(
+            f"the {kind} tower {_class_name(type(module))} has no separable linear projection{hint}"
+        )
+    return fn(module)
 
 
 def linear_projection(model: nn.Module, modality: str) -> LinearProjection:

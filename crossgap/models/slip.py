@@ -37,8 +37,8 @@ from crossgap.models.base import TextTower, VisionTower
 from crossgap.models.loading import register_backend
 from crossgap.models.openai_tower import OpenAITextTower
 from crossgap.models.timm_tower import TimmVisionTower
-from crossgap.models.linear import LinearProjection, from_parameter
-from crossgap.models.towers import register_projection, register_text_tower, register_vision_tower
+from crossgap.models.projection import LinearProjection, from_parameter, register_projection
+from crossgap.models.towers import register_text_tower, register_vision_tower
 
 log = logging.getLogger(__name__)
 

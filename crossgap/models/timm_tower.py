@@ -31,8 +31,8 @@ from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
 from crossgap.models.base import PatchesUnsupported, VisionTower
-from crossgap.models.linear import LinearProjection, NoLinearProjectionError, from_linear
-from crossgap.models.towers import register_projection, register_vision_tower
+from crossgap.models.projection import LinearProjection, NoLinearProjectionError, from_linear, register_projection
+from crossgap.models.towers import register_vision_tower
 
 log = logging.getLogger(__name__)
 

@@ -33,7 +33,6 @@ from torch import nn
 
 from crossgap.models.base import PatchesUnsupported, TextTokensUnsupported, TextTower, VisionTower
 from crossgap.models.blocks import is_mha_block
-from crossgap.models.linear import LinearProjection, NoLinearProjectionError
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +41,6 @@ VisionFactory = Callable[[nn.Module], VisionTower]
 FactoryT = TypeVar("FactoryT", bound=Callable)
 _TEXT_TOWERS: dict[type, TextFactory] = {}
 _VISION_TOWERS: dict[type, VisionFactory] = {}
-ProjectionFn = Callable[[nn.Module], LinearProjection]
-_PROJECTIONS: dict[str, dict[type, ProjectionFn]] = {"image": {}, "text": {}}
 
 
 def _register(registry: dict[type, Callable], cls: type, kind: str) -> Callable[[FactoryT], FactoryT]:
@@ -69,32 +66,6 @@ def register_vision_tower(visual_cls: type) -> Callable[[FactoryT], FactoryT]:
     from patch embeddings.
     """
     return _register(_VISION_TOWERS, visual_cls, "vision")
-
-
-def register_projection(modality: str, module_cls: type) -> Callable[[FactoryT], FactoryT]:
-    """Decorator: ``fn(module) -> LinearProjection`` is the final linear projection of ``modality``
-    ("image" or "text") towers whose module is a ``module_cls`` (the module a tower of that family wraps).
-
-    ``fn`` raises :class:`~crossgap.models.projection.NoLinearProjectionError` when the module does
-    not end in one linear map (see :mod:`crossgap.models.projection`).
-    """
-    return _register(_PROJECTIONS[modality], module_cls, f"{modality} projection")
-
-
-def projection_of(module: nn.Module, modality: str) -> LinearProjection:
-    """The registered final :class:`LinearProjection` of ``module`` (most specific class first).
-
-    Raises:
-        NoLinearProjectionError: no function is registered for the module's class, or it found none.
-    """
-    fn = _factory(_PROJECTIONS[modality], module)
-    if fn is None:
-        hint = " (ResNet towers project inside their attention pool)" if modality == "image" else ""
-        raise NoLinearProjectionError(
-            f"the {'vision' if modality == 'image' else 'text'} tower {_name(type(module))} has no separable linear "
-            f"projection{hint}"
-        )
-    return fn(module)
 
 
 def _name(cls: type) -> str:
