@@ -172,7 +172,7 @@ def test_default_run_end_to_end(local_run):
         assert (local_run / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # every job logged and benchmarked; the GPU jobs say where they ran
     logs = list((local_run / "logs").rglob("*.log"))
-    assert len(logs) == 52 and len(list((local_run / "logs/bench").rglob("*.tsv"))) == 52  # all 53 jobs but the target
+    assert len(logs) == 55 and len(list((local_run / "logs/bench").rglob("*.tsv"))) == 55  # all 56 jobs but the target
     assert "GPU slot: no GPU visible, running on the CPU" in (
         local_run / f"logs/inversion/synthetic/tiny/oti-{TAGS['oti']}/test_0of2x12.log").read_text()
     # nothing left to do, and no temporary files left behind
