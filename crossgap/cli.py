@@ -134,7 +134,7 @@ def _parse_methods(items: Sequence[str]) -> dict[str, list[str]] | None:
 def _report(args: argparse.Namespace) -> int:
     import time
 
-    from crossgap.paper.folder import report_from_results
+    from crossgap.steps.report_folder import report_from_results
 
     start = time.perf_counter()
     try:

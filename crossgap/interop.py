@@ -12,7 +12,7 @@ The reference saves each OTI/OVI run (``src/utils.py``, ``save_tokens``; folder 
                               batch_size, dataset_name, split, exp_name, use_class_names, ...)
 
 :func:`import_reference` turns such a folder into a crossgap inversion file (a
-:class:`~crossgap.storage.FeatureSet` with the metadata of :func:`crossgap.pipeline.gather_step`):
+:class:`~crossgap.storage.FeatureSet` with the metadata of :func:`crossgap.steps.inversion.gather_step`):
 rows in crossgap's target order, ``pseudo_tokens`` ``[N, P, W]``, ``losses`` ``[N, steps]`` (each
 sample gets its batch's mean: the reference records no per-sample loss) and features re-encoded
 through the model with :func:`crossgap.inversion.oti_features` / :func:`~crossgap.inversion.ovi_features`.
@@ -156,13 +156,13 @@ def _ovi_queries(df: pd.DataFrame, meta: Mapping[str, Any], inverted: str) -> Ta
 
 
 def _ovi_classnames(df: pd.DataFrame, meta: Mapping[str, Any], inverted: str) -> Targets:
-    # one class sentence per class, ids as crossgap.pipeline.class_sentences_step names them
+    # one class sentence per class, ids as crossgap.steps.features.class_sentences_step names them
     names = list(meta["classnames"])
     return Targets([f"class{c}" for c in range(len(names))], [None] * len(names), names)
 
 
 def _ovi_prompts(df: pd.DataFrame, meta: Mapping[str, Any], inverted: str) -> Targets:
-    # one prompt per class, class-major ids as crossgap.pipeline.prompts_step names them (one template)
+    # one prompt per class, class-major ids as crossgap.steps.features.prompts_step names them (one template)
     names = list(meta["classnames"])
     return Targets([f"class{c}/template0" for c in range(len(names))], [None] * len(names), names)
 
@@ -344,7 +344,7 @@ def import_reference(
         model: an already loaded :class:`~crossgap.models.base.CLIPWrapper` (else loaded from ``model_spec``).
     """
     from crossgap.inversion import oti_features, ovi_features
-    from crossgap.pipeline import _runtime_meta, load_model
+    from crossgap.runtime.env import load_model, runtime_meta
 
     run = read_reference_run(run_dir)
     params = crossgap_params(run)
@@ -374,7 +374,7 @@ def import_reference(
     fs = FeatureSet(feats, targets.ids, extras=extras, meta={
         "kind": run.method, "model": model_slug, "dataset": dataset, "shard": None, "num_shards": 1, "rows": None,
         "num_targets": len(targets.ids), "params": params, "batch_size": hyper.get("batch_size"), "seconds": 0.0,
-        **_runtime_meta(),
+        **runtime_meta(),
         "imported_from": {"implementation": "miccunifi/Cross-the-Gap", "folder": str(Path(run_dir).absolute()),
                           "naming": scheme, "reference_rows": len(run.names), "set": inverted,
                           "hyperparameters": hyper}})

@@ -60,8 +60,8 @@ def tiny_spec(open_clip_tiny_checkpoint) -> dict:
 
 @pytest.fixture(scope="module")
 def tiny_model_and_preprocess(tiny_spec):
-    """``crossgap.pipeline.load_model`` of :func:`tiny_spec`: (wrapper, preprocess), one per test module."""
-    from crossgap.pipeline import load_model
+    """``crossgap.runtime.env.load_model`` of :func:`tiny_spec`: (wrapper, preprocess), one per test module."""
+    from crossgap.runtime.env import load_model
 
     return load_model(tiny_spec)
 

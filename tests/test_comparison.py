@@ -8,7 +8,7 @@ import pytest
 from crossgap.comparison import add_intervals, best_steps, step_curves
 from crossgap.metrics.results import write_result
 from crossgap.metrics.scores import write_scores
-from crossgap.report import build_summary
+from crossgap.steps.report import build_summary
 
 
 def _result(tmp_path, method: str, ap: np.ndarray) -> str:

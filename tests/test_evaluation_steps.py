@@ -1,4 +1,4 @@
-"""crossgap.evaluation: retrieval / zero-shot / modality-gap steps from feature files and manifests.
+"""crossgap.steps.evaluation: retrieval / zero-shot / modality-gap steps from feature files and manifests.
 
 Feature files are written by hand (no model): the steps must pick the protocol's rows by id and
 evaluate them with the right relevance.
@@ -15,9 +15,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from crossgap import evaluation
+from crossgap.steps import evaluation
 from crossgap.datasets import prepare_manifest, read_manifest, write_manifest
-from crossgap.evaluation import matched_pairs, modality_gap_step, retrieval_step, zero_shot_step
+from crossgap.steps.evaluation import matched_pairs, modality_gap_step, retrieval_step, zero_shot_step
 from crossgap.metrics import build_classifier, evaluate_retrieval, evaluate_revisited, read_result
 from crossgap.storage import FeatureSet, save_feature_set
 

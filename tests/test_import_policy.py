@@ -1,4 +1,5 @@
-"""Who may import what: model-free jobs never pull in the model stack, and the plan never imports torch."""
+"""Who may import what: model-free jobs never pull in the model stack, the plan never imports torch, no import
+cycle, and the layer order library ← steps (``crossgap.steps``) ← entry points (rule scripts, the CLI)."""
 
 from __future__ import annotations
 
@@ -17,8 +18,8 @@ MODEL_FREE = ("aggregate", "plots", "gather_shards", "gather_snapshots", "evalua
 
 def test_script_imports_reads_every_top_level_crossgap_import():
     assert script_imports(SCRIPTS / "extract_features.py") == ["crossgap.config", "crossgap.runtime",
-                                                                "crossgap.pipeline"]
-    assert script_imports(SCRIPTS / "evaluate_zero_shot.py") == ["crossgap.evaluation", "crossgap.runtime"]
+                                                                "crossgap.steps.features"]
+    assert script_imports(SCRIPTS / "evaluate_zero_shot.py") == ["crossgap.steps.evaluation", "crossgap.runtime"]
 
 
 @functools.lru_cache(maxsize=None)
@@ -85,3 +86,48 @@ def test_the_package_has_no_import_cycle():
     for module in sorted(graph):
         if module not in state:
             visit(module)
+
+
+#: the layers, lowest first: a module may import its own layer and those below it, never one above
+LAYERS = ("library", "steps", "entry")
+#: the entry points inside the package (the rule scripts in ``workflow/scripts/`` are the others)
+ENTRY_MODULES = ("crossgap.cli", "crossgap.cli_datasets")
+
+
+def layer_of(module: str) -> str:
+    """``steps`` for ``crossgap.steps`` and its modules, ``entry`` for the CLI, ``library`` for the rest."""
+    if module == "crossgap.steps" or module.startswith("crossgap.steps."):
+        return "steps"
+    if module in ENTRY_MODULES:
+        return "entry"
+    return "library"
+
+
+def layer_violations(graph: dict[str, set[str]]) -> list[str]:
+    """``"a (layer) imports b (higher layer)"`` for every edge of ``graph`` against :data:`LAYERS`."""
+    rank = {layer: i for i, layer in enumerate(LAYERS)}
+    return [f"{a} ({layer_of(a)}) imports {b} ({layer_of(b)})" for a in sorted(graph) for b in sorted(graph[a])
+            if rank[layer_of(b)] > rank[layer_of(a)]]
+
+
+def test_layer_violations_names_an_import_against_the_order():
+    graph = {"crossgap.inversion": {"crossgap.steps.features", "crossgap.storage"},
+             "crossgap.steps.report": {"crossgap.paper.build", "crossgap.cli"},
+             "crossgap.cli": {"crossgap.steps.report_folder"}, "crossgap.steps": set()}
+    assert layer_of("crossgap.steps") == "steps" and layer_of("crossgap.stepsize") == "library"
+    assert layer_violations(graph) == ["crossgap.inversion (library) imports crossgap.steps.features (steps)",
+                                       "crossgap.steps.report (steps) imports crossgap.cli (entry)"]
+
+
+def test_no_library_module_imports_the_steps_and_no_step_imports_an_entry_point():
+    graph = _module_graph()
+    assert {"crossgap.steps.features", "crossgap.steps.inversion", "crossgap.steps.evaluation",
+            "crossgap.steps.report", "crossgap.steps.report_folder"} <= set(graph)
+    assert "crossgap.runtime.env" in graph["crossgap.steps.inversion"]  # the graph sees the steps' imports
+    assert layer_violations(graph) == []
+
+
+def test_the_rule_scripts_import_no_entry_point():
+    """The rule scripts sit beside the CLI at the top: they call steps and library, never ``crossgap.cli``."""
+    wrong = {s.stem: m for s in sorted(SCRIPTS.glob("*.py")) for m in script_imports(s) if layer_of(m) == "entry"}
+    assert wrong == {}

@@ -17,11 +17,11 @@ from fixtures_datasets import make_coop_dataset
 
 from crossgap.cli import main
 from crossgap.datasets import prepare_manifest, read_manifest, select
-from crossgap.evaluation import retrieval_step, zero_shot_step
+from crossgap.steps.evaluation import retrieval_step, zero_shot_step
 from crossgap.interop import ReferenceImportError, import_reference, match_names, reference_run_dir, Targets
 from crossgap.inversion import oti_features, ovi_features
 from crossgap.metrics import read_result
-from crossgap.pipeline import extract_step
+from crossgap.steps.features import extract_step
 from crossgap.safe_pickle import UnsafePickleError
 from crossgap.storage import load_feature_set
 

@@ -27,7 +27,7 @@ from crossgap.datasets import (
 )
 from crossgap.datasets.errors import skipped_summary
 from crossgap.datasets.tarshards import TarReadError, iter_samples, member_ref, parse_member_ref
-from crossgap.pipeline import extract_step, prompts_step
+from crossgap.steps.features import extract_step, prompts_step
 from crossgap.storage import load_feature_set
 
 
@@ -182,9 +182,9 @@ def test_truncated_header_after_a_complete_sample(tmp_path):
 # --------------------------------------------------------------------------------- features
 @pytest.fixture
 def cached_model(monkeypatch, tiny_model_and_preprocess):
-    import crossgap.pipeline as pipeline
+    from crossgap.steps import features
 
-    monkeypatch.setattr(pipeline, "load_model", lambda model_spec, device=None: tiny_model_and_preprocess)
+    monkeypatch.setattr(features, "load_model", lambda model_spec, device=None: tiny_model_and_preprocess)
 
 
 def _expected(tiny_model_and_preprocess, images: list[Image.Image]) -> torch.Tensor:

@@ -1,4 +1,5 @@
-"""crossgap.pipeline: file-to-file steps (features, prompts, sharded inversion, gather)."""
+"""crossgap.steps.features and crossgap.steps.inversion: file-to-file steps (features, prompts, sharded inversion,
+gather)."""
 
 from __future__ import annotations
 
@@ -11,17 +12,10 @@ import torch
 from PIL import Image
 
 from crossgap.datasets import prepare_manifest, read_manifest
-from crossgap.pipeline import (
-    extract_step,
-    gather_step,
-    inversion_targets,
-    invert_shard_step,
-    load_model,
-    prompts_step,
-    query_crops,
-    shard_bounds,
-    protocol_split,
-)
+from crossgap.plan import protocol_split
+from crossgap.runtime.env import load_model
+from crossgap.steps.features import extract_step, prompts_step, query_crops
+from crossgap.steps.inversion import gather_step, inversion_targets, invert_shard_step, shard_bounds
 from crossgap.storage import FeatureSet, load_feature_set, save_feature_set
 
 from fixtures_image_benchmarks import make_revisited
@@ -36,7 +30,7 @@ OVI_PARAMS = {"steps": 2, "learning_rate": 0.02, "weight_decay": 0.01, "num_pseu
 @pytest.fixture
 def cached_model(monkeypatch, tiny_spec, tiny_model_and_preprocess):
     """``load_model`` returns the module's already loaded model (the real loader is tested once)."""
-    import crossgap.pipeline as pipeline
+    from crossgap.steps import features, inversion
 
     calls = []
 
@@ -45,7 +39,8 @@ def cached_model(monkeypatch, tiny_spec, tiny_model_and_preprocess):
         calls.append(model_spec)
         return tiny_model_and_preprocess
 
-    monkeypatch.setattr(pipeline, "load_model", fake_load_model)
+    for steps in (features, inversion):
+        monkeypatch.setattr(steps, "load_model", fake_load_model)
     return calls
 
 
@@ -494,7 +489,7 @@ def test_gather_rejects_shards_cut_with_different_shard_sizes(tiny_spec, cached_
 def test_snapshots_are_the_tokens_of_a_shorter_run_and_leave_the_final_ones_unchanged(
     method, params, tiny_spec, cached_model, tmp_path
 ):
-    from crossgap.pipeline import gather_snapshots_step
+    from crossgap.steps.inversion import gather_snapshots_step
 
     feats = tmp_path / "targets.safetensors"
     _targets(feats, 3)
@@ -517,7 +512,7 @@ def test_snapshots_are_the_tokens_of_a_shorter_run_and_leave_the_final_ones_unch
 
 def test_vocabulary_step_encodes_the_bare_imagenet_names(tiny_spec, tiny_model_and_preprocess, cached_model, tmp_path):
     """pca_text's span: ImageNet-1k's 1000 bare names (no template), unnormalised encode_text, one file per model."""
-    from crossgap.pipeline import vocabulary_step
+    from crossgap.steps.features import vocabulary_step
 
     out = tmp_path / "imagenet_classnames.safetensors"
     vocabulary_step(vocabulary="imagenet", model_slug="m", model_spec=tiny_spec, out=str(out))
@@ -583,8 +578,8 @@ def resnet_spec(tmp_path_factory) -> dict:
 
 def test_ovi_on_a_resnet_is_recorded_unavailable_with_its_reason_and_oti_runs(synthetic_manifest, resnet_spec,
                                                                               tmp_path):
-    from crossgap.evaluation import retrieval_step
-    from crossgap.pipeline import gather_snapshots_step
+    from crossgap.steps.evaluation import retrieval_step
+    from crossgap.steps.inversion import gather_snapshots_step
 
     feats = tmp_path / "targets.safetensors"
     _targets(feats, 3)
@@ -613,7 +608,7 @@ def test_ovi_on_a_resnet_is_recorded_unavailable_with_its_reason_and_oti_runs(sy
                             gallery=str(gallery), out=str(tmp_path / "ovi.json"), model_slug="tiny/test")
     assert record["metrics"] == {} and record["extra"]["unavailable"] == f"{out}: {reason}"
     # ... and the table shows its row with the reason, beside the native result
-    from crossgap.report import aggregate_step
+    from crossgap.steps.report import aggregate_step
 
     retrieval_step(task="text_retrieval", method="text", manifest=str(synthetic_manifest), query=str(gallery),
                    gallery=str(gallery), out=str(tmp_path / "text.json"), model_slug="tiny/test")

@@ -16,16 +16,11 @@ import pytest
 import torch
 
 from crossgap.datasets import read_manifest
-from crossgap.evaluation import zero_shot_step
+from crossgap.steps.evaluation import zero_shot_step
 from crossgap.features import encode_texts
 from crossgap.inversion import oti, ovi
-from crossgap.pipeline import (
-    class_sentences,
-    class_sentences_step,
-    extract_step,
-    invert_shard_step,
-    prompts_step,
-)
+from crossgap.steps.features import class_sentences, class_sentences_step, extract_step, prompts_step
+from crossgap.steps.inversion import invert_shard_step
 from crossgap.storage import load_feature_set
 from crossgap.utils import autocast_context, autocast_dtype, effective_precision
 

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torchmetrics.functional.retrieval import retrieval_r_precision
 
 from crossgap.datasets import write_manifest
-from crossgap.evaluation import retrieval_step, zero_shot_step
+from crossgap.steps.evaluation import retrieval_step, zero_shot_step
 from crossgap.metrics import evaluate_retrieval, read_result
 from crossgap.metrics.reference_compat import reference_per_query
 from crossgap.metrics.retrieval import retrieval_per_query

@@ -1,4 +1,4 @@
-"""crossgap.report: summary, all-methods table, aggregate step and plots."""
+"""crossgap.steps.report: summary, all-methods table, aggregate step and plots."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from crossgap.metrics.results import write_result
-from crossgap.report import (
+from crossgap.steps.report import (
     aggregate_step,
     build_summary,
     comparison_table,

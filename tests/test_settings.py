@@ -86,12 +86,14 @@ def _default(func, name):
 def test_library_signatures_take_the_schema_defaults():
     """The defaults that used to disagree with the schema (features.batch_size was 128 in the library, the
     bootstrap's 1000/0/0.95 and the 1024 chunk were written three times) are the schema's, values by hand."""
-    from crossgap import comparison, evaluation, features, inversion, pipeline, report, training
+    from crossgap import comparison, features, inversion, training
     from crossgap.metrics import bootstrap, reference_compat, retrieval
+    from crossgap.steps import evaluation, report
+    from crossgap.steps import features as feature_steps, inversion as inversion_steps
 
     expected = [
         (features.encode_images, "batch_size", 256), (features.encode_images, "precision", "fp32"),
-        (pipeline.extract_step, "batch_size", 256), (pipeline.extract_step, "precision", "fp32"),
+        (feature_steps.extract_step, "batch_size", 256), (feature_steps.extract_step, "precision", "fp32"),
         (inversion.oti, "steps", 150), (inversion.oti, "precision", "fp16"),
         (inversion.oti, "template_sentence", "a photo of {}"), (inversion.oti, "learning_rate", 0.02),
         (inversion.ovi, "steps", 1000), (inversion.ovi, "precision", "fp16"), (inversion.ovi, "num_pseudo_tokens", 1),
@@ -105,7 +107,8 @@ def test_library_signatures_take_the_schema_defaults():
     wrong = [(f.__qualname__, name, _default(f, name), value) for f, name, value in expected if _default(f, name) != value]
     assert not wrong
     # and they come from the one place: no literal of a configured value in those signatures
-    for module in (features, pipeline, inversion, bootstrap, comparison, retrieval, reference_compat, evaluation):
+    for module in (features, feature_steps, inversion_steps, inversion, bootstrap, comparison, retrieval,
+                   reference_compat, evaluation):
         source = inspect.getsource(module)
         assert not re.search(r"\b(batch_size|chunk_size|resamples|steps|epochs): int = \d", source), module.__name__
         assert not re.search(r"confidence: float = 0\.|precision: str = \"", source), module.__name__

@@ -18,7 +18,7 @@ from crossgap.datasets.llm_summaries import REFERENCE_PROMPT, REFERENCE_SYSTEM_P
 from crossgap.datasets.longtext import LongTextError
 from crossgap.datasets.textprep import prepare_text_step, texts_summary
 from crossgap.metrics.results import write_result
-from crossgap.report import text_preparation_notes
+from crossgap.steps.report import text_preparation_notes
 
 REPO = Path(__file__).resolve().parents[1]
 LONG_TEXT_DATASETS = ["imdb_text", "nano_climatefever", "nano_dbpedia", "nano_fever", "nano_nfcorpus", "nano_nq",
@@ -251,7 +251,7 @@ def test_paper_yaml_is_valid_yaml_with_the_summaries_paths():
 def test_text_retrieval_results_record_the_text_step_and_the_input_precision(tmp_path):
     import torch
 
-    from crossgap.evaluation import retrieval_step
+    from crossgap.steps.evaluation import retrieval_step
     from crossgap.storage import FeatureSet, save_feature_set
 
     make_nanobeir(tmp_path, "SciFact")

@@ -24,7 +24,8 @@ from crossgap.datasets import (
     read_manifest,
 )
 from crossgap.datasets.images import manifest_truncated_mode, open_rgb, truncated_loading, truncated_policy
-from crossgap.pipeline import extract_step, load_model
+from crossgap.runtime.env import load_model
+from crossgap.steps.features import extract_step
 from crossgap.storage import load_feature_set
 
 

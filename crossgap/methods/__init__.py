@@ -14,7 +14,8 @@ Adding a transform is **one module** in this package with ``SPEC`` (or ``SPECS``
 ``fit``/``apply`` functions (the contract: :mod:`crossgap.methods.contract`, checked here when the
 module is discovered): nothing else changes, ``evaluation.methods`` defaults to every registered
 transform and the tests run over the registry.  Reading the registry never imports torch (modules
-import it inside ``fit``/``apply``), so dry runs stay fast.
+import it inside ``fit``/``apply``), so dry runs stay fast.  :mod:`crossgap.methods.features` reads the query
+and gallery features a method compares, for the evaluation steps.
 """
 
 from __future__ import annotations
@@ -202,10 +203,15 @@ for _method in (
 SPECS: dict[str, MethodSpec] = {}
 
 
+#: modules of this package that are no transform: the contract, and :mod:`crossgap.methods.features` (reads a
+#: method's features from files for the evaluation steps; it imports torch, which the registry must not)
+NOT_TRANSFORMS = frozenset({"contract", "features"})
+
+
 def _register_transforms() -> None:
     """Register every module of this package that declares ``SPEC``/``SPECS`` (one method, several tasks)."""
     for info in sorted(pkgutil.iter_modules(__path__), key=lambda i: i.name):
-        if info.name.startswith("_") or info.name == "contract":
+        if info.name.startswith("_") or info.name in NOT_TRANSFORMS:
             continue
         module = f"{__name__}.{info.name}"
         for spec in build_specs(module, importlib.import_module(module)):

@@ -41,7 +41,7 @@ class TowerUnsupported(TypeError):
     Raised where it is found (the tower lookup, a tower factory, the placeholder lookup);
     :class:`CLIPWrapper` keeps it and raises it again when that method asks for the tower, so that
     the other method still works.  The pipeline records the method as unavailable with the message
-    (:func:`crossgap.pipeline.invert_shard_step`).
+    (:func:`crossgap.steps.inversion.invert_shard_step`).
     """
 
     method: str = ""

@@ -6,8 +6,8 @@
   mean Δ with a two-level bootstrap interval, and the same for every pair of non-native methods;
 - :mod:`crossgap.paper.tables`: the long paper table, its Markdown layout and ``paper_summary.json``;
 - :mod:`crossgap.paper.plots`, :mod:`crossgap.paper.html`: faceted plots and the report page's sections;
-- :mod:`crossgap.paper.build`: what the ``aggregate``/``plots`` rules call; :mod:`crossgap.paper.folder`:
-  ``crossgap report RESULTS_DIR --out DIR``.
+- :mod:`crossgap.paper.build`: what the ``aggregate``/``plots`` rules call (``crossgap report RESULTS_DIR
+  --out DIR`` runs them on any folder: :mod:`crossgap.steps.report_folder`).
 
 No Snakemake here; the rules and the CLI call the same functions.
 """

@@ -2,7 +2,7 @@
 
 :func:`paper_step` is what the ``aggregate`` rule adds to ``summary.json`` and the table
 (``paper_tables.md``/``.csv``, ``verdicts.csv``, ``paper_summary.json``); :func:`paper_plots` what
-the ``plots`` rule adds; ``crossgap report RESULTS_DIR --out DIR`` (:mod:`crossgap.paper.folder`)
+the ``plots`` rule adds; ``crossgap report RESULTS_DIR --out DIR`` (:mod:`crossgap.steps.report_folder`)
 runs the same functions on any results folder, e.g. a cluster run copied to a laptop.
 """
 

@@ -1,7 +1,7 @@
 """Rule aggregate: summary.json (DVC metrics, with paired-bootstrap intervals), the table, plot data, and the
 paper tables, verdicts and paper_summary.json (crossgap.paper)."""
 
-from crossgap.report import aggregate_step
+from crossgap.steps.report import aggregate_step
 from crossgap.runtime import job_setup
 
 job_setup(snakemake.log[0], snakemake.threads)

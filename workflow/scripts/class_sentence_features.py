@@ -4,7 +4,7 @@ from crossgap.runtime import job_setup
 
 job_setup(snakemake.log[0], snakemake.threads, gpu=True)
 from crossgap.config import with_defaults  # noqa: E402
-from crossgap.pipeline import class_sentences_step  # noqa: E402
+from crossgap.steps.features import class_sentences_step  # noqa: E402
 
 class_sentences_step(
     manifest=snakemake.input.manifest,

@@ -1,7 +1,7 @@
 """Rules evaluate_image_retrieval / evaluate_text_retrieval."""
 
 from crossgap.config import EvaluationRuntime
-from crossgap.evaluation import retrieval_step
+from crossgap.steps.evaluation import retrieval_step
 from crossgap.runtime import job_setup
 
 job_setup(snakemake.log[0], snakemake.threads)

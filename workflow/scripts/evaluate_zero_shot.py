@@ -1,6 +1,6 @@
 """Rule evaluate_zero_shot: standard, OTI or OVI zero-shot classification."""
 
-from crossgap.evaluation import zero_shot_step
+from crossgap.steps.evaluation import zero_shot_step
 from crossgap.runtime import job_setup
 
 job_setup(snakemake.log[0], snakemake.threads)

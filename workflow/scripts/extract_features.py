@@ -4,7 +4,7 @@ from crossgap.config import FeatureRuntime, with_defaults
 from crossgap.runtime import job_setup
 
 job_setup(snakemake.log[0], snakemake.threads, gpu=True)
-from crossgap.pipeline import extract_step  # noqa: E402  (after the GPU slot is chosen)
+from crossgap.steps.features import extract_step  # noqa: E402  (after the GPU slot is chosen)
 
 runtime = FeatureRuntime.from_config(snakemake.config)
 extract_step(

@@ -1,6 +1,6 @@
 """Rules gather_oti / gather_ovi: merge inversion shards in manifest order."""
 
-from crossgap.pipeline import gather_step
+from crossgap.steps.inversion import gather_step
 from crossgap.runtime import job_setup
 
 job_setup(snakemake.log[0], snakemake.threads)

@@ -1,6 +1,6 @@
 """Rules gather_oti_snapshots / gather_ovi_snapshots: snapshot features of one inverted set, in order."""
 
-from crossgap.pipeline import gather_snapshots_step
+from crossgap.steps.inversion import gather_snapshots_step
 from crossgap.runtime import job_setup
 
 job_setup(snakemake.log[0], snakemake.threads)

@@ -6,7 +6,7 @@ from crossgap.runtime import job_setup
 # inversion.deterministic is a runtime setting (not a param): read from the config, set before CUDA starts
 runtime = InversionRuntime.from_config(snakemake.config)
 job_setup(snakemake.log[0], snakemake.threads, gpu=True, deterministic=runtime.deterministic)
-from crossgap.pipeline import invert_shard_step  # noqa: E402
+from crossgap.steps.inversion import invert_shard_step  # noqa: E402
 
 method = "oti" if snakemake.rule == "oti_shard" else "ovi"
 invert_shard_step(

@@ -1,6 +1,6 @@
 """Rule modality_gap: gap between the image and text feature clouds of one dataset x model."""
 
-from crossgap.evaluation import modality_gap_step
+from crossgap.steps.evaluation import modality_gap_step
 from crossgap.runtime import job_setup
 
 job_setup(snakemake.log[0], snakemake.threads)

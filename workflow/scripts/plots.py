@@ -5,7 +5,7 @@ from pathlib import Path
 
 from crossgap.html_report import write_html_report
 from crossgap.paper.build import paper_plots
-from crossgap.report import plot_comparison, plot_losses, plot_steps, write_curves_table
+from crossgap.steps.report import plot_comparison, plot_losses, plot_steps, write_curves_table
 from crossgap.runtime import job_setup
 
 job_setup(snakemake.log[0], snakemake.threads)

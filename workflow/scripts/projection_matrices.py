@@ -1,6 +1,6 @@
 """Rule projection_matrices: the model's final linear projections (for IsoCLIP)."""
 
-from crossgap.pipeline import projections_step
+from crossgap.steps.features import projections_step
 from crossgap.runtime import job_setup
 
 job_setup(snakemake.log[0], snakemake.threads)

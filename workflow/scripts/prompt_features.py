@@ -4,7 +4,7 @@ from crossgap.runtime import job_setup
 
 job_setup(snakemake.log[0], snakemake.threads, gpu=True)
 from crossgap.config import with_defaults  # noqa: E402
-from crossgap.pipeline import prompts_step  # noqa: E402
+from crossgap.steps.features import prompts_step  # noqa: E402
 
 prompts_step(
     manifest=snakemake.input.manifest,

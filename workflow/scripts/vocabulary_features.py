@@ -4,7 +4,7 @@ from crossgap.config import with_defaults
 from crossgap.runtime import job_setup
 
 job_setup(snakemake.log[0], snakemake.threads, gpu=True)
-from crossgap.pipeline import vocabulary_step  # noqa: E402
+from crossgap.steps.features import vocabulary_step  # noqa: E402
 
 vocabulary_step(
     vocabulary=snakemake.wildcards.vocabulary,

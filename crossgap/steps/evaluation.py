@@ -31,7 +31,7 @@ from crossgap.datasets.manifest import (
     revisited_ground_truth,
     zero_shot_rows,
 )
-from crossgap import method_features
+from crossgap.methods import features as method_features
 from crossgap.methods import get_method
 from crossgap.metrics import build_classifier
 from crossgap.metrics.reference_compat import uses_fp16_similarities

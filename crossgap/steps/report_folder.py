@@ -1,7 +1,7 @@
 """``crossgap report RESULTS_DIR --out DIR``: the whole report of any results folder.
 
 Summary, table, paper tables, verdicts, plots and the HTML page, by the functions the ``aggregate``
-and ``plots`` rules call (:func:`crossgap.report.aggregate_step`, :mod:`crossgap.paper.build`), from
+and ``plots`` rules call (:func:`crossgap.steps.report.aggregate_step`, :mod:`crossgap.paper.build`), from
 the result files alone (e.g. a cluster run copied to a laptop): ``modality_gap.json`` files are the
 gaps, every other ``*.json`` a result; the inversions' final steps come from their recorded params.
 """
@@ -65,7 +65,7 @@ def report_from_results(results_dir: str | Path, out_dir: str | Path, *, bootstr
     Returns ``{name: path}`` of what it wrote under ``out_dir``.
     """
     from crossgap.html_report import write_html_report
-    from crossgap.report import aggregate_step, plot_comparison, plot_steps
+    from crossgap.steps.report import aggregate_step, plot_comparison, plot_steps
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
