@@ -21,7 +21,7 @@ from pathlib import Path
 from crossgap.runtime.startup import measure_imports, script_imports
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "workflow" / "scripts"
-#: scripts whose step loads a model (crossgap.pipeline.load_model / crossgap.training)
+#: scripts whose step loads a model (crossgap.runtime.env.load_model / crossgap.training)
 MODEL_SCRIPTS = {"extract_features", "prompt_features", "class_sentence_features", "classname_features",
                  "vocabulary_features", "projection_matrices", "invert_shard", "pretrain"}
 

@@ -1,4 +1,5 @@
-"""Runtime helpers for workflow jobs (GPU slot allocation, per-job set-up)."""
+"""Runtime helpers for workflow jobs (GPU slot allocation, per-job set-up; :mod:`crossgap.runtime.env`: the model a
+job loads and what it records about where it ran)."""
 
 from crossgap.runtime.gpu import GpuSlot, acquire_gpu_slot
 from crossgap.runtime.job import job_setup
