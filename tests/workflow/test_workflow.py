@@ -325,3 +325,18 @@ def test_a_parameter_reruns_only_what_it_affects(local_run, tmp_path, key, value
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     out = run([str(BIN / "snakemake"), "-n"], cwd=root, timeout=300).stdout
     assert job_stats(out) == expected, out[-3000:]
+
+
+@pytest.mark.slow
+def test_an_updated_rule_script_reruns_nothing(local_run, tmp_path):
+    """A ``git pull`` gives every changed script a new mtime; with Snakemake's ``code`` trigger that would
+    rerun every finished job of the rule (every inversion, for invert_shard.py). profiles/default leaves it off."""
+    import os
+    import time
+
+    root = clone_run(local_run, tmp_path / "run")
+    later = time.time() + 60
+    for script in (root / "workflow/scripts").glob("*.py"):
+        os.utime(script, (later, later))
+    out = run([str(BIN / "snakemake"), "-n"], cwd=root, timeout=300).stdout
+    assert job_stats(out) == {} and "Nothing to be done" in out, out[-3000:]
