@@ -54,7 +54,8 @@ TEST_OVERLAY = {
     "local-cores": 2,
     # Thread counts of the local run (--cores 2; the shipped profile raises them for cluster
     # nodes): the same torch thread counts keep the results bit-identical.
-    "set-threads": {"extract_features": 2, "oti_shard": 1, "ovi_shard": 1, "pretrain_tiny": 2},
+    "set-threads": {"extract_features": 2, "oti_shard": 1, "ovi_shard": 1, "pretrain_tiny": 2,
+                    "evaluate_image_retrieval": 1, "evaluate_text_retrieval": 1},
     # No GPU on this cluster: drop the per-rule GPU requests the shipped profile makes.
     "set-resources": {rule: {"gpu": 0} for rule in GPU_RULES},
     "latency-wait": 5,  # one local file system
