@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import Callable, Sequence
 
 from crossgap import cli_datasets
+from crossgap.config import schema_default
 
 log = logging.getLogger("crossgap.cli")
 
@@ -141,7 +142,7 @@ def _report(args: argparse.Namespace) -> int:
         paths = report_from_results(args.results_dir, args.out, seed=args.inversion_seed,
                                     methods=_parse_methods(args.methods),
                                     bootstrap={"resamples": args.resamples, "seed": args.bootstrap_seed,
-                                               "confidence": 0.95})
+                                               "confidence": args.confidence})
     except (ValueError, OSError) as exc:
         log.error("%s", exc)
         return 1
@@ -155,8 +156,12 @@ def _configure_report(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="folder for summary, tables, paper tables, verdicts, plots, HTML")
     p.add_argument("--methods", nargs="*", default=[], metavar="TASK=M1,M2",
                    help="methods the paper tables show per task (default: the inversions and training-free methods)")
-    p.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples (evaluation.bootstrap.resamples)")
-    p.add_argument("--bootstrap-seed", type=int, default=0, help="evaluation.bootstrap.seed")
+    p.add_argument("--resamples", type=int, default=schema_default("evaluation.bootstrap.resamples"),
+                   help="bootstrap resamples (evaluation.bootstrap.resamples)")
+    p.add_argument("--bootstrap-seed", type=int, default=schema_default("evaluation.bootstrap.seed"),
+                   help="evaluation.bootstrap.seed")
+    p.add_argument("--confidence", type=float, default=schema_default("evaluation.bootstrap.confidence"),
+                   help="evaluation.bootstrap.confidence")
     p.add_argument("--inversion-seed", type=int, default=None,
                    help="inversion.seed of the run (results of its other seeds are replicates; default: the one "
                         "seed the inverted results record)")

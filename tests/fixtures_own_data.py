@@ -155,3 +155,16 @@ def make_wds(root: Path, kind: str = "classification", *, sizes: dict[str, int] 
         (root / "classnames.txt").write_text("\n".join(WDS_CLASSES) + "\n")
         (root / "zeroshot_classification_templates.txt").write_text("\n".join(WDS_TEMPLATES) + "\n")
     return info
+
+
+def rewrite_member(tar: Path, name: str, data: bytes) -> None:
+    """Replace member ``name`` of ``tar`` with ``data`` (a corrupt image or caption inside a shard)."""
+    import tarfile
+
+    with tarfile.open(tar) as src:
+        members = [(m, src.extractfile(m).read()) for m in src.getmembers()]
+    with tarfile.open(tar, "w") as out:
+        for info, content in members:
+            content = data if info.name == name else content
+            info.size = len(content)
+            out.addfile(info, io.BytesIO(content))

@@ -7,7 +7,7 @@ import json
 import pytest
 import yaml
 from fixtures_datasets import garble_file
-from fixtures_own_data import make_caption_table, make_imagefolder, make_wds
+from fixtures_own_data import make_caption_table, make_imagefolder, make_wds, rewrite_member
 
 from crossgap.cli import main
 from crossgap.datasets import read_manifest
@@ -123,22 +123,9 @@ def test_append_to_a_file_without_datasets_and_flow_style(tmp_path):
 
 
 # --------------------------------------------------------------------------------- issue 21: bad input
-def _rewrite(tar, name, data):
-    import io
-    import tarfile
-
-    with tarfile.open(tar) as src:
-        members = [(m, src.extractfile(m).read()) for m in src.getmembers()]
-    with tarfile.open(tar, "w") as out:
-        for info, content in members:
-            content = data if info.name == name else content
-            info.size = len(content)
-            out.addfile(info, io.BytesIO(content))
-
-
 def test_caption_not_utf8_named_by_check_prepare_and_init(tmp_path, capsys, caplog):
     make_wds(tmp_path / "caps", "retrieval", sizes={"test": 3})
-    _rewrite(tmp_path / "caps/test/0.tar", "s0000001.txt", b"\xff\xfeutf-16?")
+    rewrite_member(tmp_path / "caps/test/0.tar", "s0000001.txt", b"\xff\xfeutf-16?")
     member = f"{tmp_path}/caps/test/0.tar#s0000001.txt"
     message = f"{member}: the caption text is not UTF-8 text (byte 0: b'\\xff\\xfeut'); expected UTF-8 text"
     assert main(["datasets", "init", "wds", str(tmp_path / "caps")]) == 1

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from fixtures_own_data import WDS_CLASSES, image_bytes, make_caption_table, make_imagefolder, make_wds
+from fixtures_own_data import WDS_CLASSES, image_bytes, make_caption_table, make_imagefolder, make_wds, rewrite_member
 from PIL import Image
 
 from crossgap.datasets import (
@@ -29,17 +29,6 @@ from crossgap.datasets.errors import skipped_summary
 from crossgap.datasets.tarshards import TarReadError, iter_samples, member_ref, parse_member_ref
 from crossgap.steps.features import extract_step, prompts_step
 from crossgap.storage import load_feature_set
-
-
-def rewrite_member(tar: Path, name: str, data: bytes) -> None:
-    """Replace member ``name`` of ``tar`` with ``data`` (a corrupt image inside a shard)."""
-    with tarfile.open(tar) as src:
-        members = [(m, src.extractfile(m).read()) for m in src.getmembers()]
-    with tarfile.open(tar, "w") as out:
-        for info, content in members:
-            content = data if info.name == name else content
-            info.size = len(content)
-            out.addfile(info, io.BytesIO(content))
 
 
 def member_offsets(tar: Path) -> dict[str, tuple[int, int]]:
