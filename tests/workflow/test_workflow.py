@@ -293,6 +293,7 @@ RERUNS = [
     ("evaluation.method_params.isoclip", {"k_top": 38, "k_bottom": 12, "tasks": {"text_retrieval": {"k_top": 6}}},
      {"evaluate_text_retrieval": 1} | REPORT),
     ("evaluation.bootstrap", {"resamples": 200}, {"aggregate": 1, "plots": 1, "default": 1}),
+    ("evaluation.paper_methods", {"image_retrieval": ["oti"]}, REPORT),
     ("pretrain.epochs", 2, {"pretrain_tiny": 1, "extract_features": 4, "preprojection_features": 4,
                             "prompt_features": 1, "class_sentence_features": 1, "classname_features": 1,
                             "vocabulary_features": 1, "projection_matrices": 1} | DOWNSTREAM | REPORT),
