@@ -46,7 +46,7 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from crossgap.models.towers import _factory, _name as _class_name, _register, text_module
+from crossgap.models.towers import _factory, _name as _class_name, register_class, text_module
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +121,7 @@ def register_projection(modality: str, module_cls: type) -> Callable[[Projection
     ``fn`` raises :class:`~crossgap.models.projection.NoLinearProjectionError` when the module does
     not end in one linear map (see this module).
     """
-    return _register(_PROJECTIONS[modality], module_cls, f"{modality} projection")
+    return register_class(_PROJECTIONS[modality], module_cls, f"a projection function ({modality})")
 
 
 def projection_of(module: nn.Module, modality: str) -> LinearProjection:

@@ -32,7 +32,7 @@ from torch import nn
 
 from crossgap.models.base import PatchesUnsupported, VisionTower
 from crossgap.models.projection import LinearProjection, NoLinearProjectionError, from_linear, register_projection
-from crossgap.models.towers import register_vision_tower
+from crossgap.models.towers import register_class, register_vision_tower
 
 log = logging.getLogger(__name__)
 
@@ -41,15 +41,7 @@ _TRUNKS: dict[type, type["TimmTrunk"]] = {}
 
 def register_timm_trunk(trunk_cls: type) -> Callable[[type["TimmTrunk"]], type["TimmTrunk"]]:
     """Decorator: a :class:`TimmTrunk` subclass runs timm trunks of ``trunk_cls`` (and subclasses)."""
-
-    def deco(runner: type[TimmTrunk]) -> type[TimmTrunk]:
-        known = _TRUNKS.get(trunk_cls)
-        if known is not None and known is not runner:
-            raise ValueError(f"a timm trunk runner is already registered for {trunk_cls.__name__}: {known!r}")
-        _TRUNKS[trunk_cls] = runner
-        return runner
-
-    return deco
+    return register_class(_TRUNKS, trunk_cls, "a timm trunk runner")
 
 
 def is_timm_vit(module: nn.Module) -> bool:

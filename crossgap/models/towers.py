@@ -43,11 +43,14 @@ _TEXT_TOWERS: dict[type, TextFactory] = {}
 _VISION_TOWERS: dict[type, VisionFactory] = {}
 
 
-def _register(registry: dict[type, Callable], cls: type, kind: str) -> Callable[[FactoryT], FactoryT]:
+def register_class(registry: dict[type, Callable], cls: type, what: str) -> Callable[[FactoryT], FactoryT]:
+    """Decorator registering a callable under ``cls`` in ``registry`` (looked up along the MRO); ``what``
+    names the kind in the error a second, different registration for ``cls`` raises."""
+
     def deco(factory: FactoryT) -> FactoryT:
         known = registry.get(cls)
         if known is not None and known is not factory:
-            raise ValueError(f"a {kind} tower factory is already registered for {_name(cls)}: {known!r}")
+            raise ValueError(f"{what} is already registered for {_name(cls)}: {known!r}")
         registry[cls] = factory
         return factory
 
@@ -56,7 +59,7 @@ def _register(registry: dict[type, Callable], cls: type, kind: str) -> Callable[
 
 def register_text_tower(model_cls: type) -> Callable[[FactoryT], FactoryT]:
     """Decorator: ``factory(model) -> TextTower`` serves instances of ``model_cls`` (and subclasses)."""
-    return _register(_TEXT_TOWERS, model_cls, "text")
+    return register_class(_TEXT_TOWERS, model_cls, "a text tower factory")
 
 
 def register_vision_tower(visual_cls: type) -> Callable[[FactoryT], FactoryT]:
@@ -65,7 +68,7 @@ def register_vision_tower(visual_cls: type) -> Callable[[FactoryT], FactoryT]:
     The factory raises :class:`~crossgap.models.base.PatchesUnsupported` for modules it cannot run
     from patch embeddings.
     """
-    return _register(_VISION_TOWERS, visual_cls, "vision")
+    return register_class(_VISION_TOWERS, visual_cls, "a vision tower factory")
 
 
 def _name(cls: type) -> str:
